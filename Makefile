@@ -1,0 +1,40 @@
+# Two environments, created on first use from the pinned requirement files:
+#   .venv      orchestration (SageMaker SDK, boto3, moto, pytest)
+#   .venv-job  the job "container" (MXNet 1.9.1, numpy 1.23.5, boto3)
+PYTHON ?= python3
+ORCH := .venv/.installed
+JOB := .venv-job/.installed
+PIP_FLAGS ?= -q --disable-pip-version-check
+
+.PHONY: setup run test test-job test-orchestration bench clean
+
+$(ORCH): requirements/orchestration.txt
+	$(PYTHON) -m venv .venv
+	.venv/bin/pip install $(PIP_FLAGS) -r requirements/orchestration.txt
+	touch $@
+
+$(JOB): requirements/job.txt requirements/job-test.txt
+	$(PYTHON) -m venv .venv-job
+	.venv-job/bin/pip install $(PIP_FLAGS) -r requirements/job-test.txt
+	touch $@
+
+setup: $(ORCH) $(JOB)
+
+## The main job: the whole pipeline, locally, on the shipped MNIST data.
+run: setup
+	.venv/bin/python run_pipeline.py --local start --wait
+
+## All tests: job code in the job environment, orchestration in its own.
+test: setup test-job test-orchestration
+
+test-job: $(JOB)
+	.venv-job/bin/python -m pytest tests/job
+
+test-orchestration: $(ORCH)
+	.venv/bin/python -m pytest tests/orchestration
+
+bench: setup
+	.venv-job/bin/python bench/train.py
+
+clean:
+	rm -rf .venv .venv-job .pytest_cache

@@ -1,0 +1,1 @@
+"""Orchestration side: the SageMaker pipeline definition, code packaging, the CLI, the local service."""

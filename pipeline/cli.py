@@ -1,0 +1,360 @@
+"""``run_pipeline.py``: build, upsert, start and review the MNIST pipeline on AWS or locally.
+
+Exit codes: 0 success, 1 the execution (or the operation) failed, 2 usage or input error.
+"""
+import argparse
+import json
+import sys
+import time
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from pipeline import aws
+from pipeline.definition import (DEFAULT_PIPELINE_NAME, DEFAULT_PREFIX, PARAMETERS,
+                                 PLACEHOLDER_ROLE, PipelineConfig, definition_json)
+from pipeline.packaging import build_artifacts, upload_artifacts
+
+FINAL_STATUSES = {"Succeeded", "Failed", "Stopped"}
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: exit code 2."""
+
+
+def parse_param(text):
+    """'Name=Value' -> (Name, typed value), checked against the pipeline's parameters."""
+    name, sep, raw = text.partition("=")
+    if not sep:
+        raise UsageError(f"--param expects Name=Value, got {text!r}")
+    if name not in PARAMETERS:
+        raise UsageError(f"unknown parameter {name!r}; known: {', '.join(PARAMETERS)}")
+    kind = PARAMETERS[name][0]
+    try:
+        if kind is bool:
+            if raw.lower() not in ("true", "false"):
+                raise ValueError
+            return name, raw.lower() == "true"
+        return name, kind(raw)
+    except ValueError:
+        raise UsageError(f"parameter {name} needs a {kind.__name__}, got {raw!r}")
+
+
+def _render(value):
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class Context:
+    """Resolved settings and clients for one command."""
+
+    def __init__(self, args):
+        self.args = args
+        self._clients = None
+
+    @property
+    def clients(self):
+        if self._clients is None:
+            self._clients = aws.Clients.create(self.args.profile, self.args.region,
+                                               self.args.endpoint_url)
+        return self._clients
+
+    def bucket(self, offline=False):
+        if self.args.bucket:
+            return self.args.bucket
+        if offline:
+            return f"sagemaker-{self.args.region or 'us-east-1'}-ACCOUNT"
+        return aws.default_bucket(self.clients)
+
+    def role(self, required):
+        role = self.args.role_arn or aws.role_from_environment()
+        if role is None and required:
+            raise UsageError("an execution role is needed: pass --role-arn or set "
+                             "SAGEMAKER_ROLE_ARN")
+        return role or PLACEHOLDER_ROLE
+
+    def config(self, offline=False, role_required=False):
+        return PipelineConfig(bucket=self.bucket(offline), role_arn=self.role(role_required),
+                              region=self.args.region or (None if offline else self.clients.region)
+                              or "us-east-1",
+                              pipeline_name=self.args.pipeline_name, prefix=self.args.prefix)
+
+    def pipeline_arn(self):
+        desc = self.clients.sagemaker.describe_pipeline(PipelineName=self.args.pipeline_name)
+        return desc["PipelineArn"]
+
+    def execution_arn(self, ref):
+        if ref.startswith("arn:"):
+            return ref
+        return f"{self.pipeline_arn()}/execution/{ref}"
+
+
+def cmd_definition(ctx):
+    text = definition_json(ctx.config(offline=True))
+    if ctx.args.output:
+        with open(ctx.args.output, "w") as handle:
+            handle.write(text)
+        print(f"wrote {ctx.args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def upsert(ctx):
+    """Upload code, then create or update the pipeline with exactly our definition JSON."""
+    config = ctx.config(role_required=ctx.clients.endpoint_url is None)
+    artifacts = build_artifacts(config.prefix)
+    aws.ensure_bucket(ctx.clients, config.bucket)
+    uploaded = upload_artifacts(ctx.clients.s3, config.bucket, artifacts)
+    for uri in uploaded:
+        print(f"uploaded {uri}")
+    body = definition_json(config, artifacts)
+    sm = ctx.clients.sagemaker
+    request = {"PipelineName": config.pipeline_name, "PipelineDefinition": body,
+               "RoleArn": config.role_arn,
+               "PipelineDescription": "MNIST with MXNet: prepare, train, evaluate, gate, "
+                                      "register, deploy, clean up"}
+    try:
+        arn = sm.update_pipeline(**{k: v for k, v in request.items()
+                                    if k != "PipelineDescription"})["PipelineArn"]
+        action = "updated"
+    except ClientError as err:
+        if err.response["Error"]["Code"] not in ("ResourceNotFound", "ValidationException"):
+            raise
+        arn = sm.create_pipeline(ClientRequestToken=str(int(time.time() * 1000)),
+                                 **request)["PipelineArn"]
+        action = "created"
+    print(f"{action} pipeline {arn}")
+    return arn
+
+
+def cmd_upsert(ctx):
+    upsert(ctx)
+    return EXIT_OK
+
+
+def cmd_start(ctx):
+    overrides = dict(parse_param(p) for p in ctx.args.param or [])
+    if not ctx.args.no_upsert:
+        upsert(ctx)
+    response = ctx.clients.sagemaker.start_pipeline_execution(
+        PipelineName=ctx.args.pipeline_name,
+        PipelineParameters=[{"Name": k, "Value": _render(v)} for k, v in overrides.items()],
+        PipelineExecutionDisplayName=ctx.args.display_name or f"run-{int(time.time())}")
+    arn = response["PipelineExecutionArn"]
+    print(f"started {arn}")
+    if not ctx.args.wait:
+        return EXIT_OK
+    return wait_and_report(ctx, arn)
+
+
+def list_steps(sm, arn):
+    steps, token = [], None
+    while True:
+        kwargs = {"PipelineExecutionArn": arn, "SortOrder": "Ascending"}
+        if token:
+            kwargs["NextToken"] = token
+        page = sm.list_pipeline_execution_steps(**kwargs)
+        steps += page["PipelineExecutionSteps"]
+        token = page.get("NextToken")
+        if not token:
+            return steps
+
+
+def _step_line(step):
+    line = f"  {step['StepName']:<24} {step['StepStatus']}"
+    if step.get("FailureReason"):
+        line += f": {step['FailureReason']}"
+    return line
+
+
+def wait_and_report(ctx, arn, poll=None):
+    """Show step status changes live until the execution ends; exit code from its status."""
+    sm = ctx.clients.sagemaker
+    poll = poll or ctx.args.poll_seconds
+    seen, started = {}, time.time()
+    while True:
+        desc = sm.describe_pipeline_execution(PipelineExecutionArn=arn)
+        for step in list_steps(sm, arn):
+            key = step["StepName"]
+            if seen.get(key) != step["StepStatus"]:
+                seen[key] = step["StepStatus"]
+                print(f"[{time.time() - started:6.1f}s]{_step_line(step)}", flush=True)
+        status = desc["PipelineExecutionStatus"]
+        if status in FINAL_STATUSES:
+            break
+        time.sleep(poll)
+    print(f"execution {status} after {time.time() - started:.1f}s")
+    if desc.get("FailureReason"):
+        print(f"reason: {desc['FailureReason']}")
+    return EXIT_OK if status == "Succeeded" else EXIT_FAILED
+
+
+def cmd_executions(ctx):
+    sm = ctx.clients.sagemaker
+    page = sm.list_pipeline_executions(PipelineName=ctx.args.pipeline_name,
+                                       SortBy="CreationTime", SortOrder="Descending",
+                                       MaxResults=ctx.args.limit)
+    rows = page["PipelineExecutionSummaries"]
+    if not rows:
+        print(f"no executions of {ctx.args.pipeline_name}")
+    for row in rows:
+        print(f"{row['PipelineExecutionArn'].split('/')[-1]:<16} "
+              f"{row['PipelineExecutionStatus']:<10} {row['StartTime']:%Y-%m-%d %H:%M:%S} "
+              f"{row.get('PipelineExecutionDisplayName', '')}")
+    return EXIT_OK
+
+
+def cmd_describe(ctx):
+    sm = ctx.clients.sagemaker
+    arn = ctx.execution_arn(ctx.args.execution)
+    desc = sm.describe_pipeline_execution(PipelineExecutionArn=arn)
+    params = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)
+    print(f"execution {arn}")
+    print(f"status    {desc['PipelineExecutionStatus']}")
+    if desc.get("FailureReason"):
+        print(f"reason    {desc['FailureReason']}")
+    print("parameters: " + ", ".join(f"{p['Name']}={p['Value']}"
+                                     for p in params["PipelineParameters"]))
+    print("steps:")
+    for step in list_steps(sm, arn):
+        print(_step_line(step))
+        meta = step.get("Metadata", {})
+        for kind, value in meta.items():
+            if isinstance(value, dict) and "Arn" in value:
+                print(f"    {kind}: {value['Arn']}")
+    return EXIT_OK if desc["PipelineExecutionStatus"] != "Failed" else EXIT_FAILED
+
+
+def _package_arn(ctx, ref):
+    if ref != "latest":
+        return ref
+    page = ctx.clients.sagemaker.list_model_packages(
+        ModelPackageGroupName=ctx.args.model_package_group, SortBy="CreationTime",
+        SortOrder="Descending", MaxResults=1)
+    if not page["ModelPackageSummaryList"]:
+        raise UsageError(f"no model packages in group {ctx.args.model_package_group}")
+    return page["ModelPackageSummaryList"][0]["ModelPackageArn"]
+
+
+def _set_approval(ctx, status):
+    arn = _package_arn(ctx, ctx.args.package)
+    kwargs = {"ModelPackageArn": arn, "ModelApprovalStatus": status}
+    if ctx.args.description:
+        kwargs["ApprovalDescription"] = ctx.args.description
+    ctx.clients.sagemaker.update_model_package(**kwargs)
+    print(f"{arn}: {status}")
+    return EXIT_OK
+
+
+def cmd_approve(ctx):
+    return _set_approval(ctx, "Approved")
+
+
+def cmd_reject(ctx):
+    return _set_approval(ctx, "Rejected")
+
+
+def cmd_delete_endpoint(ctx):
+    sm = ctx.clients.sagemaker
+    name = ctx.args.endpoint
+    desc = sm.describe_endpoint(EndpointName=name)
+    config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
+    sm.delete_endpoint(EndpointName=name)
+    sm.delete_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
+    for variant in config["ProductionVariants"]:
+        sm.delete_model(ModelName=variant["ModelName"])
+    print(f"deleted endpoint {name}, its config {desc['EndpointConfigName']} and "
+          f"{len(config['ProductionVariants'])} model(s)")
+    return EXIT_OK
+
+
+def _add_global_options(parser, defaults):
+    def d(value):
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--profile", default=d(None),
+                        help="AWS profile (default: the standard AWS chain)")
+    parser.add_argument("--region", default=d(None),
+                        help="AWS region (default: the profile's, else us-east-1)")
+    parser.add_argument("--role-arn", default=d(None),
+                        help="SageMaker execution role (or SAGEMAKER_ROLE_ARN)")
+    parser.add_argument("--bucket", default=d(None),
+                        help="S3 bucket for code and data (default: sagemaker-REGION-ACCOUNT)")
+    parser.add_argument("--prefix", default=d(DEFAULT_PREFIX), help="S3 key prefix")
+    parser.add_argument("--pipeline-name", default=d(DEFAULT_PIPELINE_NAME))
+    parser.add_argument("--model-package-group", default=d("mnist-mxnet-models"))
+    parser.add_argument("--endpoint-url", default=d(None),
+                        help="SageMaker API endpoint URL (e.g. a local service)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="run_pipeline.py", description="Run and review the MNIST SageMaker pipeline.")
+    _add_global_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_options(common, defaults=False)  # the same options also after the command
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("definition", parents=[common], 
+                       help="print (or write) the pipeline definition JSON")
+    p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_definition)
+
+    p = sub.add_parser("upsert", parents=[common], 
+                       help="upload the code and create or update the pipeline")
+    p.set_defaults(func=cmd_upsert)
+
+    p = sub.add_parser("start", parents=[common], help="upsert, then start an execution")
+    p.add_argument("--param", action="append", metavar="Name=Value",
+                   help="override a pipeline parameter (repeatable)")
+    p.add_argument("--wait", action="store_true", help="show live step status until it ends")
+    p.add_argument("--no-upsert", action="store_true", help="start the pipeline as it is")
+    p.add_argument("--display-name", help="execution display name")
+    p.add_argument("--poll-seconds", type=float, default=10.0)
+    p.set_defaults(func=cmd_start)
+
+    p = sub.add_parser("executions", parents=[common], help="list recent executions")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_executions)
+
+    p = sub.add_parser("describe", parents=[common], 
+                       help="status, parameters and steps of one execution")
+    p.add_argument("execution", help="execution ARN or id")
+    p.set_defaults(func=cmd_describe)
+
+    for name, func, verb in (("approve", cmd_approve, "Approved"),
+                             ("reject", cmd_reject, "Rejected")):
+        p = sub.add_parser(name, parents=[common], help=f"mark a model package {verb}")
+        p.add_argument("package", help="model package ARN, or 'latest' in the group")
+        p.add_argument("--description", help="approval description")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("delete-endpoint", parents=[common], 
+                       help="delete an endpoint with its config and model")
+    p.add_argument("endpoint", help="endpoint name")
+    p.set_defaults(func=cmd_delete_endpoint)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse exits with 2 on bad usage
+    try:
+        return args.func(Context(args))
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except NoCredentialsError:
+        print("error: no AWS credentials found (configure a profile or use --local)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except ClientError as err:
+        code = err.response["Error"]["Code"]
+        print(f"error: {code}: {err.response['Error'].get('Message', '')}", file=sys.stderr)
+        return EXIT_USAGE if code in ("ValidationException", "ResourceNotFound") else EXIT_FAILED
+    except BotoCoreError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED

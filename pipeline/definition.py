@@ -1,0 +1,313 @@
+"""The SageMaker pipeline: parameters, steps and the definition JSON, built with no network calls.
+
+The same JSON is what AWS receives and what the local service runs. Everything that could vary
+between machines (code upload, bucket discovery, timestamps) is kept out: code URIs come from
+``packaging`` (content hashes), the bucket and role are inputs.
+"""
+import contextlib
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict
+
+os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # we pin SDK 2.x on purpose: MXNet
+# The SDK narrates every default it fills in (some of it on stdout); keep only real problems.
+for _name in ("sagemaker", "sagemaker.config"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+import boto3  # noqa: E402
+from sagemaker import image_uris
+from sagemaker.model import Model
+from sagemaker.model_metrics import MetricsSource, ModelMetrics
+from sagemaker.mxnet import MXNet
+from sagemaker.processing import ProcessingInput, ProcessingOutput, ScriptProcessor
+from sagemaker.workflow.condition_step import ConditionStep
+from sagemaker.workflow.conditions import ConditionGreaterThanOrEqualTo
+from sagemaker.workflow.execution_variables import ExecutionVariables
+from sagemaker.workflow.fail_step import FailStep
+from sagemaker.workflow.functions import Join, JsonGet
+from sagemaker.workflow.parameters import (
+    ParameterBoolean,
+    ParameterFloat,
+    ParameterInteger,
+    ParameterString,
+)
+from sagemaker.workflow.pipeline import Pipeline
+from sagemaker.workflow.pipeline_context import PipelineSession
+from sagemaker.workflow.properties import PropertyFile
+from sagemaker.workflow.model_step import ModelStep
+from sagemaker.workflow.steps import ProcessingStep, TrainingStep
+from sagemaker.inputs import TrainingInput
+
+import sagemaker.utils as sagemaker_utils  # noqa: E402
+
+from pipeline.packaging import Artifact, build_artifacts
+
+_sdk_validate_config = sagemaker_utils.validate_sagemaker_config
+
+FRAMEWORK_VERSION = "1.9.0"
+PY_VERSION = "py38"
+DEFAULT_PIPELINE_NAME = "mnist-mxnet"
+DEFAULT_REGION = "us-east-1"
+DEFAULT_PREFIX = "mnist-mxnet"
+# Used only when no role is given: fine for `definition` and the local service, rejected by AWS.
+PLACEHOLDER_ROLE = "arn:aws:iam::000000000000:role/SageMakerExecutionRole"
+AWS_MNIST_URI = "s3://sagemaker-sample-files/datasets/image/MNIST/"
+PROCESSING = "/opt/ml/processing"
+# Explicit SDK defaults: no telemetry calls, and no machine-local config files that would make the
+# definition depend on the machine it was built on.
+SDK_CONFIG = {"SchemaVersion": "1.0",
+              "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+
+# Parameters as users see them in Studio: name -> (kind, default, what it does).
+PARAMETERS = {
+    "ProcessingInstanceType": (str, "ml.m5.large", "instance type of the processing steps"),
+    "TrainingInstanceType": (str, "ml.m5.xlarge", "instance type of TrainModel"),
+    "TrainingInstanceCount": (int, 1, "hosts for TrainModel; more than 1 trains with dist_sync"),
+    "Epochs": (int, 20, "training epochs"),
+    "LearningRate": (float, 0.002, "Adam learning rate (cosine-decayed)"),
+    "BatchSize": (int, 256, "training mini-batch size"),
+    "AccuracyThreshold": (float, 0.97, "test accuracy needed to register and deploy"),
+    "ModelApprovalStatus": (str, "Approved",
+                            "status of the new model package; only Approved is deployed"),
+    "MnistSourceUri": (str, AWS_MNIST_URI, "where PrepareData fetches MNIST (https, s3, folder)"),
+    "EndpointName": (str, "mnist-mlp", "endpoint DeployModel creates or updates"),
+    "EndpointInstanceType": (str, "ml.m5.large", "instance type of the endpoint"),
+    "KeepEndpoint": (bool, True, "false deletes the endpoint in Cleanup (the lab's last step)"),
+}
+_PARAMETER_CLASS = {str: ParameterString, int: ParameterInteger, float: ParameterFloat,
+                    bool: ParameterBoolean}
+
+METRIC_DEFINITIONS = [
+    {"Name": name, "Regex": f"{name}=([0-9.]+(?:e[-+]?[0-9]+)?)"}
+    for name in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
+]
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything the definition depends on besides the code itself."""
+
+    bucket: str
+    role_arn: str = PLACEHOLDER_ROLE
+    region: str = DEFAULT_REGION
+    pipeline_name: str = DEFAULT_PIPELINE_NAME
+    prefix: str = DEFAULT_PREFIX
+    model_package_group: str = "mnist-mxnet-models"
+    parameter_defaults: Dict[str, object] = field(default_factory=dict)
+
+
+def _parameters(overrides):
+    unknown = sorted(set(overrides) - set(PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
+    return {
+        name: _PARAMETER_CLASS[kind](name=name, default_value=overrides.get(name, default))
+        for name, (kind, default, _) in PARAMETERS.items()
+    }
+
+
+def _session(config):
+    """A PipelineSession that only records requests; it never calls AWS here."""
+    boto_session = boto3.Session(region_name=config.region, aws_access_key_id="unused",
+                                 aws_secret_access_key="unused")
+    return PipelineSession(boto_session=boto_session, default_bucket=config.bucket,
+                           sagemaker_config=SDK_CONFIG)
+
+
+def _s3(config, *parts):
+    return Join(on="/", values=[f"s3://{config.bucket}/{config.prefix}", *parts])
+
+
+_validated_configs = set()
+
+
+def _validate_config_once(config):
+    """The SDK re-validates its defaults config (a ~0.3 s JSON-schema check) on each of ~90
+    lookups per build; the config does not change, so validate each distinct one once."""
+    key = json.dumps(config, sort_keys=True, default=str)
+    if key not in _validated_configs:
+        _sdk_validate_config(config)
+        _validated_configs.add(key)
+
+
+@contextlib.contextmanager
+def _offline():
+    """Build conditions: no instance-metadata credential probes (the SDK makes sessions it never
+    uses, e.g. sagemaker.jumpstart's default session, which probe 169.254.169.254 when the
+    machine has no credentials), and config validation once instead of per lookup."""
+    previous = os.environ.get("AWS_EC2_METADATA_DISABLED")
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    sagemaker_utils.validate_sagemaker_config = _validate_config_once
+    try:
+        yield
+    finally:
+        sagemaker_utils.validate_sagemaker_config = _sdk_validate_config
+        if previous is None:
+            os.environ.pop("AWS_EC2_METADATA_DISABLED", None)
+        else:
+            os.environ["AWS_EC2_METADATA_DISABLED"] = previous
+
+
+def build_pipeline(config: PipelineConfig, artifacts: Dict[str, Artifact] = None) -> Pipeline:
+    """The MNIST pipeline as a SageMaker SDK ``Pipeline`` object."""
+    with _offline(), warnings.catch_warnings():
+        # "Running within a PipelineSession, there will be No Wait...": that is the point.
+        warnings.filterwarnings("ignore", message="Running within a PipelineSession")
+        return _build_pipeline(config, artifacts)
+
+
+def _build_pipeline(config, artifacts):
+    artifacts = artifacts or build_artifacts(config.prefix)
+    code = {name: artifact.uri(config.bucket) for name, artifact in artifacts.items()}
+    p = _parameters(config.parameter_defaults)
+    session = _session(config)
+    execution = ExecutionVariables.PIPELINE_EXECUTION_ID
+    image = image_uris.retrieve("mxnet", config.region, version=FRAMEWORK_VERSION,
+                                py_version=PY_VERSION, instance_type="ml.m5.large",
+                                image_scope="training")
+    inference_image = image_uris.retrieve("mxnet", config.region, version=FRAMEWORK_VERSION,
+                                          py_version=PY_VERSION, instance_type="ml.m5.large",
+                                          image_scope="inference")
+
+    def processor(base_name):
+        return ScriptProcessor(
+            image_uri=image, command=["python3"], role=config.role_arn, instance_count=1,
+            instance_type=p["ProcessingInstanceType"], base_job_name=base_name,
+            sagemaker_session=session)
+
+    prepare = ProcessingStep(
+        name="PrepareData",
+        step_args=processor("mnist-prepare").run(
+            code=code["preprocess.py"],
+            arguments=["--source", p["MnistSourceUri"], "--output-dir", PROCESSING],
+            outputs=[
+                ProcessingOutput(output_name=split, source=f"{PROCESSING}/{split}",
+                                 destination=_s3(config, execution, "data", split))
+                for split in ("train", "validation", "test", "report")
+            ],
+        ),
+    )
+    outputs = prepare.properties.ProcessingOutputConfig.Outputs
+
+    estimator = MXNet(
+        entry_point="train.py", source_dir=code["sourcedir.tar.gz"],
+        framework_version=FRAMEWORK_VERSION, py_version=PY_VERSION, role=config.role_arn,
+        instance_count=p["TrainingInstanceCount"], instance_type=p["TrainingInstanceType"],
+        hyperparameters={"epochs": p["Epochs"], "learning-rate": p["LearningRate"],
+                         "batch-size": p["BatchSize"]},
+        metric_definitions=METRIC_DEFINITIONS,
+        distribution={"parameter_server": {"enabled": True}},
+        output_path=f"s3://{config.bucket}/{config.prefix}/models",
+        code_location=f"s3://{config.bucket}/{config.prefix}/models",
+        base_job_name="mnist-train", disable_profiler=True, debugger_hook_config=False,
+        sagemaker_session=session)
+    train = TrainingStep(
+        name="TrainModel",
+        step_args=estimator.fit({
+            "train": TrainingInput(outputs["train"].S3Output.S3Uri),
+            "validation": TrainingInput(outputs["validation"].S3Output.S3Uri),
+        }),
+    )
+    model_data = train.properties.ModelArtifacts.S3ModelArtifacts
+
+    evaluation_file = PropertyFile(name="Evaluation", output_name="evaluation",
+                                   path="evaluation.json")
+    evaluate = ProcessingStep(
+        name="EvaluateModel",
+        step_args=processor("mnist-evaluate").run(
+            code=code["evaluate.py"],
+            arguments=["--model", f"{PROCESSING}/model", "--test", f"{PROCESSING}/test",
+                       "--output-dir", f"{PROCESSING}/evaluation"],
+            inputs=[ProcessingInput(source=model_data, destination=f"{PROCESSING}/model"),
+                    ProcessingInput(source=outputs["test"].S3Output.S3Uri,
+                                    destination=f"{PROCESSING}/test")],
+            outputs=[ProcessingOutput(output_name="evaluation",
+                                      source=f"{PROCESSING}/evaluation",
+                                      destination=_s3(config, execution, "evaluation"))],
+        ),
+        property_files=[evaluation_file],
+    )
+    accuracy = JsonGet(step_name=evaluate.name, property_file=evaluation_file,
+                       json_path="metrics.accuracy.value")
+
+    model = Model(
+        image_uri=inference_image, model_data=model_data, role=config.role_arn,
+        env={"SAGEMAKER_PROGRAM": "inference.py",
+             "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"},
+        sagemaker_session=session)
+    metrics_uri = Join(on="/", values=[
+        evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri,
+        "evaluation.json"])
+    register = ModelStep(
+        name="Register",  # the SDK names the step "Register-RegisterModel"
+        step_args=model.register(
+            content_types=["application/json", "application/x-npy"],
+            response_types=["application/json"],
+            inference_instances=["ml.m5.large", "ml.m5.xlarge", "ml.c5.large"],
+            transform_instances=["ml.m5.large"],
+            model_package_group_name=config.model_package_group,
+            approval_status=p["ModelApprovalStatus"],
+            model_metrics=ModelMetrics(model_statistics=MetricsSource(
+                content_type="application/json", s3_uri=metrics_uri)),
+        ),
+    )
+    register_step = register.steps[-1]
+
+    deploy = ProcessingStep(
+        name="DeployModel",
+        step_args=processor("mnist-deploy").run(
+            code=code["deploy.py"],
+            arguments=["--model-package-arn", register_step.properties.ModelPackageArn,
+                       "--endpoint-name", p["EndpointName"],
+                       "--instance-type", p["EndpointInstanceType"],
+                       "--execution-id", execution,
+                       "--role-arn", config.role_arn,
+                       "--test", f"{PROCESSING}/test"],
+            inputs=[ProcessingInput(source=outputs["test"].S3Output.S3Uri,
+                                    destination=f"{PROCESSING}/test")],
+        ),
+        depends_on=[register_step],
+    )
+    cleanup = ProcessingStep(
+        name="Cleanup",
+        step_args=processor("mnist-cleanup").run(
+            code=code["cleanup.py"],
+            arguments=["--endpoint-name", p["EndpointName"],
+                       "--keep-endpoint", Join(on="", values=[p["KeepEndpoint"]]),
+                       "--execution-id", execution],
+        ),
+        depends_on=[deploy],
+    )
+    fail = FailStep(
+        name="AccuracyTooLow",
+        error_message=Join(on="", values=[
+            "Test accuracy ", accuracy, " is below AccuracyThreshold ",
+            p["AccuracyThreshold"], ": the model was not registered or deployed."]),
+    )
+    check = ConditionStep(
+        name="CheckAccuracy",
+        conditions=[ConditionGreaterThanOrEqualTo(left=accuracy, right=p["AccuracyThreshold"])],
+        if_steps=[register, deploy, cleanup],
+        else_steps=[fail],
+    )
+    return Pipeline(
+        name=config.pipeline_name,
+        parameters=list(p.values()),
+        steps=[prepare, train, evaluate, check],
+        sagemaker_session=session,
+        pipeline_experiment_config=None,
+    )
+
+
+def definition_json(config: PipelineConfig, artifacts: Dict[str, Artifact] = None) -> str:
+    """The definition as canonical JSON text (sorted keys), what ``upsert`` sends."""
+    pipeline = build_pipeline(config, artifacts)
+    with _offline():  # the SDK compiles the steps here, with the same lookups
+        definition = json.loads(pipeline.definition())
+    # The SDK writes "PipelineExperimentConfig": null when it is disabled; the schema has no such key.
+    if definition.get("PipelineExperimentConfig") is None:
+        definition.pop("PipelineExperimentConfig", None)
+    return json.dumps(definition, indent=2, sort_keys=True) + "\n"

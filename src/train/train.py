@@ -1,0 +1,208 @@
+"""TrainModel: SageMaker script-mode entry point training a Gluon MLP on MNIST.
+
+Follows SageMaker's training contract: hyperparameters arrive as command-line flags, paths and
+cluster layout as SM_* variables; the model goes to SM_MODEL_DIR as ``model-symbol.json`` +
+``model-0000.params`` with ``code/inference.py`` beside it, so model.tar.gz serves as it is.
+On several hosts every worker trains on its own shard and gradients are aggregated through
+MXNet's ``dist_sync`` kvstore. Per-epoch lines match the pipeline's metric_definitions.
+"""
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon, nd
+
+FAILURE_FILE = "/opt/ml/output/failure"
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The packaged source dir carries inference.py beside this file; a checkout keeps it in src/inference.
+INFERENCE_CANDIDATES = [os.path.join(HERE, "inference.py"),
+                        os.path.join(HERE, os.pardir, "inference", "inference.py")]
+
+
+class TrainingError(Exception):
+    """Training cannot go on (diverged, or bad input)."""
+
+
+def parse_args(argv=None):
+    env = os.environ
+    parser = argparse.ArgumentParser(description="Train an MLP on MNIST (SageMaker script mode).")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--learning-rate", type=float, default=0.002)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--hidden-units", default="128,64",
+                        help="comma-separated sizes of the hidden layers")
+    parser.add_argument("--weight-decay", type=float, default=0.0001)
+    parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    parser.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant"])
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--model-dir", default=env.get("SM_MODEL_DIR", "/opt/ml/model"))
+    parser.add_argument("--train", default=env.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
+    parser.add_argument("--validation",
+                        default=env.get("SM_CHANNEL_VALIDATION", "/opt/ml/input/data/validation"))
+    parser.add_argument("--hosts", default=env.get("SM_HOSTS", '["algo-1"]'))
+    parser.add_argument("--current-host", default=env.get("SM_CURRENT_HOST", "algo-1"))
+    parser.add_argument("--failure-file", default=FAILURE_FILE)
+    args = parser.parse_args(argv)
+    args.hosts = json.loads(args.hosts) if args.hosts.startswith("[") else args.hosts.split(",")
+    try:
+        args.hidden_units = [int(v) for v in args.hidden_units.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--hidden-units must be integers, got {args.hidden_units!r}")
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not args.learning_rate > 0:
+        parser.error("--learning-rate must be positive")
+    return args
+
+
+def load_channel(folder):
+    """Load the one .npz file of a channel: uint8 images (N, 28, 28) and labels (N,)."""
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".npz")) if os.path.isdir(folder) else []
+    if not files:
+        raise TrainingError(f"no .npz file in channel folder {folder}")
+    with np.load(os.path.join(folder, files[0])) as data:
+        images, labels = data["images"], data["labels"]
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
+        raise TrainingError(f"{files[0]} in {folder} does not hold 28x28 images with labels")
+    return images.reshape(len(images), 784), labels.astype(np.float32)
+
+
+def build_net(hidden_units):
+    net = gluon.nn.HybridSequential()
+    for units in hidden_units:
+        net.add(gluon.nn.Dense(units, activation="relu"))
+    net.add(gluon.nn.Dense(10))
+    return net
+
+
+def to_ndarrays(images, labels):
+    """Convert once: float32 pixels in [0, 1] and float32 labels, kept in NDArrays."""
+    return nd.array(images, dtype=np.uint8).astype(np.float32) / 255.0, nd.array(labels)
+
+
+def batches(x, y, batch_size, order=None):
+    """Slice (optionally shuffled) NDArrays into batches: no per-sample Python work."""
+    if order is not None:
+        index = nd.array(order, dtype=np.int32)
+        x, y = nd.take(x, index), nd.take(y, index)
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+
+
+def evaluate(net, loss_fn, batches):
+    """Mean loss and accuracy over pre-batched data."""
+    total_loss, correct, count = 0.0, 0.0, 0
+    for x, y in batches:
+        out = net(x)
+        total_loss += loss_fn(out, y).sum().asscalar()
+        correct += (out.argmax(axis=1) == y).sum().asscalar()
+        count += x.shape[0]
+    return total_loss / count, correct / count
+
+
+def create_kvstore(hosts):
+    """``dist_sync`` across hosts (the parameter servers are started by the container)."""
+    return mx.kv.create("dist_sync" if len(hosts) > 1 else "device")
+
+
+def train(args):
+    mx.random.seed(args.seed)
+    rng = np.random.RandomState(args.seed)
+    kv = create_kvstore(args.hosts)
+    rank, workers = kv.rank, kv.num_workers
+    train_x, train_y = load_channel(args.train)
+    val_x, val_y = load_channel(args.validation)
+    train_x, train_y = to_ndarrays(train_x[rank::workers], train_y[rank::workers])
+    print(f"host {args.current_host}: worker {rank + 1} of {workers}, {train_y.shape[0]} training "
+          f"and {len(val_y)} validation images, kvstore {kv.type}", flush=True)
+
+    net = build_net(args.hidden_units)
+    net.initialize(mx.init.Xavier(magnitude=2.24))
+    net.hybridize(static_alloc=True, static_shape=True)
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    steps_per_epoch = math.ceil(train_y.shape[0] / args.batch_size)
+    schedule = None
+    if args.lr_schedule == "cosine" and args.epochs > 1:
+        schedule = mx.lr_scheduler.CosineScheduler(
+            max_update=steps_per_epoch * args.epochs, base_lr=args.learning_rate,
+            final_lr=args.learning_rate * 0.01)
+    opt_params = {"learning_rate": args.learning_rate, "lr_scheduler": schedule,
+                  "wd": args.weight_decay}
+    if args.optimizer == "sgd":
+        opt_params["momentum"] = 0.9
+    trainer = gluon.Trainer(net.collect_params(), args.optimizer, opt_params, kvstore=kv)
+    val_batches = batches(*to_ndarrays(val_x, val_y), 1000)
+
+    history = []
+    for epoch in range(1, args.epochs + 1):
+        start = time.time()
+        total_loss, correct, count = nd.zeros(1), nd.zeros(1), 0
+        for x, y in batches(train_x, train_y, args.batch_size, rng.permutation(train_y.shape[0])):
+            with autograd.record():
+                out = net(x)
+                loss = loss_fn(out, y)
+            loss.backward()
+            trainer.step(x.shape[0])
+            total_loss += loss.sum()
+            correct += (out.argmax(axis=1) == y).sum()
+            count += x.shape[0]
+        train_loss = total_loss.asscalar() / count
+        if not math.isfinite(train_loss):
+            raise TrainingError(
+                f"training diverged: loss is {train_loss} in epoch {epoch} "
+                f"(learning rate {args.learning_rate}); lower LearningRate")
+        val_loss, val_acc = evaluate(net, loss_fn, val_batches)
+        seconds = time.time() - start
+        history.append({"epoch": epoch, "train_loss": train_loss,
+                        "train_accuracy": correct.asscalar() / count,
+                        "validation_loss": val_loss, "validation_accuracy": val_acc,
+                        "seconds": seconds})
+        print("epoch={epoch} train_loss={train_loss:.4f} train_accuracy={train_accuracy:.4f} "
+              "validation_loss={validation_loss:.4f} validation_accuracy={validation_accuracy:.4f} "
+              "seconds={seconds:.2f}".format(**history[-1]), flush=True)
+    return net, rank, history
+
+
+def export(net, model_dir, history):
+    """Write the model directory SageMaker tars into model.tar.gz."""
+    os.makedirs(model_dir, exist_ok=True)
+    net.export(os.path.join(model_dir, "model"), epoch=0)
+    code_dir = os.path.join(model_dir, "code")
+    os.makedirs(code_dir, exist_ok=True)
+    source = next((p for p in INFERENCE_CANDIDATES if os.path.isfile(p)), None)
+    if source is None:
+        raise TrainingError("inference.py is missing from the source directory")
+    shutil.copyfile(source, os.path.join(code_dir, "inference.py"))
+    with open(os.path.join(model_dir, "training-history.json"), "w") as handle:
+        json.dump(history, handle, indent=1)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO)
+    args = parse_args(argv)
+    try:
+        net, rank, history = train(args)
+        if rank == 0:
+            export(net, args.model_dir, history)
+            print(f"model saved to {args.model_dir}", flush=True)
+    except TrainingError as err:
+        print(f"TrainModel failed: {err}", file=sys.stderr, flush=True)
+        try:
+            os.makedirs(os.path.dirname(args.failure_file), exist_ok=True)
+            with open(args.failure_file, "w") as handle:
+                handle.write(str(err))
+        except OSError:
+            pass
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

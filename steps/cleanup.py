@@ -1,0 +1,101 @@
+"""Cleanup: delete what earlier deployments left behind, and the endpoint if asked to.
+
+Models and endpoint configs that DeployModel tagged for this endpoint and that the endpoint no
+longer uses are deleted. With --keep-endpoint false the endpoint goes too, with everything it used
+(the lab's "delete the endpoint" step). boto3 only.
+"""
+import argparse
+import json
+import os
+import sys
+
+import boto3
+from botocore.exceptions import ClientError
+
+FAILURE_FILE = "/opt/ml/output/message"
+TAG_KEY = "mnist-mxnet:endpoint"
+
+
+def _tagged_for(sm, arn, endpoint_name):
+    tags = sm.list_tags(ResourceArn=arn).get("Tags", [])
+    return any(t["Key"] == TAG_KEY and t["Value"] == endpoint_name for t in tags)
+
+
+def in_use(sm, endpoint_name):
+    """(endpoint config, model names) the endpoint serves now, or (None, set())."""
+    try:
+        desc = sm.describe_endpoint(EndpointName=endpoint_name)
+    except ClientError:
+        return None, set()
+    config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
+    return desc["EndpointConfigName"], {v["ModelName"] for v in config["ProductionVariants"]}
+
+
+def cleanup(sm, endpoint_name, keep_endpoint):
+    deleted = {"endpoint": None, "endpoint_configs": [], "models": []}
+    config_in_use, models_in_use = in_use(sm, endpoint_name)
+    if not keep_endpoint and config_in_use is not None:
+        sm.delete_endpoint(EndpointName=endpoint_name)
+        deleted["endpoint"] = endpoint_name
+        config_in_use, models_in_use = None, set()
+        print(f"deleted endpoint {endpoint_name}", flush=True)
+    configs = [{"Name": c["EndpointConfigName"], "Arn": c["EndpointConfigArn"]}
+               for c in _paged(sm.list_endpoint_configs, "EndpointConfigs", endpoint_name)]
+    for config in configs:
+        if config["Name"] != config_in_use and _tagged_for(sm, config["Arn"], endpoint_name):
+            sm.delete_endpoint_config(EndpointConfigName=config["Name"])
+            deleted["endpoint_configs"].append(config["Name"])
+    for model in _paged(sm.list_models, "Models", endpoint_name):
+        if model["ModelName"] not in models_in_use and _tagged_for(sm, model["ModelArn"],
+                                                                    endpoint_name):
+            sm.delete_model(ModelName=model["ModelName"])
+            deleted["models"].append(model["ModelName"])
+    print(f"deleted {len(deleted['endpoint_configs'])} endpoint config(s) and "
+          f"{len(deleted['models'])} model(s) no endpoint uses", flush=True)
+    return deleted
+
+
+def _paged(lister, key, name_contains):
+    token = None
+    while True:
+        kwargs = {"NameContains": name_contains, "MaxResults": 100}
+        if token:
+            kwargs["NextToken"] = token
+        page = lister(**kwargs)
+        yield from page[key]
+        token = page.get("NextToken")
+        if not token:
+            return
+
+
+def parse_bool(text):
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoint-name", required=True)
+    parser.add_argument("--keep-endpoint", type=parse_bool, default=True)
+    parser.add_argument("--execution-id", default="", help="for the log only")
+    parser.add_argument("--failure-file", default=FAILURE_FILE)
+    args = parser.parse_args(argv)
+    try:
+        result = cleanup(boto3.client("sagemaker"), args.endpoint_name, args.keep_endpoint)
+    except ClientError as err:
+        message = f"Cleanup failed: {err}"
+        print(message, file=sys.stderr, flush=True)
+        os.makedirs(os.path.dirname(args.failure_file), exist_ok=True)
+        with open(args.failure_file, "w") as handle:
+            handle.write(message)
+        return 1
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

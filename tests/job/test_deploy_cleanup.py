@@ -1,0 +1,169 @@
+"""DeployModel and Cleanup against moto: create, update, smoke test, rollback, clean up.
+
+moto implements SageMaker's model registry and hosting calls but not UpdateEndpoint; the
+``moto_update_endpoint`` fixture adds it (switch the endpoint's config, as AWS does once the update
+completes). Runtime answers are queued through moto's sagemaker-runtime backend.
+"""
+import json
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sagemaker.responses import SageMakerResponse
+from moto.sagemakerruntime.models import sagemakerruntime_backends
+
+import cleanup
+import deploy
+
+REGION = "us-east-1"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+ENDPOINT = "mnist-test"
+
+
+@pytest.fixture
+def moto_update_endpoint(monkeypatch):
+    def update_endpoint(self):
+        backend = self.sagemaker_backend
+        name = self._get_param("EndpointName")
+        endpoint = backend.endpoints[name]
+        endpoint.endpoint_config_name = self._get_param("EndpointConfigName")
+        return json.dumps({"EndpointArn": endpoint.arn})
+
+    monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint, raising=False)
+
+
+@pytest.fixture
+def aws(monkeypatch, moto_update_endpoint):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        sm = boto3.client("sagemaker", region_name=REGION)
+        sm.create_model_package_group(ModelPackageGroupName="mnist")
+        yield sm
+
+
+@pytest.fixture
+def test_dir(tmp_path):
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 256, size=(10, 28, 28), dtype=np.uint8)
+    labels = np.arange(10, dtype=np.uint8)
+    np.savez(tmp_path / "test.npz", images=images, labels=labels)
+    return tmp_path
+
+
+def register(sm, status="Approved"):
+    return sm.create_model_package(
+        ModelPackageGroupName="mnist", ModelApprovalStatus=status,
+        InferenceSpecification={
+            "Containers": [{"Image": "mxnet-inference:1.9.0-cpu-py38",
+                            "ModelDataUrl": "s3://bucket/model.tar.gz",
+                            "Environment": {"SAGEMAKER_PROGRAM": "inference.py"}}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
+
+
+def queue_answer(digits):
+    """The next invoke_endpoint answers these digits (one per smoke-test image)."""
+    body = json.dumps({"predictions": [{"digit": int(d), "probabilities": [0.1] * 10}
+                                       for d in digits]})
+    queue_raw(body, "application/json")
+
+
+def queue_raw(body, content_type):
+    backend = sagemakerruntime_backends[DEFAULT_ACCOUNT_ID][REGION]
+    backend.results.clear()  # moto repeats its answer to an identical request; we want the next
+    backend.results_queue.append((body, content_type, "AllTraffic", ""))
+
+
+def run_deploy(package, execution, test_dir, tmp_path):
+    failure = tmp_path / f"failure-{execution}"
+    code = deploy.main(["--model-package-arn", package, "--endpoint-name", ENDPOINT,
+                        "--execution-id", execution, "--role-arn", ROLE, "--test", str(test_dir),
+                        "--smoke-images", "10", "--failure-file", str(failure)])
+    return code, failure.read_text() if failure.exists() else ""
+
+
+def endpoint_config(sm):
+    return sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+
+
+def test_first_deploy_creates_the_endpoint_and_passes_the_smoke_test(aws, test_dir, tmp_path):
+    queue_answer(range(10))
+    code, failure = run_deploy(register(aws), "exec1", test_dir, tmp_path)
+    assert code == 0, failure
+    assert endpoint_config(aws) == "mnist-test-exec1"
+    model = aws.describe_model(ModelName="mnist-test-exec1")
+    assert model["PrimaryContainer"]["ModelDataUrl"] == "s3://bucket/model.tar.gz"
+    assert model["PrimaryContainer"]["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py"}
+
+
+def test_update_switches_config_and_a_failed_smoke_test_rolls_back(aws, test_dir, tmp_path):
+    queue_answer(range(10))
+    assert run_deploy(register(aws), "exec1", test_dir, tmp_path)[0] == 0
+    queue_answer([0] * 10)  # the new model answers 0 for everything: 10% accuracy
+    code, failure = run_deploy(register(aws), "exec2", test_dir, tmp_path)
+    assert code == 1
+    assert "smoke test: accuracy 0.100 on 10 test digits is below 0.8" in failure
+    assert "kept on mnist-test-exec1" in failure
+    assert endpoint_config(aws) == "mnist-test-exec1"  # rolled back
+    names = [c["EndpointConfigName"] for c in aws.list_endpoint_configs()["EndpointConfigs"]]
+    assert names == ["mnist-test-exec1"]  # the failed config and model are gone
+    assert [m["ModelName"] for m in aws.list_models()["Models"]] == ["mnist-test-exec1"]
+
+
+def test_failed_smoke_test_on_a_new_endpoint_removes_it(aws, test_dir, tmp_path):
+    queue_answer([])  # no predictions at all
+    code, failure = run_deploy(register(aws), "exec1", test_dir, tmp_path)
+    assert code == 1 and "0 predictions for 10 images" in failure and "removed" in failure
+    assert aws.list_endpoints()["Endpoints"] == []
+
+
+def test_unanswerable_endpoint_rolls_back(aws, test_dir, tmp_path):
+    queue_raw("<html>oops</html>", "text/html")
+    code, failure = run_deploy(register(aws), "exec1", test_dir, tmp_path)
+    assert code == 1 and "did not answer with predictions" in failure
+    assert aws.list_endpoints()["Endpoints"] == []
+
+
+def test_a_package_pending_approval_is_not_deployed(aws, test_dir, tmp_path):
+    code, _ = run_deploy(register(aws, "PendingManualApproval"), "exec1", test_dir, tmp_path)
+    assert code == 0
+    assert aws.list_endpoints()["Endpoints"] == [] and aws.list_models()["Models"] == []
+
+
+def test_long_names_fit_sagemakers_63_characters():
+    name = deploy.resource_name("e" * 63, "arn:aws:sagemaker:x:1:pipeline/p/execution/abcdef123456")
+    assert len(name) == 63 and name.endswith("-abcdef123456")
+
+
+def test_cleanup_deletes_only_unused_resources_of_this_endpoint(aws, test_dir, tmp_path):
+    for execution in ("exec1", "exec2"):
+        queue_answer(range(10))
+        assert run_deploy(register(aws), execution, test_dir, tmp_path)[0] == 0
+    aws.create_model(ModelName="mnist-test-someone-else", ExecutionRoleArn=ROLE,
+                     PrimaryContainer={"Image": "x"})  # untagged: not ours
+    deleted = cleanup.cleanup(aws, ENDPOINT, keep_endpoint=True)
+    assert deleted == {"endpoint": None, "endpoint_configs": ["mnist-test-exec1"],
+                       "models": ["mnist-test-exec1"]}
+    assert endpoint_config(aws) == "mnist-test-exec2"
+    remaining = sorted(m["ModelName"] for m in aws.list_models()["Models"])
+    assert remaining == ["mnist-test-exec2", "mnist-test-someone-else"]
+
+
+def test_cleanup_without_keep_endpoint_deletes_the_endpoint_and_all_it_used(aws, test_dir,
+                                                                           tmp_path):
+    queue_answer(range(10))
+    assert run_deploy(register(aws), "exec1", test_dir, tmp_path)[0] == 0
+    assert cleanup.main(["--endpoint-name", ENDPOINT, "--keep-endpoint", "false"]) == 0
+    assert aws.list_endpoints()["Endpoints"] == []
+    assert aws.list_endpoint_configs()["EndpointConfigs"] == []
+    assert aws.list_models()["Models"] == []
+
+
+def test_cleanup_rejects_a_bad_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cleanup.main(["--endpoint-name", ENDPOINT, "--keep-endpoint", "maybe"])
+    assert exit_info.value.code == 2 and "expected true or false" in capsys.readouterr().err

@@ -1,0 +1,92 @@
+"""PrepareData on the real MNIST files: verification, split, outputs, and its failures."""
+import gzip
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import preprocess
+from conftest import MNIST, run_script
+
+PUBLISHED_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+PUBLISHED_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def load(folder, split):
+    with np.load(folder / split / f"{split}.npz") as data:
+        return data["images"], data["labels"]
+
+
+def test_outputs_cover_all_of_mnist_with_a_stratified_split(prepared):
+    train_x, train_y = load(prepared, "train")
+    val_x, val_y = load(prepared, "validation")
+    test_x, test_y = load(prepared, "test")
+    assert train_x.shape == (54001, 28, 28) and train_x.dtype == np.uint8
+    assert val_x.shape == (5999, 28, 28)
+    assert test_x.shape == (10000, 28, 28)
+    combined = np.bincount(np.concatenate([train_y, val_y]), minlength=10)
+    assert combined.tolist() == PUBLISHED_TRAIN_COUNTS
+    assert np.bincount(test_y, minlength=10).tolist() == PUBLISHED_TEST_COUNTS
+    share = np.bincount(val_y, minlength=10) / np.array(PUBLISHED_TRAIN_COUNTS)
+    assert np.allclose(share, 0.1, atol=0.001), share
+    report = json.loads((prepared / "report" / "report.json").read_text())
+    assert report["counts"] == {"train": 54001, "validation": 5999, "test": 10000}
+
+
+def test_split_is_seeded_and_disjoint():
+    labels = np.repeat(np.arange(10), 100)
+    a_train, a_val = preprocess.stratified_split(labels, 0.2, seed=7)
+    b_train, b_val = preprocess.stratified_split(labels, 0.2, seed=7)
+    _, c_val = preprocess.stratified_split(labels, 0.2, seed=8)
+    assert a_val.tolist() == b_val.tolist() and a_train.tolist() == b_train.tolist()
+    assert a_val.tolist() != c_val.tolist()
+    assert not set(a_train) & set(a_val)
+    assert len(a_train) + len(a_val) == 1000
+    assert np.bincount(labels[a_val]).tolist() == [20] * 10
+
+
+def test_reads_aws_layout_with_train_and_test_folders(tmp_path):
+    source = tmp_path / "aws"
+    for name in preprocess.CANONICAL_SHA256:
+        sub = "train" if name.startswith("train") else "test"
+        (source / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f"{MNIST}/{name}.gz", source / sub / f"{name}.gz")
+    raw = preprocess.fetch(str(source), "t10k-labels-idx1-ubyte")
+    preprocess.verify("t10k-labels-idx1-ubyte", raw)
+    assert preprocess.parse_idx(raw).shape == (10000,)
+
+
+def test_checksum_mismatch_fails_the_job_naming_file_and_digests(tmp_path):
+    source = tmp_path / "tampered"
+    shutil.copytree(MNIST, source)
+    raw = bytearray(gzip.decompress((source / "train-labels-idx1-ubyte.gz").read_bytes()))
+    raw[100] = (raw[100] + 1) % 10  # one label changed
+    (source / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(raw)))
+    failure = tmp_path / "failure"
+    proc = run_script("steps/preprocess.py", "--source", source, "--output-dir", tmp_path / "out",
+                      "--failure-file", failure, check=False)
+    assert proc.returncode == 1
+    message = failure.read_text()
+    assert "train-labels-idx1-ubyte" in message
+    assert preprocess.CANONICAL_SHA256["train-labels-idx1-ubyte"] in message
+    import hashlib
+    assert hashlib.sha256(bytes(raw)).hexdigest() in message
+    assert not (tmp_path / "out" / "train").exists()
+
+
+def test_missing_file_names_the_places_tried(tmp_path):
+    with pytest.raises(preprocess.DataError, match="t10k-images-idx3-ubyte.gz not found"):
+        preprocess.fetch(str(tmp_path), "t10k-images-idx3-ubyte")
+
+
+def test_not_gzip_is_a_clear_error(tmp_path):
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"plain text")
+    with pytest.raises(preprocess.DataError, match="not a gzip file"):
+        preprocess.fetch(str(tmp_path), "t10k-labels-idx1-ubyte")
+
+
+def test_bad_validation_fraction_is_a_usage_error(tmp_path):
+    proc = run_script("steps/preprocess.py", "--source", MNIST, "--output-dir", tmp_path,
+                      "--validation-fraction", "1.5", check=False)
+    assert proc.returncode == 2 and "--validation-fraction" in proc.stderr

@@ -1,0 +1,66 @@
+"""A short real training, its exported model, and the evaluation that gates deployment."""
+import json
+import re
+
+import pytest
+
+from conftest import run_script
+
+# The same regexes the pipeline's metric_definitions use (pipeline/definition.py).
+METRIC = r"{}=([0-9.]+(?:e[-+]?[0-9]+)?)"
+NAMES = ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
+
+
+def test_training_logs_metrics_each_epoch_and_exports_a_servable_model(trained):
+    model_dir, log = trained
+    epoch_lines = [line for line in log.splitlines() if line.startswith("epoch=")]
+    assert len(epoch_lines) == 2
+    for line in epoch_lines:
+        values = {n: float(re.search(METRIC.format(n), line).group(1)) for n in NAMES}
+        assert 0 < values["train_loss"] < 1 and 0.8 < values["validation_accuracy"] <= 1
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "code", "model-0000.params", "model-symbol.json", "training-history.json"]
+    assert (model_dir / "code" / "inference.py").is_file()
+
+
+def test_two_epochs_reach_95_percent_test_accuracy(model_tar, prepared, tmp_path):
+    run_script("steps/evaluate.py", "--model", model_tar, "--test", prepared / "test",
+               "--output-dir", tmp_path)
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    metrics = report["metrics"]
+    assert metrics["accuracy"]["value"] >= 0.95
+    assert metrics["test_images"]["value"] == 10000
+    confusion = metrics["confusion_matrix"]["rows_true_columns_predicted"]
+    assert sum(map(sum, confusion)) == 10000
+    assert sum(confusion[d][d] for d in range(10)) / 10000 == pytest.approx(
+        metrics["accuracy"]["value"])
+    assert all(metrics["per_class_accuracy"][str(d)]["value"] > 0.85 for d in range(10))
+
+
+def test_diverging_training_fails_clearly(prepared, tmp_path):
+    failure = tmp_path / "failure"
+    proc = run_script("src/train/train.py", "--epochs", 1, "--learning-rate", "1e30",
+                      "--optimizer", "sgd", "--train", prepared / "validation",
+                      "--validation", prepared / "validation", "--model-dir", tmp_path / "m",
+                      "--failure-file", failure, check=False)
+    assert proc.returncode == 1
+    assert "diverged" in failure.read_text() and "epoch 1" in failure.read_text()
+    assert not (tmp_path / "m").exists()
+
+
+def test_missing_channel_fails_clearly(tmp_path):
+    failure = tmp_path / "failure"
+    proc = run_script("src/train/train.py", "--epochs", 1, "--train", tmp_path / "nothing",
+                      "--validation", tmp_path / "nothing", "--model-dir", tmp_path / "m",
+                      "--failure-file", failure, check=False)
+    assert proc.returncode == 1
+    assert "no .npz file in channel folder" in failure.read_text()
+
+
+def test_evaluate_rejects_a_model_without_handlers(prepared, tmp_path):
+    (tmp_path / "model").mkdir()
+    failure = tmp_path / "failure"
+    proc = run_script("steps/evaluate.py", "--model", tmp_path / "model", "--test",
+                      prepared / "test", "--output-dir", tmp_path / "out",
+                      "--failure-file", failure, check=False)
+    assert proc.returncode == 1 and "code/inference.py" in failure.read_text()

@@ -1,0 +1,156 @@
+"""The definition: built offline, deterministic, schema-valid, and shaped as designed."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import io
+
+import pytest
+
+from conftest import ROOT
+from pipeline import packaging, schema
+from pipeline.definition import PARAMETERS, PipelineConfig, build_pipeline, definition_json
+
+CONFIG = PipelineConfig(bucket="example-bucket")
+
+
+@pytest.fixture(scope="module")
+def definition():
+    return json.loads(definition_json(CONFIG))
+
+
+def all_steps(definition):
+    for step in definition["Steps"]:
+        yield step
+        for branch in ("IfSteps", "ElseSteps"):
+            yield from step.get("Arguments", {}).get(branch, [])
+
+
+def test_building_makes_no_network_calls(monkeypatch):
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access during definition build")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    text = definition_json(CONFIG)
+    assert attempts == []  # nothing even tried (the SDK swallows some failures, e.g. telemetry)
+    assert json.loads(text)["Version"] == "2020-12-01"
+
+
+def test_two_builds_are_byte_identical():
+    assert definition_json(CONFIG) == definition_json(CONFIG)
+
+
+def test_identical_across_checkout_paths(tmp_path):
+    outputs = []
+    for name in ("first-checkout", "another/place"):
+        copy = tmp_path / name
+        for part in ("pipeline", "steps", "src", "run_pipeline.py"):
+            src = os.path.join(ROOT, part)
+            if os.path.isdir(src):
+                shutil.copytree(src, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(src, copy / part)
+        proc = subprocess.run([sys.executable, "run_pipeline.py", "definition", "--bucket",
+                               "example-bucket"], cwd=copy, capture_output=True)
+        assert proc.returncode == 0, proc.stderr.decode()
+        outputs.append(proc.stdout)
+    assert outputs[0] == outputs[1] == definition_json(CONFIG).encode()
+
+
+def test_valid_against_the_published_schema_with_the_listed_extensions(definition):
+    assert schema.validate(definition) == []
+
+
+@pytest.mark.parametrize("breakage,expected", [
+    (lambda d: d["Steps"][0].pop("Arguments"), "'Arguments' is a required property"),
+    (lambda d: d.update(Version="2021-01-01"), "'2021-01-01' is not one of"),
+    (lambda d: d["Steps"][1]["Arguments"]["ResourceConfig"].update(InstanceCount="two"),
+     "InstanceCount"),
+    (lambda d: d["Steps"][0].update(Bogus=1), "'Bogus' was unexpected"),
+])
+def test_schema_check_catches_broken_definitions(definition, breakage, expected):
+    broken = json.loads(json.dumps(definition))
+    breakage(broken)
+    problems = schema.validate(broken)
+    assert problems and any(expected in p for p in problems), problems
+
+
+def test_parameters_are_the_designed_ones_with_working_defaults(definition):
+    params = {p["Name"]: p for p in definition["Parameters"]}
+    assert list(params) == list(PARAMETERS)
+    assert params["Epochs"]["DefaultValue"] == 20 and params["Epochs"]["Type"] == "Integer"
+    assert params["KeepEndpoint"]["Type"] == "Boolean"
+    assert params["MnistSourceUri"]["DefaultValue"] == \
+        "s3://sagemaker-sample-files/datasets/image/MNIST/"
+
+
+def test_steps_dag_and_gate(definition):
+    steps = {s["Name"]: s for s in all_steps(definition)}
+    assert list(steps) == ["PrepareData", "TrainModel", "EvaluateModel", "CheckAccuracy",
+                           "Register-RegisterModel", "DeployModel", "Cleanup", "AccuracyTooLow"]
+    assert [s["Type"] for s in steps.values()] == [
+        "Processing", "Training", "Processing", "Condition", "RegisterModel", "Processing",
+        "Processing", "Fail"]
+    condition = steps["CheckAccuracy"]["Arguments"]["Conditions"][0]
+    assert condition["Type"] == "GreaterThanOrEqualTo"
+    assert condition["LeftValue"]["Std:JsonGet"]["Path"] == "metrics.accuracy.value"
+    assert condition["RightValue"] == {"Get": "Parameters.AccuracyThreshold"}
+    message = json.dumps(steps["AccuracyTooLow"]["Arguments"]["ErrorMessage"])
+    assert "Std:JsonGet" in message and "Parameters.AccuracyThreshold" in message
+    assert steps["EvaluateModel"]["PropertyFiles"][0]["FilePath"] == "evaluation.json"
+    assert steps["Cleanup"]["DependsOn"] == ["DeployModel"]
+    register = steps["Register-RegisterModel"]["Arguments"]
+    assert "mxnet-inference:1.9.0-cpu-py38" in register["InferenceSpecification"]["Containers"][0][
+        "Image"]
+    assert register["InferenceSpecification"]["SupportedContentTypes"] == [
+        "application/json", "application/x-npy"]
+    assert "evaluation.json" in json.dumps(register["ModelMetrics"]["ModelQuality"])
+    assert not any("Repack" in name for name in steps)
+
+
+def test_training_step_uses_mxnet_script_mode_and_metrics(definition):
+    train = next(s for s in definition["Steps"] if s["Name"] == "TrainModel")["Arguments"]
+    assert "mxnet-training:1.9.0-cpu-py38" in train["AlgorithmSpecification"]["TrainingImage"]
+    metrics = {m["Name"] for m in train["AlgorithmSpecification"]["MetricDefinitions"]}
+    assert metrics == {"train_loss", "train_accuracy", "validation_loss", "validation_accuracy"}
+    hp = train["HyperParameters"]
+    assert hp["sagemaker_program"] == '"train.py"'
+    assert hp["sagemaker_parameter_server_enabled"] == "true"
+    assert train["ResourceConfig"]["InstanceCount"] == {"Get": "Parameters.TrainingInstanceCount"}
+
+
+def test_code_uris_are_content_hashed_uploads(definition):
+    artifacts = packaging.build_artifacts("mnist-mxnet")
+    text = json.dumps(definition)
+    for artifact in artifacts.values():
+        assert artifact.uri("example-bucket") in text
+    with open(os.path.join(ROOT, "steps", "evaluate.py"), "rb") as handle:
+        import hashlib
+        digest = hashlib.sha256(handle.read()).hexdigest()[:16]
+    assert artifacts["evaluate.py"].key == f"mnist-mxnet/code/{digest}/evaluate.py"
+
+
+def test_training_source_archive_is_reproducible_and_complete():
+    first = packaging.build_artifacts("p")["sourcedir.tar.gz"]
+    second = packaging.build_artifacts("p")["sourcedir.tar.gz"]
+    assert first.data == second.data and first.key == second.key
+    with tarfile.open(fileobj=io.BytesIO(first.data)) as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == ["inference.py", "train.py"]
+    assert {m.mtime for m in members} == {0}
+
+
+def test_parameter_default_overrides_and_unknown_names():
+    custom = json.loads(definition_json(PipelineConfig(
+        bucket="b", parameter_defaults={"Epochs": 3})))
+    assert next(p for p in custom["Parameters"] if p["Name"] == "Epochs")["DefaultValue"] == 3
+    with pytest.raises(ValueError, match="unknown parameter"):
+        build_pipeline(PipelineConfig(bucket="b", parameter_defaults={"Epoch": 3}))
