@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+import uuid
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -120,7 +121,7 @@ def upsert(ctx):
     except ClientError as err:
         if err.response["Error"]["Code"] not in ("ResourceNotFound", "ValidationException"):
             raise
-        arn = sm.create_pipeline(ClientRequestToken=str(int(time.time() * 1000)),
+        arn = sm.create_pipeline(ClientRequestToken=str(uuid.uuid4()),
                                  **request)["PipelineArn"]
         action = "created"
     print(f"{action} pipeline {arn}")

@@ -1,0 +1,122 @@
+"""run_pipeline.py on the AWS path, against moto: upsert, start, review, approve, endpoints."""
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from pipeline import cli
+from pipeline.definition import PipelineConfig, definition_json
+from pipeline.packaging import build_artifacts
+
+REGION = "us-east-1"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+BUCKET = "my-bucket"
+BASE = ["--region", REGION, "--bucket", BUCKET, "--role-arn", ROLE]
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("SAGEMAKER_ROLE_ARN", raising=False)
+    with mock_aws():
+        yield boto3.client("sagemaker", region_name=REGION), boto3.client("s3", region_name=REGION)
+
+
+def test_upsert_uploads_code_then_sends_exactly_our_definition(aws, capsys):
+    sm, s3 = aws
+    assert cli.main(BASE + ["upsert"]) == 0
+    out = capsys.readouterr().out
+    artifacts = build_artifacts("mnist-mxnet")
+    for artifact in artifacts.values():
+        assert s3.get_object(Bucket=BUCKET, Key=artifact.key)["Body"].read() == artifact.data
+        assert artifact.uri(BUCKET) in out
+    stored = sm.describe_pipeline(PipelineName="mnist-mxnet")
+    expected = definition_json(PipelineConfig(bucket=BUCKET, role_arn=ROLE, region=REGION))
+    assert stored["PipelineDefinition"] == expected
+    assert stored["RoleArn"] == ROLE
+
+    assert cli.main(BASE + ["upsert"]) == 0  # second time: update, nothing re-uploaded
+    out = capsys.readouterr().out
+    assert "uploaded" not in out and "updated pipeline" in out
+
+
+def test_upsert_on_aws_needs_a_role(aws, capsys):
+    code = cli.main(["--region", REGION, "--bucket", BUCKET, "upsert"])
+    assert code == 2 and "--role-arn" in capsys.readouterr().err
+
+
+def test_start_passes_typed_overrides_and_lists_executions(aws, capsys):
+    sm, _ = aws
+    assert cli.main(BASE + ["start", "--param", "Epochs=3", "--param", "KeepEndpoint=false",
+                            "--param", "AccuracyThreshold=0.9"]) == 0
+    arn = capsys.readouterr().out.split("started ")[1].split()[0]
+    params = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)
+    assert {p["Name"]: p["Value"] for p in params["PipelineParameters"]} == {
+        "Epochs": "3", "KeepEndpoint": "false", "AccuracyThreshold": "0.9"}
+    assert cli.main(BASE + ["executions"]) == 0
+    assert arn.split("/")[-1] in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("param,message", [
+    ("Epochs=many", "parameter Epochs needs a int, got 'many'"),
+    ("Epoch=3", "unknown parameter 'Epoch'"),
+    ("KeepEndpoint=maybe", "parameter KeepEndpoint needs a bool"),
+    ("Epochs", "--param expects Name=Value"),
+])
+def test_bad_parameters_are_usage_errors(aws, capsys, param, message):
+    sm, _ = aws
+    assert cli.main(BASE + ["start", "--param", param]) == 2
+    assert message in capsys.readouterr().err
+    assert sm.list_pipelines()["PipelineSummaries"] == []  # nothing was changed
+
+
+def test_unknown_command_and_missing_arguments_exit_2(capsys):
+    for argv in (["frobnicate"], ["describe"], ["approve"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+
+
+def test_describe_unknown_pipeline_is_a_clear_error(aws, capsys):
+    assert cli.main(BASE + ["describe", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "Could not find pipeline" in err and "mnist-mxnet" in err
+
+
+def test_approve_and_reject_latest_package(aws, capsys):
+    sm, _ = aws
+    sm.create_model_package_group(ModelPackageGroupName="mnist-mxnet-models")
+    arn = sm.create_model_package(
+        ModelPackageGroupName="mnist-mxnet-models", ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={"Containers": [{"Image": "img", "ModelDataUrl": "s3://b/m"}],
+                                "SupportedContentTypes": ["application/json"],
+                                "SupportedResponseMIMETypes": ["application/json"]},
+    )["ModelPackageArn"]
+    assert cli.main(BASE + ["approve", "latest", "--description", "looks good"]) == 0
+    assert sm.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"] == "Approved"
+    assert cli.main(BASE + ["reject", arn]) == 0
+    assert sm.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"] == "Rejected"
+
+
+def test_delete_endpoint_removes_endpoint_config_and_model(aws, capsys):
+    sm, _ = aws
+    sm.create_model(ModelName="m1", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "img"})
+    sm.create_endpoint_config(EndpointConfigName="c1", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "m1", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    sm.create_endpoint(EndpointName="mnist-mlp", EndpointConfigName="c1")
+    assert cli.main(BASE + ["delete-endpoint", "mnist-mlp"]) == 0
+    assert sm.list_endpoints()["Endpoints"] == []
+    assert sm.list_endpoint_configs()["EndpointConfigs"] == []
+    assert sm.list_models()["Models"] == []
+    assert cli.main(BASE + ["delete-endpoint", "mnist-mlp"]) == 2
+    assert "Could not find endpoint" in capsys.readouterr().err
+
+
+def test_definition_command_writes_a_file(tmp_path):
+    target = tmp_path / "definition.json"
+    assert cli.main(["--bucket", BUCKET, "definition", "-o", str(target)]) == 0
+    assert json.loads(target.read_text())["Version"] == "2020-12-01"
