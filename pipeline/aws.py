@@ -19,11 +19,19 @@ class Clients:
     endpoint_url: Optional[str] = None
 
     @classmethod
-    def create(cls, profile=None, region=None, endpoint_url=None):
-        session = boto3.Session(profile_name=profile, region_name=region)
-        if session.region_name is None:
-            session = boto3.Session(profile_name=profile, region_name="us-east-1")
-        retry = Config(retries={"max_attempts": 5, "mode": "standard"})
+    def create(cls, profile=None, region=None, endpoint_url=None, local=False):
+        """AWS clients; with ``local`` every client talks to the local service at
+        ``endpoint_url`` with placeholder credentials (it does not check them)."""
+        if local:
+            session = boto3.Session(region_name=region or "us-east-1",
+                                    aws_access_key_id="local", aws_secret_access_key="local")
+        else:
+            session = boto3.Session(profile_name=profile, region_name=region)
+            if session.region_name is None:
+                session = boto3.Session(profile_name=profile, region_name="us-east-1")
+        retry = Config(retries={"max_attempts": 5, "mode": "standard"},
+                       request_checksum_calculation="when_required",
+                       response_checksum_validation="when_required")
         kwargs = {"config": retry}
         if endpoint_url:
             kwargs["endpoint_url"] = endpoint_url

@@ -4,6 +4,7 @@ Exit codes: 0 success, 1 the execution (or the operation) failed, 2 usage or inp
 """
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
@@ -11,11 +12,15 @@ import uuid
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from pipeline import aws
+from pipeline.local import launcher
 from pipeline.definition import (DEFAULT_PIPELINE_NAME, DEFAULT_PREFIX, PARAMETERS,
                                  PLACEHOLDER_ROLE, PipelineConfig, definition_json)
 from pipeline.packaging import build_artifacts, upload_artifacts
 
 FINAL_STATUSES = {"Succeeded", "Failed", "Stopped"}
+LOCAL_BUCKET = "sagemaker-local"
+LOCAL_MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "data", "mnist")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -53,15 +58,24 @@ class Context:
         self._clients = None
 
     @property
+    def local(self):
+        return self.args.local
+
+    @property
     def clients(self):
         if self._clients is None:
-            self._clients = aws.Clients.create(self.args.profile, self.args.region,
-                                               self.args.endpoint_url)
+            url = self.args.endpoint_url
+            if self.local and not url:
+                url = launcher.ensure_running(self.args.local_home)
+            self._clients = aws.Clients.create(self.args.profile, self.args.region, url,
+                                               local=self.local)
         return self._clients
 
     def bucket(self, offline=False):
         if self.args.bucket:
             return self.args.bucket
+        if self.local:
+            return LOCAL_BUCKET
         if offline:
             return f"sagemaker-{self.args.region or 'us-east-1'}-ACCOUNT"
         return aws.default_bucket(self.clients)
@@ -102,7 +116,7 @@ def cmd_definition(ctx):
 
 def upsert(ctx):
     """Upload code, then create or update the pipeline with exactly our definition JSON."""
-    config = ctx.config(role_required=ctx.clients.endpoint_url is None)
+    config = ctx.config(role_required=not ctx.local and ctx.clients.endpoint_url is None)
     artifacts = build_artifacts(config.prefix)
     aws.ensure_bucket(ctx.clients, config.bucket)
     uploaded = upload_artifacts(ctx.clients.s3, config.bucket, artifacts)
@@ -135,6 +149,8 @@ def cmd_upsert(ctx):
 
 def cmd_start(ctx):
     overrides = dict(parse_param(p) for p in ctx.args.param or [])
+    if ctx.local and "MnistSourceUri" not in overrides:
+        overrides["MnistSourceUri"] = LOCAL_MNIST  # the shipped copy: no network needed
     if not ctx.args.no_upsert:
         upsert(ctx)
     response = ctx.clients.sagemaker.start_pipeline_execution(
@@ -171,7 +187,7 @@ def _step_line(step):
 def wait_and_report(ctx, arn, poll=None):
     """Show step status changes live until the execution ends; exit code from its status."""
     sm = ctx.clients.sagemaker
-    poll = poll or ctx.args.poll_seconds
+    poll = poll or ctx.args.poll_seconds or (1.0 if ctx.local else 10.0)
     seen, started = {}, time.time()
     while True:
         desc = sm.describe_pipeline_execution(PipelineExecutionArn=arn)
@@ -187,7 +203,58 @@ def wait_and_report(ctx, arn, poll=None):
     print(f"execution {status} after {time.time() - started:.1f}s")
     if desc.get("FailureReason"):
         print(f"reason: {desc['FailureReason']}")
+    summarize(ctx, arn)
     return EXIT_OK if status == "Succeeded" else EXIT_FAILED
+
+
+def _read_s3_json(ctx, uri):
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return json.loads(ctx.clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def summarize(ctx, arn):
+    """What a person wants after a run: accuracy, the model package, the endpoint."""
+    sm = ctx.clients.sagemaker
+    steps = {s["StepName"]: s for s in list_steps(sm, arn)}
+    params = {p["Name"]: p["Value"] for p in sm.list_pipeline_parameters_for_execution(
+        PipelineExecutionArn=arn)["PipelineParameters"]}
+    evaluate = steps.get("EvaluateModel", {}).get("Metadata", {}).get("ProcessingJob")
+    if evaluate and steps["EvaluateModel"]["StepStatus"] == "Succeeded":
+        job = sm.describe_processing_job(ProcessingJobName=evaluate["Arn"].split("/")[-1])
+        out = next(o for o in job["ProcessingOutputConfig"]["Outputs"]
+                   if o["OutputName"] == "evaluation")
+        try:
+            metrics = _read_s3_json(ctx, out["S3Output"]["S3Uri"].rstrip("/")
+                                    + "/evaluation.json")["metrics"]
+            print(f"test accuracy: {metrics['accuracy']['value']:.4f} "
+                  f"(threshold {params.get('AccuracyThreshold')})")
+        except (ClientError, KeyError, ValueError) as err:
+            print(f"test accuracy: unavailable ({err})")
+    register = next((s["Metadata"]["RegisterModel"]["Arn"] for s in steps.values()
+                     if "RegisterModel" in s.get("Metadata", {})), None)
+    if register:
+        print(f"model package: {register}")
+    deployed = steps.get("DeployModel", {}).get("StepStatus") == "Succeeded"
+    name = params.get("EndpointName")
+    if deployed and name:
+        try:
+            endpoint = sm.describe_endpoint(EndpointName=name)
+        except ClientError:
+            print(f"endpoint {name}: deleted by Cleanup (KeepEndpoint=false)")
+            return
+        print(f"endpoint: {name} ({endpoint['EndpointStatus']}, config "
+              f"{endpoint['EndpointConfigName']})")
+        base = ctx.clients.endpoint_url
+        if base:
+            print(f"  call it: curl -s -X POST {base}/endpoints/{name}/invocations "
+                  "-H 'Content-Type: application/json' -d @digit.json")
+            print(f"  or boto3: AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={base} and "
+                  f"invoke_endpoint(EndpointName='{name}', ...)")
+        else:
+            print(f"  call it: boto3.client('sagemaker-runtime').invoke_endpoint("
+                  f"EndpointName='{name}', ContentType='application/json', Body=...)")
+        print(f"  delete it: run_pipeline.py{' --local' if ctx.local else ''} "
+              f"delete-endpoint {name}")
 
 
 def cmd_executions(ctx):
@@ -286,6 +353,40 @@ def _add_global_options(parser, defaults):
     parser.add_argument("--model-package-group", default=d("mnist-mxnet-models"))
     parser.add_argument("--endpoint-url", default=d(None),
                         help="SageMaker API endpoint URL (e.g. a local service)")
+    parser.add_argument("--local", action="store_true", default=d(False),
+                        help="use the local SageMaker service (started in the background "
+                             "when none runs)")
+    parser.add_argument("--local-home", default=d(launcher.default_home()),
+                        help="the local service's state folder (or MNIST_LOCAL_HOME)")
+
+
+def cmd_local(ctx):
+    home = ctx.args.local_home
+    if ctx.args.action == "status":
+        info = launcher.running(home)
+        if not info:
+            print(f"local service: not running (home {home})")
+            return EXIT_FAILED
+        print(f"local service: running at {info['url']} (pid {info['pid']}, home {home})")
+        return EXIT_OK
+    if ctx.args.action == "start":
+        print(launcher.ensure_running(home))
+        return EXIT_OK
+    print("stopped" if launcher.stop(home) else "not running")
+    return EXIT_OK
+
+
+def cmd_logs(ctx):
+    """A job's log, as kept by the local service (on AWS: CloudWatch /aws/sagemaker/*Jobs)."""
+    if not ctx.local:
+        raise UsageError("logs reads the local service's job logs; on AWS use CloudWatch "
+                         "(log groups /aws/sagemaker/ProcessingJobs and TrainingJobs)")
+    path = os.path.join(ctx.args.local_home, "logs", f"{ctx.args.job}.log")
+    if not os.path.isfile(path):
+        raise UsageError(f"no log for job {ctx.args.job!r} (job names are in `describe`)")
+    with open(path, errors="replace") as handle:
+        sys.stdout.write(handle.read())
+    return EXIT_OK
 
 
 def build_parser():
@@ -311,7 +412,8 @@ def build_parser():
     p.add_argument("--wait", action="store_true", help="show live step status until it ends")
     p.add_argument("--no-upsert", action="store_true", help="start the pipeline as it is")
     p.add_argument("--display-name", help="execution display name")
-    p.add_argument("--poll-seconds", type=float, default=10.0)
+    p.add_argument("--poll-seconds", type=float, default=None,
+                   help="status poll interval (default 1 locally, 10 on AWS)")
     p.set_defaults(func=cmd_start)
 
     p = sub.add_parser("executions", parents=[common], help="list recent executions")
@@ -334,6 +436,14 @@ def build_parser():
                        help="delete an endpoint with its config and model")
     p.add_argument("endpoint", help="endpoint name")
     p.set_defaults(func=cmd_delete_endpoint)
+
+    p = sub.add_parser("logs", parents=[common], help="print a job's log (local service)")
+    p.add_argument("job", help="processing or training job name")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("local", parents=[common], help="the local service: status|start|stop")
+    p.add_argument("action", choices=["status", "start", "stop"])
+    p.set_defaults(func=cmd_local)
     return parser
 
 
@@ -357,5 +467,8 @@ def main(argv=None):
         print(f"error: {code}: {err.response['Error'].get('Message', '')}", file=sys.stderr)
         return EXIT_USAGE if code in ("ValidationException", "ResourceNotFound") else EXIT_FAILED
     except BotoCoreError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except RuntimeError as err:  # the local service could not start
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILED

@@ -12,7 +12,8 @@ import sys
 import boto3
 from botocore.exceptions import ClientError
 
-FAILURE_FILE = "/opt/ml/output/message"
+# The container contract: a processing job explains its failure in /opt/ml/output/message.
+FAILURE_FILE = os.path.join(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"), "message")
 TAG_KEY = "mnist-mxnet:endpoint"
 
 

@@ -15,7 +15,8 @@ import tempfile
 
 import numpy as np
 
-FAILURE_FILE = "/opt/ml/output/message"
+# The container contract: a processing job explains its failure in /opt/ml/output/message.
+FAILURE_FILE = os.path.join(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"), "message")
 
 
 def load_handlers(model_dir):

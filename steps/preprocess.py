@@ -25,7 +25,8 @@ CANONICAL_SHA256 = {
 }
 # AWS's public copy keeps training files under train/ and test files under test/.
 SUBFOLDER = {"train": "train", "t10k": "test"}
-FAILURE_FILE = "/opt/ml/output/message"
+# The container contract: a processing job explains its failure in /opt/ml/output/message.
+FAILURE_FILE = os.path.join(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"), "message")
 
 
 class DataError(Exception):

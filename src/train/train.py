@@ -19,7 +19,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-FAILURE_FILE = "/opt/ml/output/failure"
+# The container contract: a training job explains its failure in /opt/ml/output/failure.
+FAILURE_FILE = os.path.join(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"), "failure")
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The packaged source dir carries inference.py beside this file; a checkout keeps it in src/inference.
 INFERENCE_CANDIDATES = [os.path.join(HERE, "inference.py"),

@@ -1,0 +1,223 @@
+"""Hosting: one model-server process per endpoint, in the job environment.
+
+Create and update start a new server from the endpoint config's model and switch traffic only
+once its ``/ping`` answers; the old server stops after the switch (no gap, no mixed state). A
+failed update leaves the old server serving. Runtime calls are proxied over keep-alive loopback
+connections.
+"""
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SERVER_SCRIPT = os.path.join(ROOT, "src", "inference", "server.py")
+
+
+@dataclass
+class ModelServer:
+    config_name: str
+    port: int
+    process: subprocess.Popen
+
+    def stop(self):
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.process.kill()
+
+
+class HostingError(Exception):
+    pass
+
+
+class Hosting:
+    def __init__(self, backend, s3, home, job_python, start_timeout=120.0):
+        self.backend, self.s3, self.job_python = backend, s3, job_python
+        self.dir = os.path.join(home, "endpoints")
+        self.logs = os.path.join(home, "logs")
+        self.start_timeout = start_timeout
+        self.servers: Dict[str, ModelServer] = {}
+        self.lock = threading.Lock()
+        self._local = threading.local()
+
+    # --- lifecycle ---
+    def deploy(self, endpoint, config_name):
+        threading.Thread(target=self._deploy, args=(endpoint, config_name), daemon=True,
+                         name=f"deploy-{endpoint}").start()
+
+    def _deploy(self, endpoint, config_name):
+        store = self.backend.store
+        try:
+            server = self._start(endpoint, config_name)
+        except Exception as err:  # noqa: BLE001 - every failure is reported on the endpoint
+            with self.lock:
+                serving = self.servers.get(endpoint)
+            if store.get("endpoint", endpoint) is None:
+                return
+            if serving:  # failed update: the old model keeps serving
+                store.update("endpoint", endpoint, EndpointStatus="InService",
+                             EndpointConfigName=serving.config_name,
+                             FailureReason=f"update to {config_name} failed: {err}",
+                             LastModifiedTime=time.time())
+            else:
+                store.update("endpoint", endpoint, EndpointStatus="Failed",
+                             FailureReason=str(err), LastModifiedTime=time.time())
+            return
+        with self.lock:
+            if store.get("endpoint", endpoint) is None:  # deleted while starting
+                server.stop()
+                return
+            old = self.servers.get(endpoint)
+            self.servers[endpoint] = server
+        config = store.get("endpoint-config", config_name)
+        store.update("endpoint", endpoint, EndpointStatus="InService",
+                     EndpointConfigName=config_name, FailureReason="",
+                     LastModifiedTime=time.time(), ProductionVariants=[
+                         {"VariantName": v["VariantName"], "CurrentInstanceCount": 1,
+                          "DesiredInstanceCount": 1, "CurrentWeight": 1.0}
+                         for v in config["ProductionVariants"]])
+        if old and old is not server:
+            old.stop()
+
+    def _start(self, endpoint, config_name) -> ModelServer:
+        model = self.backend.endpoint_model(config_name)
+        if model is None:
+            raise HostingError(f"endpoint config {config_name} or its model no longer exists")
+        container = model["PrimaryContainer"]
+        model_dir = os.path.join(self.dir, endpoint, config_name)
+        if os.path.isdir(model_dir):
+            shutil.rmtree(model_dir)
+        os.makedirs(model_dir)
+        archive = self.s3.path_of(container["ModelDataUrl"])
+        if not os.path.isfile(archive):
+            raise HostingError(f"model data {container['ModelDataUrl']} does not exist")
+        with tarfile.open(archive) as tar:
+            tar.extractall(model_dir)
+        ready = os.path.join(model_dir, ".port")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SAGEMAKER_")}
+        env.update(container.get("Environment", {}))
+        env["PYTHONUNBUFFERED"] = "1"
+        log_path = os.path.join(self.logs, f"endpoint-{endpoint}-{config_name}.log")
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [self.job_python, SERVER_SCRIPT, "--model-dir", model_dir, "--port", "0",
+                 "--ready-file", ready], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        # Not tied to the spawning thread's life (PDEATHSIG would fire when it ends); the pid is
+        # kept so that a restarted service can stop servers a crash left behind.
+        with open(os.path.join(model_dir, ".pid"), "w") as handle:
+            handle.write(str(process.pid))
+        deadline = time.time() + self.start_timeout
+        while time.time() < deadline:
+            if process.poll() is not None:
+                raise HostingError(f"the model server exited with code {process.returncode}: "
+                                   f"{_tail(log_path)}")
+            if os.path.exists(ready):
+                with open(ready) as handle:
+                    text = handle.read().strip()
+                if text and self._ping(int(text)):
+                    return ModelServer(config_name, int(text), process)
+            time.sleep(0.05)
+        ModelServer(config_name, 0, process).stop()
+        raise HostingError(f"the model server did not answer /ping within "
+                           f"{self.start_timeout:.0f} s")
+
+    @staticmethod
+    def _ping(port) -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/ping")
+            ok = conn.getresponse().status == 200
+            conn.close()
+            return ok
+        except OSError:
+            return False
+
+    def remove(self, endpoint):
+        with self.lock:
+            server = self.servers.pop(endpoint, None)
+        if server:
+            server.stop()
+
+    def _stop_leftovers(self):
+        """Model servers of a previous service process that did not stop cleanly."""
+        if not os.path.isdir(self.dir):
+            return
+        for folder, _, files in os.walk(self.dir):
+            if ".pid" in files:
+                try:
+                    with open(os.path.join(folder, ".pid")) as handle:
+                        pid = int(handle.read())
+                    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                        if SERVER_SCRIPT.encode() in handle.read():
+                            os.killpg(pid, signal.SIGTERM)
+                except (OSError, ValueError):
+                    pass
+
+    def restore(self):
+        """After a restart: endpoints come back with the config they had."""
+        self._stop_leftovers()
+        for item in self.backend.store.list("endpoint"):
+            if item["EndpointStatus"] in ("InService", "Creating", "Updating"):
+                self.backend.store.update("endpoint", item["EndpointName"],
+                                          EndpointStatus="Updating" if item["EndpointStatus"]
+                                          == "InService" else item["EndpointStatus"])
+                self.deploy(item["EndpointName"], item["EndpointConfigName"])
+
+    def shutdown(self):
+        with self.lock:
+            servers, self.servers = list(self.servers.values()), {}
+        for server in servers:
+            server.stop()
+
+    # --- runtime ---
+    def port_of(self, endpoint) -> Optional[int]:
+        server = self.servers.get(endpoint)
+        return server.port if server else None
+
+    def invoke(self, endpoint, body, content_type, accept):
+        """(status, content type, body) from the endpoint's model server."""
+        server = self.servers.get(endpoint)
+        if server is None:
+            raise HostingError(f"endpoint {endpoint} has no running model server")
+        conns = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        for attempt in range(2):
+            conn = conns.get(server.port)
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+                conn.connect()
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conns[server.port] = conn
+            try:
+                conn.request("POST", "/invocations", body=body, headers={
+                    "Content-Type": content_type, "Accept": accept})
+                response = conn.getresponse()
+                return (response.status, response.getheader("Content-Type",
+                                                             "application/json"),
+                        response.read())
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conns.pop(server.port, None)
+                if attempt:
+                    raise
+
+
+def _tail(path, lines=3):
+    try:
+        with open(path, errors="replace") as handle:
+            return " | ".join(l.strip() for l in handle.readlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,83 @@
+"""Find, start and stop the local service in the background (``run_pipeline.py --local``)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Optional
+
+from pipeline.local.server import ROOT, SERVICE_FILE
+
+DEFAULT_HOME = os.path.join(ROOT, ".sagemaker-local")
+
+
+def default_home() -> str:
+    return os.environ.get("MNIST_LOCAL_HOME", DEFAULT_HOME)
+
+
+def _read(home) -> Optional[dict]:
+    try:
+        with open(os.path.join(home, SERVICE_FILE)) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(info) -> bool:
+    try:
+        os.kill(info["pid"], 0)
+        with urllib.request.urlopen(info["url"] + "/ping", timeout=2) as resp:
+            return resp.status == 200
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def running(home) -> Optional[dict]:
+    info = _read(home)
+    return info if info and _alive(info) else None
+
+
+def ensure_running(home, timeout=60.0, quiet=False) -> str:
+    info = running(home)
+    if info:
+        return info["url"]
+    os.makedirs(home, exist_ok=True)
+    try:
+        os.remove(os.path.join(home, SERVICE_FILE))
+    except OSError:
+        pass
+    log = open(os.path.join(home, "service.log"), "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.local", "serve", "--home", home],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        info = _read(home)
+        if info and info.get("pid") == proc.pid and _alive(info):
+            if not quiet:
+                print(f"started the local SageMaker service at {info['url']} "
+                      f"(home {home}, log service.log)", file=sys.stderr)
+            return info["url"]
+        if proc.poll() is not None:
+            raise RuntimeError(f"the local service exited with code {proc.returncode}; see "
+                               f"{os.path.join(home, 'service.log')}")
+        time.sleep(0.1)
+    raise RuntimeError(f"the local service did not start within {timeout:.0f} s")
+
+
+def stop(home, timeout=30.0) -> bool:
+    info = running(home)
+    if not info:
+        return False
+    os.kill(info["pid"], signal.SIGTERM)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(info["pid"], 0)
+        except OSError:
+            return True
+        time.sleep(0.1)
+    os.kill(info["pid"], signal.SIGKILL)
+    return True

@@ -1,0 +1,166 @@
+"""Protocols: SageMaker's AWS JSON 1.1 API (validated with botocore's own service model), the
+sagemaker-runtime InvokeEndpoint call, and the few S3 REST calls the project makes."""
+import hashlib
+import json
+import xml.sax.saxutils as saxutils
+from email.utils import formatdate
+from typing import Tuple
+
+import botocore.session
+from botocore.validate import ParamValidator
+
+from pipeline.local.models import ACCOUNT, ServiceError
+from pipeline.local.endpoints import HostingError
+
+Response = Tuple[int, dict, bytes]
+_SERVICE_MODEL = botocore.session.get_session().get_service_model("sagemaker")
+_SNAKE = {name: botocore.xform_name(name) for name in _SERVICE_MODEL.operation_names}
+
+
+def _json(status, body, headers=None) -> Response:
+    return status, {"Content-Type": "application/x-amz-json-1.1", **(headers or {})}, \
+        json.dumps(body, default=str).encode()
+
+
+def error(code, message, status=400) -> Response:
+    return _json(status, {"__type": code, "message": message}, {"x-amzn-ErrorType": code})
+
+
+class SageMakerProtocol:
+    def __init__(self, backend):
+        self.backend = backend
+        self.validator = ParamValidator()
+
+    def handle(self, target: str, body: bytes) -> Response:
+        operation = target.rpartition(".")[2]
+        if not target.startswith("SageMaker.") or operation not in _SNAKE:
+            return error("UnknownOperationException", f"Unknown operation {target!r}")
+        method = getattr(self.backend, _SNAKE[operation], None)
+        if method is None:
+            return error("UnknownOperationException",
+                         f"{operation} is not implemented by the local SageMaker service")
+        try:
+            params = json.loads(body or b"{}")
+        except ValueError as err:
+            return error("SerializationException", f"request body is not JSON: {err}")
+        report = self.validator.validate(params, _SERVICE_MODEL.operation_model(operation)
+                                         .input_shape)
+        if report.has_errors():
+            return error("ValidationException", report.generate_report())
+        try:
+            return _json(200, method(params))
+        except ServiceError as err:
+            return error(err.code, err.message, err.status)
+
+
+class RuntimeProtocol:
+    """POST /endpoints/{name}/invocations, as sagemaker-runtime's InvokeEndpoint."""
+
+    def __init__(self, backend, hosting):
+        self.backend, self.hosting = backend, hosting
+
+    def invoke(self, endpoint, body, content_type, accept) -> Response:
+        item = self.backend.store.get("endpoint", endpoint)
+        if item is None:
+            return error("ValidationError",
+                         f"Endpoint {endpoint} of account {ACCOUNT} not found.")
+        if len(body) > 6 * 1024 * 1024:
+            return error("ValidationError", "Request body is over the 6 MB limit "
+                         f"({len(body)} bytes).", 413)
+        if item["EndpointStatus"] not in ("InService", "Updating"):
+            return error("ValidationError", f"Endpoint {endpoint} is {item['EndpointStatus']}; "
+                         "it can be invoked only when InService.")
+        try:
+            status, out_type, out = self.hosting.invoke(endpoint, body, content_type, accept)
+        except (HostingError, OSError) as err:
+            return error("ServiceUnavailable", str(err), 503)
+        if status >= 400:
+            try:
+                original = json.loads(out).get("error", out.decode(errors="replace"))
+            except ValueError:
+                original = out.decode(errors="replace")
+            kind = "client" if status < 500 else "server"
+            return _json(424, {
+                "__type": "ModelError", "OriginalStatusCode": status, "OriginalMessage": original,
+                "message": f"Received {kind} error ({status}) from primary with message "
+                           f"\"{original}\".",
+                "LogStreamArn": f"arn:aws:logs:local:{ACCOUNT}:log-group:/aws/sagemaker/"
+                                f"Endpoints/{endpoint}"}, {"x-amzn-ErrorType": "ModelError"})
+        return status, {"Content-Type": out_type,
+                        "x-Amzn-Invoked-Production-Variant": "AllTraffic"}, out
+
+
+class S3Protocol:
+    """Path-style S3: buckets, PutObject, GetObject, HeadObject, ListObjectsV2."""
+
+    def __init__(self, s3):
+        self.s3 = s3
+
+    @staticmethod
+    def _error(code, message, status) -> Response:
+        body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>"
+                f"<Message>{saxutils.escape(message)}</Message></Error>").encode()
+        return status, {"Content-Type": "application/xml"}, body
+
+    def handle(self, method, path, query, body) -> Response:
+        bucket, _, key = path.lstrip("/").partition("/")
+        if not bucket:
+            return self._error("InvalidRequest", "path-style bucket name required", 400)
+        try:
+            if not key:
+                return self._bucket(method, bucket, query)
+            return self._object(method, bucket, key, body)
+        except ValueError as err:
+            return self._error("InvalidArgument", str(err), 400)
+
+    def _bucket(self, method, bucket, query):
+        if method == "PUT":
+            self.s3.create_bucket(bucket)
+            return 200, {"Location": f"/{bucket}"}, b""
+        if not self.s3.bucket_exists(bucket):
+            return self._error("NoSuchBucket", f"The specified bucket {bucket} does not exist",
+                               404)
+        if method == "HEAD":
+            return 200, {}, b""
+        if method == "GET":
+            prefix = query.get("prefix", [""])[0]
+            items = "".join(
+                f"<Contents><Key>{saxutils.escape(k)}</Key><Size>{size}</Size></Contents>"
+                for k, size in self.s3.list(bucket, prefix))
+            body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><Name>"
+                    f"{bucket}</Name><Prefix>{saxutils.escape(prefix)}</Prefix><KeyCount>"
+                    f"{items.count('<Contents>')}</KeyCount><IsTruncated>false</IsTruncated>"
+                    f"{items}</ListBucketResult>").encode()
+            return 200, {"Content-Type": "application/xml"}, body
+        return self._error("MethodNotAllowed", f"{method} on a bucket", 405)
+
+    def _object(self, method, bucket, key, body):
+        if method == "PUT":
+            if not self.s3.bucket_exists(bucket):
+                return self._error("NoSuchBucket", f"The specified bucket {bucket} does not "
+                                   "exist", 404)
+            self.s3.put(bucket, key, body)
+            return 200, {"ETag": f"\"{hashlib.md5(body).hexdigest()}\""}, b""
+        if method in ("GET", "HEAD"):
+            data = self.s3.get(bucket, key)
+            if data is None:
+                if method == "HEAD":
+                    return 404, {}, b""
+                return self._error("NoSuchKey", "The specified key does not exist.", 404)
+            headers = {"Content-Type": "binary/octet-stream", "Content-Length": str(len(data)),
+                       "ETag": f"\"{hashlib.md5(data).hexdigest()}\"",
+                       "Last-Modified": formatdate(usegmt=True)}
+            return 200, headers, (data if method == "GET" else b"")
+        return self._error("MethodNotAllowed", f"{method} on an object", 405)
+
+
+def decode_aws_chunked(body: bytes) -> bytes:
+    """Undo ``Content-Encoding: aws-chunked`` (size;ext CRLF data CRLF ... 0 CRLF trailers)."""
+    out, pos = bytearray(), 0
+    while True:
+        end = body.index(b"\r\n", pos)
+        size = int(body[pos:end].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        out += body[end + 2:end + 2 + size]
+        pos = end + 2 + size + 2
