@@ -3,6 +3,7 @@ sagemaker-runtime InvokeEndpoint call, and the few S3 REST calls the project mak
 import hashlib
 import json
 import xml.sax.saxutils as saxutils
+from datetime import datetime, timezone
 from email.utils import formatdate
 from typing import Tuple
 
@@ -48,9 +49,17 @@ class SageMakerProtocol:
         if report.has_errors():
             return error("ValidationException", report.generate_report())
         try:
-            return _json(200, method(params))
+            return _json(200, method(_Request(params)))
         except ServiceError as err:
             return error(err.code, err.message, err.status)
+
+
+class _Request(dict):
+    """Request parameters; one the API leaves optional but this service needs is a 400."""
+
+    def __missing__(self, key):
+        raise ServiceError("ValidationException",
+                           f"The local SageMaker service needs the parameter {key}")
 
 
 class RuntimeProtocol:
@@ -125,8 +134,11 @@ class S3Protocol:
         if method == "GET":
             prefix = query.get("prefix", [""])[0]
             items = "".join(
-                f"<Contents><Key>{saxutils.escape(k)}</Key><Size>{size}</Size></Contents>"
-                for k, size in self.s3.list(bucket, prefix))
+                f"<Contents><Key>{saxutils.escape(k)}</Key><Size>{size}</Size><LastModified>"
+                f"{datetime.fromtimestamp(mtime, timezone.utc):%Y-%m-%dT%H:%M:%S.000Z}"
+                f"</LastModified><ETag>\"{size:x}-{int(mtime * 1000):x}\"</ETag>"
+                f"<StorageClass>STANDARD</StorageClass></Contents>"
+                for k, size, mtime in self.s3.list(bucket, prefix))
             body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><Name>"
                     f"{bucket}</Name><Prefix>{saxutils.escape(prefix)}</Prefix><KeyCount>"
                     f"{items.count('<Contents>')}</KeyCount><IsTruncated>false</IsTruncated>"

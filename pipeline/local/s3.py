@@ -52,14 +52,16 @@ class LocalS3:
         with open(target, "rb") as handle:
             return handle.read()
 
-    def list(self, bucket: str, prefix: str = "") -> List[Tuple[str, int]]:
+    def list(self, bucket: str, prefix: str = "") -> List[Tuple[str, int, float]]:
+        """(key, size, modification time) of the objects under a prefix."""
         base = self.path(bucket)
         found = []
         for folder, _, files in os.walk(base):
             for name in files:
                 key = os.path.relpath(os.path.join(folder, name), base).replace(os.sep, "/")
                 if key.startswith(prefix) and not key.endswith(".part"):
-                    found.append((key, os.path.getsize(os.path.join(folder, name))))
+                    stat = os.stat(os.path.join(folder, name))
+                    found.append((key, stat.st_size, stat.st_mtime))
         return sorted(found)
 
     # --- file transfer for jobs ---
@@ -72,7 +74,7 @@ class LocalS3:
             _link_or_copy(source, os.path.join(local_dir, os.path.basename(source)))
             return 1
         count = 0
-        for obj_key, _ in self.list(bucket, key.rstrip("/") + "/" if key else ""):
+        for obj_key, _, _ in self.list(bucket, key.rstrip("/") + "/" if key else ""):
             rel = obj_key[len(key):].lstrip("/")
             target = os.path.join(local_dir, rel)
             os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -1,0 +1,191 @@
+"""The local service as an AWS look-alike: protocol, validation, errors, SDK, CLI, restarts."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import ROOT
+from localservice import ServiceProcess, steps_of, wait_for
+from pipeline.definition import PipelineConfig, build_pipeline, definition_json
+from pipeline.packaging import build_artifacts, upload_artifacts
+
+BUCKET = "sagemaker-local"
+MNIST = os.path.join(ROOT, "data", "mnist")
+ROLE = "arn:aws:iam::000000000000:role/r"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    svc = ServiceProcess(tmp_path_factory.mktemp("svc")).start()
+    yield svc
+    svc.stop()
+
+
+def upload_code(svc):
+    s3 = svc.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    artifacts = build_artifacts("mnist-mxnet")
+    upload_artifacts(s3, BUCKET, artifacts)
+    return artifacts
+
+
+def test_requests_are_validated_with_botocores_service_model(service):
+    sm = service.client("sagemaker", parameter_validation=False)
+    with pytest.raises(ClientError) as err:
+        sm.create_pipeline(PipelineName="x", RoleArn=ROLE, PipelineDefinition=123)
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+    assert "Invalid type for parameter PipelineDefinition" in str(err.value)
+    with pytest.raises(ClientError) as err:
+        sm.create_pipeline(PipelineName="x", PipelineDefinition="{}")
+    assert 'Missing required parameter in input: "RoleArn"' in str(err.value)
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as err:  # optional in the API, needed here
+        sm.list_pipeline_execution_steps()
+    assert "needs the parameter PipelineExecutionArn" in str(err.value)
+
+
+def test_errors_have_aws_codes_and_messages(service):
+    sm = service.client("sagemaker")
+    with pytest.raises(ClientError) as err:
+        sm.describe_pipeline(PipelineName="missing")
+    assert err.value.response["Error"]["Code"] == "ResourceNotFound"
+    with pytest.raises(ClientError) as err:
+        sm.describe_endpoint(EndpointName="missing")
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+    assert 'Could not find endpoint "missing"' in err.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as err:
+        sm.create_pipeline(PipelineName="bad", RoleArn=ROLE, PipelineDefinition="{not json")
+    assert "PipelineDefinition is not JSON" in str(err.value)
+    cyclic = {"Version": "2020-12-01", "Steps": [
+        {"Name": "A", "Type": "Fail", "DependsOn": ["B"], "Arguments": {}},
+        {"Name": "B", "Type": "Fail", "DependsOn": ["A"], "Arguments": {}}]}
+    with pytest.raises(ClientError) as err:
+        sm.create_pipeline(PipelineName="bad", RoleArn=ROLE,
+                           PipelineDefinition=json.dumps(cyclic))
+    assert "cycle" in str(err.value)
+    runtime = service.client("sagemaker-runtime")
+    with pytest.raises(ClientError) as err:
+        runtime.invoke_endpoint(EndpointName="nope", Body=b"[]", ContentType="application/json")
+    assert "Endpoint nope of account 000000000000 not found" in str(err.value)
+
+
+def test_unknown_operation_is_rejected(service):
+    request = urllib.request.Request(service.url + "/", data=b"{}", method="POST", headers={
+        "X-Amz-Target": "SageMaker.CreateTimeMachine",
+        "Content-Type": "application/x-amz-json-1.1"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request)
+    assert err.value.code == 400
+    assert json.loads(err.value.read())["__type"] == "UnknownOperationException"
+
+
+def test_the_aws_cli_works_against_it(service):
+    upload_code(service)
+    service.client("sagemaker").create_model_package_group(ModelPackageGroupName="cli-group")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    aws = os.path.join(os.path.dirname(sys.executable), "aws")
+    proc = subprocess.run([aws, "--endpoint-url", service.url, "sagemaker",
+                           "list-model-package-groups", "--output", "json"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    names = [g["ModelPackageGroupName"] for g in
+             json.loads(proc.stdout)["ModelPackageGroupSummaryList"]]
+    assert "cli-group" in names
+    proc = subprocess.run([aws, "--endpoint-url", service.url, "s3", "ls",
+                           f"s3://{BUCKET}/mnist-mxnet/code/", "--recursive"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and "sourcedir.tar.gz" in proc.stdout, proc.stderr
+
+
+@pytest.mark.slow
+def test_the_sagemaker_sdks_own_objects_work(service):
+    import sagemaker
+    artifacts = upload_code(service)
+    boto_session = boto3.Session(region_name="us-east-1", aws_access_key_id="local",
+                                 aws_secret_access_key="local")
+    session = sagemaker.Session(boto_session=boto_session,
+                                sagemaker_client=service.client("sagemaker"),
+                                sagemaker_runtime_client=service.client("sagemaker-runtime"),
+                                default_bucket=BUCKET)
+    pipeline = build_pipeline(PipelineConfig(bucket=BUCKET, pipeline_name="sdk-pipeline"),
+                              artifacts)
+    pipeline.sagemaker_session = session
+    assert pipeline.upsert(role_arn=ROLE)["PipelineArn"].endswith("pipeline/sdk-pipeline")
+    assert pipeline.describe()["PipelineName"] == "sdk-pipeline"
+    execution = pipeline.start(parameters={
+        "MnistSourceUri": MNIST, "Epochs": 2, "AccuracyThreshold": 0.9, "KeepEndpoint": False,
+        "EndpointName": "sdk-endpoint"})
+    execution.wait(delay=1, max_attempts=300)
+    assert execution.describe()["PipelineExecutionStatus"] == "Succeeded"
+    steps = {s["StepName"]: s["StepStatus"] for s in execution.list_steps()}
+    assert steps["Cleanup"] == "Succeeded" and len(steps) == 7
+    with pytest.raises(ClientError):  # KeepEndpoint=false: Cleanup deleted it
+        service.client("sagemaker").describe_endpoint(EndpointName="sdk-endpoint")
+
+
+@pytest.mark.slow
+def test_restart_during_training_interrupts_then_retry_completes(tmp_path):
+    svc = ServiceProcess(tmp_path / "home").start()
+    artifacts = upload_code(svc)
+    sm = svc.client("sagemaker")
+    sm.create_pipeline(PipelineName="mnist-mxnet", RoleArn=ROLE,
+                       PipelineDefinition=definition_json(PipelineConfig(bucket=BUCKET),
+                                                          artifacts))
+    arn = sm.start_pipeline_execution(PipelineName="mnist-mxnet", PipelineParameters=[
+        {"Name": "MnistSourceUri", "Value": MNIST}, {"Name": "Epochs", "Value": "8"},
+        {"Name": "AccuracyThreshold", "Value": "0.9"}])["PipelineExecutionArn"]
+    deadline = time.time() + 120
+    while steps_of(sm, arn).get("TrainModel", {}).get("StepStatus") != "Executing":
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(1.5)  # well inside training
+    svc.stop(signal.SIGKILL)  # a crash, not a clean stop
+
+    svc = ServiceProcess(tmp_path / "home").start()
+    sm = svc.client("sagemaker")
+    try:
+        desc = sm.describe_pipeline_execution(PipelineExecutionArn=arn)
+        assert desc["PipelineExecutionStatus"] == "Failed"
+        assert "interrupted" in desc["FailureReason"]
+        steps = steps_of(sm, arn)
+        assert steps["PrepareData"]["StepStatus"] == "Succeeded"
+        assert steps["TrainModel"]["StepStatus"] == "Failed"
+        prepare = sm.describe_processing_job(ProcessingJobName=steps["PrepareData"]["Metadata"][
+            "ProcessingJob"]["Arn"].split("/")[-1])
+        train_uri = next(o["S3Output"]["S3Uri"] for o in
+                         prepare["ProcessingOutputConfig"]["Outputs"] if o["OutputName"] == "train")
+        bucket, _, key = train_uri[5:].partition("/")
+        listed = svc.client("s3").list_objects_v2(Bucket=bucket, Prefix=key)
+        assert [o["Key"].split("/")[-1] for o in listed["Contents"]] == ["train.npz"]
+
+        sm.retry_pipeline_execution(PipelineExecutionArn=arn, ClientRequestToken="retry-1" * 5)
+        assert wait_for(sm, arn) == "Succeeded"
+        steps = steps_of(sm, arn)
+        assert steps["PrepareData"]["AttemptCount"] == 1  # kept, not re-run
+        assert steps["TrainModel"]["AttemptCount"] == 2
+        assert all(s["StepStatus"] == "Succeeded" for s in steps.values())
+        assert sm.describe_endpoint(EndpointName="mnist-mlp")["EndpointStatus"] == "InService"
+    finally:
+        svc.stop()
+
+    svc = ServiceProcess(tmp_path / "home").start()  # endpoints come back after a restart
+    try:
+        sm = svc.client("sagemaker")
+        deadline = time.time() + 60
+        while sm.describe_endpoint(EndpointName="mnist-mlp")["EndpointStatus"] != "InService":
+            assert time.time() < deadline
+            time.sleep(0.2)
+        body = json.dumps([[0.0] * 784])
+        answer = svc.client("sagemaker-runtime").invoke_endpoint(
+            EndpointName="mnist-mlp", ContentType="application/json", Body=body)
+        assert len(json.loads(answer["Body"].read())["predictions"][0]["probabilities"]) == 10
+    finally:
+        svc.stop()
