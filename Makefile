@@ -6,7 +6,7 @@ ORCH := .venv/.installed
 JOB := .venv-job/.installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: setup run test test-job test-orchestration bench clean
+.PHONY: setup run test test-job test-orchestration bench bench-train bench-pipeline clean
 
 $(ORCH): requirements/orchestration.txt
 	$(PYTHON) -m venv .venv
@@ -33,8 +33,13 @@ test-job: $(JOB)
 test-orchestration: $(ORCH)
 	.venv/bin/python -m pytest tests/orchestration
 
-bench: setup
+bench: bench-train bench-pipeline
+
+bench-train: $(JOB)
 	.venv-job/bin/python bench/train.py
+
+bench-pipeline: setup
+	.venv/bin/python bench/pipeline.py
 
 clean:
 	rm -rf .venv .venv-job .pytest_cache

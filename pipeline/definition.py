@@ -67,7 +67,7 @@ PARAMETERS = {
     "TrainingInstanceType": (str, "ml.m5.xlarge", "instance type of TrainModel"),
     "TrainingInstanceCount": (int, 1, "hosts for TrainModel; more than 1 trains with dist_sync"),
     "Epochs": (int, 20, "training epochs"),
-    "LearningRate": (float, 0.002, "Adam learning rate (cosine-decayed)"),
+    "LearningRate": (float, 0.003, "Adam learning rate (cosine-decayed)"),
     "BatchSize": (int, 256, "training mini-batch size"),
     "AccuracyThreshold": (float, 0.97, "test accuracy needed to register and deploy"),
     "ModelApprovalStatus": (str, "Approved",

@@ -80,7 +80,9 @@ def dependencies(steps) -> Dict[str, set]:
         unknown = own - set(steps)
         if unknown:
             raise DefinitionError(f"step {name!r} refers to unknown step(s) {sorted(unknown)}")
-        deps[name] = own - {name}
+        if name in own:
+            raise DefinitionError(f"step {name!r} refers to itself")
+        deps[name] = own
     return deps
 
 
@@ -423,8 +425,10 @@ class Executor:
         result = self._run_job(arn, name, lambda: self.jobs.run_processing(name, request))
         status = "Completed" if result.exit_code == 0 else (
             "Stopped" if self._stop[arn].is_set() else "Failed")
-        changes = {"ProcessingJobStatus": status, "ProcessingEndTime": time.time(),
-                   "LastModifiedTime": time.time()}
+        changes = {"ProcessingJobStatus": status, "LastModifiedTime": time.time(),
+                   # as on AWS: the container's own run, not the input download or upload
+                   "ProcessingStartTime": result.process_start or now,
+                   "ProcessingEndTime": result.process_end or time.time()}
         if result.failure_reason:
             changes.update(FailureReason=result.failure_reason, ExitMessage=result.failure_reason)
         job = self.store.update("processing-job", name, **changes)
@@ -454,8 +458,14 @@ class Executor:
                                                                         on_metric))
         status = "Completed" if result.exit_code == 0 else (
             "Stopped" if self._stop[arn].is_set() else "Failed")
+        started, ended = result.process_start or now, result.process_end or time.time()
         changes = {"TrainingJobStatus": status, "SecondaryStatus": status,
-                   "TrainingEndTime": time.time(), "LastModifiedTime": time.time(),
+                   "TrainingStartTime": started, "TrainingEndTime": ended,
+                   "LastModifiedTime": time.time(),
+                   "SecondaryStatusTransitions": [
+                       {"Status": "Downloading", "StartTime": now, "EndTime": started},
+                       {"Status": "Training", "StartTime": started, "EndTime": ended},
+                       {"Status": "Uploading", "StartTime": ended, "EndTime": time.time()}],
                    "TrainingTimeInSeconds": int(round(result.seconds)),
                    "BillableTimeInSeconds": int(round(result.seconds))}
         if result.exit_code == 0:

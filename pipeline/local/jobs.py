@@ -38,7 +38,9 @@ def _die_with_parent():
 class JobResult:
     exit_code: int
     failure_reason: Optional[str]
-    seconds: float
+    seconds: float  # the whole job, staging and upload included
+    process_start: Optional[float] = None  # the container process itself
+    process_end: Optional[float] = None
 
 
 class JobRunner:
@@ -132,15 +134,17 @@ class JobRunner:
         env.update(request.get("Environment", {}))
         log_path = self.log_path(name)
         with open(log_path, "ab") as log:
+            process_start = time.time()
             self._spawn(name, argv, env, root, log)
             [code] = self._wait([name])
+            process_end = time.time()
         if code != 0:
             return JobResult(code, self._failure(root, "message", code, log_path),
-                             time.time() - start)
+                             time.time() - start, process_start, process_end)
         for item in outputs:
             self.s3.upload_dir(self._rewrite(item["S3Output"]["LocalPath"], root),
                                item["S3Output"]["S3Uri"])
-        return JobResult(0, None, time.time() - start)
+        return JobResult(0, None, time.time() - start, process_start, process_end)
 
     # --- training ---
     def run_training(self, name: str, request: dict,
@@ -200,16 +204,18 @@ class JobRunner:
         patterns = [(m["Name"], re.compile(m["Regex"])) for m in
                     request.get("AlgorithmSpecification", {}).get("MetricDefinitions", [])]
         with open(log_path, "ab") as log:
+            process_start = time.time()
             if count == 1:
                 self._spawn(name, argv, {**env, "SM_CURRENT_HOST": hosts[0]}, code_dir, log)
                 keys = [name]
             else:
                 keys = self._spawn_cluster(name, argv, env, hosts, code_dir, log)
             codes = self._follow(keys, log_path, patterns, on_metric)
+            process_end = time.time()
         code = next((c for c in codes if c != 0), 0)
         if code != 0:
             return JobResult(code, self._failure(root, "failure", code, log_path),
-                             time.time() - start)
+                             time.time() - start, process_start, process_end)
         output_uri = request["OutputDataConfig"]["S3OutputPath"].rstrip("/")
         artifact = f"{output_uri}/{name}/output/model.tar.gz"
         target = self.s3.path_of(artifact)
@@ -217,7 +223,7 @@ class JobRunner:
         with tarfile.open(target, "w:gz") as tar:
             for entry in sorted(os.listdir(model_dir)):
                 tar.add(os.path.join(model_dir, entry), arcname=entry)
-        return JobResult(0, None, time.time() - start)
+        return JobResult(0, None, time.time() - start, process_start, process_end)
 
     def _spawn_cluster(self, name, argv, env, hosts, code_dir, log) -> List[str]:
         """Several hosts on one machine: MXNet's parameter-server roles, as the MXNet

@@ -35,11 +35,11 @@ def parse_args(argv=None):
     env = os.environ
     parser = argparse.ArgumentParser(description="Train an MLP on MNIST (SageMaker script mode).")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--learning-rate", type=float, default=0.002)
+    parser.add_argument("--learning-rate", type=float, default=0.003)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--hidden-units", default="128,64",
                         help="comma-separated sizes of the hidden layers")
-    parser.add_argument("--weight-decay", type=float, default=0.0001)
+    parser.add_argument("--weight-decay", type=float, default=0.0005)
     parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     parser.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant"])
     parser.add_argument("--seed", type=int, default=42)
@@ -113,6 +113,61 @@ def create_kvstore(hosts):
     return mx.kv.create("dist_sync" if len(hosts) > 1 else "device")
 
 
+def make_net(hidden_units):
+    net = build_net(hidden_units)
+    net.initialize(mx.init.Xavier(magnitude=2.24))
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net
+
+
+def make_trainer(net, args, steps_per_epoch, kvstore):
+    """Adam (or SGD with momentum), cosine-decayed to 1% of the rate, with weight decay."""
+    schedule = None
+    if args.lr_schedule == "cosine" and args.epochs > 1:
+        schedule = mx.lr_scheduler.CosineScheduler(
+            max_update=steps_per_epoch * args.epochs, base_lr=args.learning_rate,
+            final_lr=args.learning_rate * 0.01)
+    opt_params = {"learning_rate": args.learning_rate, "lr_scheduler": schedule,
+                  "wd": args.weight_decay}
+    if args.optimizer == "sgd":
+        opt_params["momentum"] = 0.9
+    return gluon.Trainer(net.collect_params(), args.optimizer, opt_params, kvstore=kvstore)
+
+
+def run_epochs(net, trainer, epoch_batches, val_batches, epochs, learning_rate):
+    """The training loop. ``epoch_batches()`` yields one epoch's (x, y) batches, so the input
+    pipeline can be swapped (bench/train.py compares ours with a DataLoader)."""
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    history = []
+    for epoch in range(1, epochs + 1):
+        start = time.time()
+        total_loss, correct, count = nd.zeros(1), nd.zeros(1), 0
+        for x, y in epoch_batches():
+            with autograd.record():
+                out = net(x)
+                loss = loss_fn(out, y)
+            loss.backward()
+            trainer.step(x.shape[0])
+            total_loss += loss.sum()
+            correct += (out.argmax(axis=1) == y.astype(out.dtype)).sum()
+            count += x.shape[0]
+        train_loss = total_loss.asscalar() / count
+        if not math.isfinite(train_loss):
+            raise TrainingError(
+                f"training diverged: loss is {train_loss} in epoch {epoch} "
+                f"(learning rate {learning_rate}); lower LearningRate")
+        val_loss, val_acc = evaluate(net, loss_fn, val_batches)
+        seconds = time.time() - start
+        history.append({"epoch": epoch, "train_loss": train_loss,
+                        "train_accuracy": correct.asscalar() / count,
+                        "validation_loss": val_loss, "validation_accuracy": val_acc,
+                        "seconds": seconds, "images": count})
+        print("epoch={epoch} train_loss={train_loss:.4f} train_accuracy={train_accuracy:.4f} "
+              "validation_loss={validation_loss:.4f} validation_accuracy={validation_accuracy:.4f} "
+              "seconds={seconds:.2f}".format(**history[-1]), flush=True)
+    return history
+
+
 def train(args):
     mx.random.seed(args.seed)
     rng = np.random.RandomState(args.seed)
@@ -123,51 +178,12 @@ def train(args):
     train_x, train_y = to_ndarrays(train_x[rank::workers], train_y[rank::workers])
     print(f"host {args.current_host}: worker {rank + 1} of {workers}, {train_y.shape[0]} training "
           f"and {len(val_y)} validation images, kvstore {kv.type}", flush=True)
-
-    net = build_net(args.hidden_units)
-    net.initialize(mx.init.Xavier(magnitude=2.24))
-    net.hybridize(static_alloc=True, static_shape=True)
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    steps_per_epoch = math.ceil(train_y.shape[0] / args.batch_size)
-    schedule = None
-    if args.lr_schedule == "cosine" and args.epochs > 1:
-        schedule = mx.lr_scheduler.CosineScheduler(
-            max_update=steps_per_epoch * args.epochs, base_lr=args.learning_rate,
-            final_lr=args.learning_rate * 0.01)
-    opt_params = {"learning_rate": args.learning_rate, "lr_scheduler": schedule,
-                  "wd": args.weight_decay}
-    if args.optimizer == "sgd":
-        opt_params["momentum"] = 0.9
-    trainer = gluon.Trainer(net.collect_params(), args.optimizer, opt_params, kvstore=kv)
-    val_batches = batches(*to_ndarrays(val_x, val_y), 1000)
-
-    history = []
-    for epoch in range(1, args.epochs + 1):
-        start = time.time()
-        total_loss, correct, count = nd.zeros(1), nd.zeros(1), 0
-        for x, y in batches(train_x, train_y, args.batch_size, rng.permutation(train_y.shape[0])):
-            with autograd.record():
-                out = net(x)
-                loss = loss_fn(out, y)
-            loss.backward()
-            trainer.step(x.shape[0])
-            total_loss += loss.sum()
-            correct += (out.argmax(axis=1) == y).sum()
-            count += x.shape[0]
-        train_loss = total_loss.asscalar() / count
-        if not math.isfinite(train_loss):
-            raise TrainingError(
-                f"training diverged: loss is {train_loss} in epoch {epoch} "
-                f"(learning rate {args.learning_rate}); lower LearningRate")
-        val_loss, val_acc = evaluate(net, loss_fn, val_batches)
-        seconds = time.time() - start
-        history.append({"epoch": epoch, "train_loss": train_loss,
-                        "train_accuracy": correct.asscalar() / count,
-                        "validation_loss": val_loss, "validation_accuracy": val_acc,
-                        "seconds": seconds})
-        print("epoch={epoch} train_loss={train_loss:.4f} train_accuracy={train_accuracy:.4f} "
-              "validation_loss={validation_loss:.4f} validation_accuracy={validation_accuracy:.4f} "
-              "seconds={seconds:.2f}".format(**history[-1]), flush=True)
+    net = make_net(args.hidden_units)
+    trainer = make_trainer(net, args, math.ceil(train_y.shape[0] / args.batch_size), kv)
+    history = run_epochs(
+        net, trainer,
+        lambda: batches(train_x, train_y, args.batch_size, rng.permutation(train_y.shape[0])),
+        batches(*to_ndarrays(val_x, val_y), 1000), args.epochs, args.learning_rate)
     return net, rank, history
 
 

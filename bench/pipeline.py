@@ -1,0 +1,106 @@
+"""Wall time of a local pipeline execution with default parameters, and where it goes.
+
+Starts a fresh local service (its own temporary home), uploads the code, creates the pipeline,
+starts an execution with the default parameters on the full shipped MNIST and measures from the
+StartPipelineExecution call to the moment the execution reads Succeeded. The service's overhead is
+that wall time minus the run time of the job processes themselves (ProcessingStart/EndTime,
+TrainingStart/EndTime), compared with the sum of those. Run: `make bench-pipeline`.
+"""
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import boto3  # noqa: E402
+from botocore.config import Config  # noqa: E402
+
+from pipeline.definition import PipelineConfig, definition_json  # noqa: E402
+from pipeline.local.server import LocalSageMaker  # noqa: E402
+from pipeline.packaging import build_artifacts, upload_artifacts  # noqa: E402
+
+BUCKET = "sagemaker-local"
+
+
+def machine():
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(l.split(":", 1)[1].strip() for l in handle if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def epoch(value):
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)
+
+
+def main():
+    home = tempfile.mkdtemp(prefix="bench-pipeline-")
+    service = LocalSageMaker(home).start_background()
+    try:
+        kwargs = dict(endpoint_url=service.url, region_name="us-east-1",
+                      aws_access_key_id="local", aws_secret_access_key="local",
+                      config=Config(retries={"max_attempts": 1}))
+        sm, s3 = boto3.client("sagemaker", **kwargs), boto3.client("s3", **kwargs)
+        s3.create_bucket(Bucket=BUCKET)
+        artifacts = build_artifacts("mnist-mxnet")
+        upload_artifacts(s3, BUCKET, artifacts)
+        sm.create_pipeline(PipelineName="mnist-mxnet", RoleArn="arn:aws:iam::000000000000:role/r",
+                           PipelineDefinition=definition_json(PipelineConfig(bucket=BUCKET),
+                                                              artifacts))
+        start = time.time()
+        arn = sm.start_pipeline_execution(PipelineName="mnist-mxnet", PipelineParameters=[
+            {"Name": "MnistSourceUri", "Value": os.path.join(ROOT, "data", "mnist")}],
+        )["PipelineExecutionArn"]
+        while True:
+            status = sm.describe_pipeline_execution(PipelineExecutionArn=arn)[
+                "PipelineExecutionStatus"]
+            if status in ("Succeeded", "Failed", "Stopped"):
+                break
+            time.sleep(0.05)
+        wall = time.time() - start
+        steps = sm.list_pipeline_execution_steps(PipelineExecutionArn=arn, SortOrder="Ascending")[
+            "PipelineExecutionSteps"]
+        rows, job_total = [], 0.0
+        for step in steps:
+            seconds = epoch(step["EndTime"]) - epoch(step["StartTime"])
+            job_seconds = None
+            meta = step.get("Metadata", {})
+            if "ProcessingJob" in meta:
+                job = sm.describe_processing_job(
+                    ProcessingJobName=meta["ProcessingJob"]["Arn"].split("/")[-1])
+                job_seconds = epoch(job["ProcessingEndTime"]) - epoch(job["ProcessingStartTime"])
+            elif "TrainingJob" in meta:
+                job = sm.describe_training_job(
+                    TrainingJobName=meta["TrainingJob"]["Arn"].split("/")[-1])
+                job_seconds = epoch(job["TrainingEndTime"]) - epoch(job["TrainingStartTime"])
+            job_total += job_seconds or 0.0
+            rows.append((step["StepName"], step["StepStatus"], seconds, job_seconds))
+    finally:
+        service.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+    print(f"machine: {machine()}")
+    print(f"execution: {status}, default parameters (Epochs 20), full MNIST, fresh service\n")
+    print(f"| {'step':<24} | {'status':<9} | {'step s':>7} | {'job process s':>13} | "
+          f"{'share of wall':>13} |")
+    print(f"|{'-' * 26}|{'-' * 11}|{'-' * 9}|{'-' * 15}|{'-' * 15}|")
+    for name, st, seconds, job_seconds in rows:
+        job = f"{job_seconds:13.2f}" if job_seconds is not None else f"{'-':>13}"
+        print(f"| {name:<24} | {st:<9} | {seconds:7.2f} | {job} | {seconds / wall:13.1%} |")
+    overhead = wall - job_total
+    print(f"\nwall time, start to {status}: {wall:.1f} s (target <= 45 s)")
+    print(f"sum of job process run times: {job_total:.1f} s")
+    print(f"service overhead: {overhead:.2f} s = {overhead / job_total:.1%} of the jobs' run time "
+          "(target < 10%)")
+    return 0 if status == "Succeeded" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
