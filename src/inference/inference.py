@@ -4,8 +4,12 @@ The same file serves in AWS's MXNet serving containers (sagemaker-mxnet-inferenc
 project's own model server. Accepted requests:
 - ``application/json``: the AWS lab widget's nested [1][28][28] of 0/1, or 784 / 28x28 values per
   image, one image or a batch, in 0-1 or 0-255 (a body ``{"instances": ...}`` also works);
-- ``application/x-npy``: a NumPy array of the same shapes.
-The answer is JSON: ``{"predictions": [{"digit": d, "probabilities": [p0 ... p9]}, ...]}``.
+- ``application/x-npy``: a NumPy array of the same shapes;
+- ``text/csv``: one image per line, 784 values;
+- ``image/png``, ``image/jpeg``: a picture of a digit, any size, converted the MNIST way
+  (grayscale, inverted when the background is light, fitted into 20x20, centred by mass in 28x28).
+The answer is JSON, ``{"predictions": [{"digit": d, "probabilities": [p0 ... p9]}, ...]}``, or
+with ``Accept: text/csv`` one line per image: the digit, then the ten probabilities.
 Bad input raises InputError, which both servers turn into an HTTP 4xx with its message.
 """
 import io
@@ -25,7 +29,10 @@ except ImportError:  # pragma: no cover - outside AWS's serving stack
 
 JSON = "application/json"
 NPY = "application/x-npy"
+CSV = "text/csv"
+IMAGES = ("image/png", "image/jpeg")
 MAX_IMAGES = 1000
+MAX_PIXELS = 4096 * 4096  # a decoded picture larger than this is refused
 
 
 class InputError(_ToolkitError):
@@ -75,6 +82,79 @@ def _decode_npy(body):
         raise InputError(f"the body is not a valid .npy array: {err}")
 
 
+def _decode_csv(body):
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("the CSV body is not UTF-8 text")
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append([float(v) for v in line.split(",")])
+        except ValueError:
+            raise InputError(f"CSV line {number} holds a value that is not a number")
+    if not rows:
+        raise InputError("the CSV body holds no rows")
+    if len({len(r) for r in rows}) != 1:
+        raise InputError("CSV lines have different numbers of values; send 784 per line")
+    return rows
+
+
+def _decode_picture(body):
+    """A PNG or JPEG of a digit -> 28x28 in MNIST's convention (white digit on black)."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is part of the job environment
+        raise InputError("this server cannot read pictures (Pillow is not installed)", 415)
+    try:
+        picture = Image.open(io.BytesIO(body))
+        if picture.width * picture.height > MAX_PIXELS:
+            raise InputError(f"the picture is {picture.width}x{picture.height}; at most "
+                             f"{MAX_PIXELS} pixels", 413)
+        if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
+            background = Image.new("RGBA", picture.size, (255, 255, 255, 255))
+            picture = Image.alpha_composite(background, picture.convert("RGBA"))
+        gray = np.asarray(picture.convert("L"), dtype=np.float32)
+    except InputError:
+        raise
+    except Exception as err:  # Pillow raises many types for truncated or foreign data
+        raise InputError(f"the body is not a readable PNG or JPEG picture: {err}")
+    return mnist_style(gray)
+
+
+def mnist_style(gray):
+    """Grayscale picture (any size, 0-255) -> 28x28 float32 in 0-1, the way MNIST was made."""
+    from PIL import Image
+
+    def background(image):
+        return float(np.median(np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])))
+
+    if background(gray) > 127:  # dark ink on light paper: MNIST is light ink on black
+        gray = 255.0 - gray
+    gray = np.clip(gray - background(gray), 0, 255)
+    if gray.max() < 1e-3:
+        raise InputError("the picture is blank: no digit found")
+    ys, xs = np.nonzero(gray > 0.1 * gray.max())
+    crop = gray[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    height, width = crop.shape
+    scale = 20.0 / max(height, width)
+    size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+    small = np.asarray(Image.fromarray(crop.astype(np.uint8)).resize(size, Image.LANCZOS),
+                       dtype=np.float32)
+    canvas = np.zeros((28, 28), dtype=np.float32)
+    total = small.sum()
+    if total <= 0:
+        raise InputError("the picture is blank: no digit found")
+    cy = (small.sum(axis=1) * np.arange(small.shape[0])).sum() / total
+    cx = (small.sum(axis=0) * np.arange(small.shape[1])).sum() / total
+    top = int(np.clip(round(14 - cy), 0, 28 - small.shape[0]))
+    left = int(np.clip(round(14 - cx), 0, 28 - small.shape[1]))
+    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return canvas / max(canvas.max(), 1e-6)
+
+
 def to_images(data):
     """Turn decoded input into float32 images of shape (N, 784) with values in [0, 1]."""
     try:
@@ -116,7 +196,12 @@ def input_fn(request_body, request_content_type=JSON):
         return to_images(_decode_json(request_body))
     if content_type == NPY:
         return to_images(_decode_npy(request_body))
-    raise InputError(f"content type {content_type!r} is not supported; use {JSON} or {NPY}", 415)
+    if content_type == CSV:
+        return to_images(_decode_csv(request_body))
+    if content_type in IMAGES:
+        return to_images(_decode_picture(request_body))
+    raise InputError(f"content type {content_type!r} is not supported; use {JSON}, {NPY}, "
+                     f"{CSV}, image/png or image/jpeg", 415)
 
 
 def predict_fn(input_data, model):
@@ -128,10 +213,13 @@ def predict_fn(input_data, model):
 
 
 def output_fn(prediction, accept=JSON):
-    """The digit and the ten probabilities per image, as JSON."""
+    """The digit and the ten probabilities per image, as JSON (or CSV)."""
     accept = _base_type(accept)
+    if accept == CSV:
+        return "".join(f"{int(np.argmax(row))}," + ",".join(f"{float(p):.6f}" for p in row)
+                       + "\n" for row in prediction), CSV
     if accept not in (JSON, "*/*"):
-        raise InputError(f"cannot answer in {accept!r}; accept {JSON}", 406)
+        raise InputError(f"cannot answer in {accept!r}; accept {JSON} or {CSV}", 406)
     body = {"predictions": [
         {"digit": int(np.argmax(row)), "probabilities": [round(float(p), 6) for p in row]}
         for row in prediction

@@ -1,0 +1,144 @@
+"""The model server over real HTTP: every input kind, and bad input answered with 4xx + message."""
+import http.client
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    ready = tmp_path_factory.mktemp("server") / "port"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "src", "inference", "server.py"),
+                             "--model-dir", str(trained[0]), "--port", "0", "--ready-file",
+                             str(ready)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while not (ready.exists() and ready.read_text()):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    yield int(ready.read_text())
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def digits(prepared):
+    with np.load(prepared / "test" / "test.npz") as data:
+        return data["images"][:40], data["labels"][:40]
+
+
+def call(port, body, content_type="application/json", accept="application/json",
+         method="POST", path="/invocations"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(method, path, body=body, headers={"Content-Type": content_type,
+                                                   "Accept": accept})
+    response = conn.getresponse()
+    result = response.status, response.getheader("Content-Type"), response.read()
+    conn.close()
+    return result
+
+
+def digits_of(body):
+    return [p["digit"] for p in json.loads(body)["predictions"]]
+
+
+def picture(image28, fmt, size=280, dark_on_light=True, mode="L"):
+    img = Image.fromarray(255 - image28 if dark_on_light else image28).resize((size, size))
+    buf = io.BytesIO()
+    img.convert(mode).save(buf, fmt)
+    return buf.getvalue()
+
+
+def test_ping(server):
+    assert call(server, None, method="GET", path="/ping")[0] == 200
+
+
+def test_json_batch_and_csv_answers(server, digits):
+    images, labels = digits
+    status, ctype, body = call(server, json.dumps(images.tolist()))
+    assert status == 200 and ctype == "application/json"
+    assert np.mean(np.array(digits_of(body)) == labels) >= 0.9
+    status, ctype, body = call(server, json.dumps(images.tolist()), accept="text/csv")
+    assert status == 200 and ctype == "text/csv"
+    rows = [line.split(",") for line in body.decode().splitlines()]
+    assert len(rows) == 40 and all(len(r) == 11 for r in rows)
+    assert [int(r[0]) for r in rows] == digits_of(call(server, json.dumps(images.tolist()))[2])
+
+
+def test_csv_and_npy_requests(server, digits):
+    images, labels = digits
+    csv = "\n".join(",".join(str(v) for v in img.reshape(784)) for img in images[:10])
+    status, _, body = call(server, csv, "text/csv")
+    assert status == 200 and np.mean(np.array(digits_of(body)) == labels[:10]) >= 0.8
+    buf = io.BytesIO()
+    np.save(buf, images[:10])
+    status, _, body = call(server, buf.getvalue(), "application/x-npy")
+    assert status == 200 and digits_of(body) == digits_of(
+        call(server, json.dumps(images[:10].tolist()))[2])
+
+
+@pytest.mark.parametrize("fmt,ctype,size,dark,mode", [
+    ("PNG", "image/png", 280, True, "L"), ("JPEG", "image/jpeg", 500, True, "RGB"),
+    ("PNG", "image/png", 28, False, "L"), ("PNG", "image/png", 64, True, "RGBA")])
+def test_pictures_of_any_size_are_read_the_mnist_way(server, digits, fmt, ctype, size, dark,
+                                                    mode):
+    images, labels = digits
+    correct = sum(digits_of(call(server, picture(img, fmt, size, dark, mode), ctype)[2]) ==
+                  [label] for img, label in zip(images[:20], labels[:20]))
+    assert correct >= 17
+
+
+BAD = [
+    (b"", "application/json", 400, "empty"),
+    (b"{oops", "application/json", 400, "not valid JSON"),
+    (b'"a string"', "application/json", 400, "rectangular array of numbers"),
+    (b'{"pixels": []}', "application/json", 400, "instances"),
+    (json.dumps([0.1] * 100).encode(), "application/json", 400, "cannot read shape [100]"),
+    (json.dumps([[[0.1] * 28] * 28] * 2 + [[[0.1] * 28] * 27]).encode(), "application/json",
+     400, "rectangular"),
+    (json.dumps(["x"] * 784).encode(), "application/json", 400, "numbers"),
+    (json.dumps([None] * 784).encode(), "application/json", 400, "NaN"),
+    (b"[" + b",".join([b"NaN"] * 784) + b"]", "application/json", 400, "NaN"),
+    (b"[" + b",".join([b"Infinity"] * 784) + b"]", "application/json", 400, "NaN or infinite"),
+    (json.dumps([-3] * 784).encode(), "application/json", 400, "0-1 or 0-255"),
+    (json.dumps([256] * 784).encode(), "application/json", 400, "0-1 or 0-255"),
+    (json.dumps([[0] * 784] * 1001).encode(), "application/json", 413, "at most 1000"),
+    (b"\x93NUMPY\x01\x00", "application/x-npy", 400, "not a valid .npy"),
+    (b"not numpy at all", "application/x-npy", 400, "not a valid .npy"),
+    (b"1,2,3\n4,5,6\n", "text/csv", 400, "cannot read shape [2, 3]"),
+    (b"1,2,x\n", "text/csv", 400, "not a number"),
+    (b"1,2\n3\n", "text/csv", 400, "different numbers of values"),
+    (b"\n\n", "text/csv", 400, "no rows"),
+    (b"\x89PNG\r\n\x1a\n truncated", "image/png", 400, "not a readable PNG or JPEG"),
+    (b"GIF89a", "image/jpeg", 400, "not a readable PNG or JPEG"),
+    (b"[1,2,3]", "text/plain", 415, "not supported"),
+    (b"[1,2,3]", "application/xml", 415, "not supported"),
+]
+
+
+@pytest.mark.parametrize("body,ctype,status,message", BAD)
+def test_bad_input_gets_4xx_with_a_message(server, body, ctype, status, message):
+    got_status, got_type, got_body = call(server, body, ctype)
+    assert got_status == status and got_type == "application/json"
+    assert message in json.loads(got_body)["error"]
+
+
+def test_blank_picture_wrong_accept_oversize_and_unknown_path(server):
+    blank = io.BytesIO()
+    Image.new("L", (100, 100), 255).save(blank, "PNG")
+    status, _, body = call(server, blank.getvalue(), "image/png")
+    assert status == 400 and "blank" in json.loads(body)["error"]
+    status, _, body = call(server, json.dumps([0.5] * 784), accept="text/html")
+    assert status == 406 and "text/html" in json.loads(body)["error"]
+    status, _, body = call(server, b"[" + b"0," * (3 * 1024 * 1024) + b"0]")
+    assert status == 413 and "6 MB" in json.loads(body)["error"]
+    assert call(server, b"{}", path="/elsewhere")[0] == 404
+    assert call(server, None, method="GET", path="/ping")[0] == 200  # still serving
