@@ -20,17 +20,24 @@ $(JOB): requirements/job.txt requirements/job-test.txt
 
 setup: $(ORCH) $(JOB)
 
+# Debian's Chromium for the drawing pad's browser test (Playwright drives it; it never downloads
+# a browser of its own). Needs root, as on CI.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 ## The main job: the whole pipeline, locally, on the shipped MNIST data.
 run: setup
 	.venv/bin/python run_pipeline.py --local start --wait
 
 ## All tests: job code in the job environment, orchestration in its own.
-test: setup test-job test-orchestration
+test: setup $(CHROMIUM) test-job test-orchestration
 
 test-job: $(JOB)
 	.venv-job/bin/python -m pytest tests/job
 
-test-orchestration: $(ORCH)
+test-orchestration: $(ORCH) $(CHROMIUM)
 	.venv/bin/python -m pytest tests/orchestration
 
 bench: bench-train bench-pipeline

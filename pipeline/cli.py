@@ -376,6 +376,65 @@ def cmd_local(ctx):
     return EXIT_OK
 
 
+CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+                 ".npy": "application/x-npy", ".json": "application/json", ".csv": "text/csv"}
+
+
+def cmd_predict(ctx):
+    """Send picture or array files to an endpoint; print the digit and the probabilities."""
+    requests = []
+    for path in ctx.args.files:
+        content_type = CONTENT_TYPES.get(os.path.splitext(path)[1].lower())
+        if content_type is None:
+            raise UsageError(f"{path}: unsupported file type; use "
+                             f"{', '.join(sorted(CONTENT_TYPES))}")
+        try:
+            with open(path, "rb") as handle:
+                requests.append((path, content_type, handle.read()))
+        except OSError as err:
+            raise UsageError(f"{path}: {err.strerror}")
+    failed = 0
+    for path, content_type, body in requests:
+        try:
+            answer = ctx.clients.runtime.invoke_endpoint(
+                EndpointName=ctx.args.endpoint, ContentType=content_type,
+                Accept="application/json", Body=body)
+        except ClientError as err:
+            error = err.response["Error"]
+            if error.get("Code") == "ModelError" and "client error" in error.get("Message", ""):
+                print(f"{path}: rejected: {error.get('Message')}", file=sys.stderr)
+                failed += 1
+                continue
+            raise
+        for index, p in enumerate(json.loads(answer["Body"].read())["predictions"]):
+            top = sorted(range(10), key=lambda d: -p["probabilities"][d])[:3]
+            label = path if index == 0 else f"{path}[{index}]"
+            print(f"{label}: {p['digit']}  (" + ", ".join(
+                f"{d}: {p['probabilities'][d]:.3f}" for d in top) + ")")
+    return EXIT_USAGE if failed else EXIT_OK
+
+
+def cmd_draw(ctx):
+    """The drawing pad for an endpoint: the local service serves it; for SageMaker endpoints
+    a loopback proxy signs the calls with your credentials."""
+    name = ctx.args.endpoint
+    ctx.clients.sagemaker.describe_endpoint(EndpointName=name)  # a clear error if it is missing
+    if ctx.local and not ctx.args.proxy:
+        print(f"open {ctx.clients.endpoint_url}/draw/{name}")
+        return EXIT_OK
+    from pipeline.drawpad.proxy import make_server
+    server = make_server(ctx.clients.runtime, name, ctx.args.port)
+    print(f"drawing pad for {name}: open http://127.0.0.1:{server.server_address[1]}/ "
+          "(Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
 def cmd_logs(ctx):
     """A job's log, as kept by the local service (on AWS: CloudWatch /aws/sagemaker/*Jobs)."""
     if not ctx.local:
@@ -436,6 +495,19 @@ def build_parser():
                        help="delete an endpoint with its config and model")
     p.add_argument("endpoint", help="endpoint name")
     p.set_defaults(func=cmd_delete_endpoint)
+
+    p = sub.add_parser("predict", parents=[common],
+                       help="classify PNG, JPEG, NPY, JSON or CSV files with an endpoint")
+    p.add_argument("--endpoint", required=True, help="endpoint name")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("draw", parents=[common], help="a page to draw digits for an endpoint")
+    p.add_argument("--endpoint", required=True, help="endpoint name")
+    p.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
+    p.add_argument("--proxy", action="store_true",
+                   help="with --local: serve through the proxy too (as for AWS)")
+    p.set_defaults(func=cmd_draw)
 
     p = sub.add_parser("logs", parents=[common], help="print a job's log (local service)")
     p.add_argument("job", help="processing or training job name")

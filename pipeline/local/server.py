@@ -2,7 +2,8 @@
 
 Routes: ``POST /`` with ``X-Amz-Target: SageMaker.*`` (the SageMaker API);
 ``POST /endpoints/{name}/invocations`` (sagemaker-runtime); ``GET /ping`` (health);
-everything else is path-style S3.
+unsigned ``GET /`` and ``GET /draw/{endpoint}`` (the run browser and the drawing pad, for
+browsers); everything else is path-style S3.
 """
 import json
 import os
@@ -21,6 +22,7 @@ from pipeline.local.responses import (RuntimeProtocol, S3Protocol, SageMakerProt
                                       decode_aws_chunked, error)
 from pipeline.local.s3 import LocalS3
 from pipeline.local.store import Store
+from pipeline.local import web
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_JOB_PYTHON = os.path.join(ROOT, ".venv-job", "bin", "python")
@@ -81,6 +83,12 @@ class Handler(BaseHTTPRequestHandler):
                                       self.headers.get("Accept", "application/json"))
         if parsed.path == "/ping":
             return 200, {"Content-Type": "application/json"}, b'{"status": "ok"}'
+        if self.command == "GET" and "Authorization" not in self.headers:  # a browser, not S3
+            html = {"Content-Type": "text/html; charset=utf-8"}
+            if parsed.path in ("/", "/ui"):
+                return 200, html, web.index(svc.store)
+            if len(parts) == 2 and parts[0] == "draw":
+                return 200, html, web.draw(urllib.parse.unquote(parts[1]))
         return svc.s3_api.handle(self.command, urllib.parse.unquote(parsed.path),
                                  urllib.parse.parse_qs(parsed.query), body)
 

@@ -127,3 +127,103 @@ def test_job_logs_and_parameters_are_kept(clients, default_run, service):
     with open(os.path.join(service.home, "logs", f"{job}.log")) as handle:
         log = handle.read()
     assert log.count("validation_accuracy=") == 20
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def test_drawing_pad_in_headless_chromium_shows_the_endpoints_prediction(service, default_run):
+    from playwright.sync_api import sync_playwright
+
+    artifacts = os.path.join(ROOT, "test-artifacts")
+    os.makedirs(artifacts, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1000, "height": 600})
+        page.goto(f"{service.url}/draw/mnist-mlp")
+        box = page.locator("#pad").bounding_box()
+        with page.expect_response(lambda r: "/invocations" in r.url) as response_info:
+            # a "7": a top bar, then a diagonal down to the left
+            page.mouse.move(box["x"] + 0.25 * box["width"], box["y"] + 0.22 * box["height"])
+            page.mouse.down()
+            for i in range(1, 11):
+                page.mouse.move(box["x"] + (0.25 + 0.05 * i) * box["width"],
+                                box["y"] + 0.22 * box["height"])
+            for i in range(1, 16):
+                page.mouse.move(box["x"] + (0.75 - 0.022 * i) * box["width"],
+                                box["y"] + (0.22 + 0.04 * i) * box["height"])
+            page.mouse.up()
+        answer = response_info.value.json()["predictions"][0]
+        page.wait_for_function("document.getElementById('digit').textContent !== ''")
+        page.wait_for_timeout(300)  # let a last in-flight request settle
+        shown = page.locator("#digit").inner_text()
+        final = json.loads(service.client("sagemaker-runtime").invoke_endpoint(
+            EndpointName="mnist-mlp", ContentType="application/json",
+            Body=page.evaluate("JSON.stringify({instances: [Array.from({length: 28}, (_, y) => "
+                               "Array.from(pixels.slice(y * 28, y * 28 + 28), "
+                               "v => Math.round(v * 1000) / 1000))]})"))["Body"].read())
+        assert shown == str(final["predictions"][0]["digit"])
+        assert shown == "7", answer
+        assert page.locator("#bars .bar").count() == 10
+        page.screenshot(path=os.path.join(artifacts, "drawpad.png"))
+        page.click("#clear")
+        assert page.locator("#digit").inner_text() == ""
+        browser.close()
+
+
+def test_aws_drawing_pad_proxy_forwards_only_its_endpoint(service, default_run):
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from pipeline.drawpad.proxy import make_server
+
+    server = make_server(service.client("sagemaker-runtime"), "mnist-mlp")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert b"drawing pad" in urllib.request.urlopen(base + "/").read()
+        request = urllib.request.Request(base + "/endpoints/mnist-mlp/invocations",
+                                         data=json.dumps([[0.0] * 784]).encode(),
+                                         headers={"Content-Type": "application/json"})
+        assert len(json.loads(urllib.request.urlopen(request).read())["predictions"]) == 1
+        bad = urllib.request.Request(base + "/endpoints/mnist-mlp/invocations", data=b"[1,2]",
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(bad)
+        assert err.value.code == 424 and "cannot read shape [2]" in json.loads(
+            err.value.read())["message"]
+        other = urllib.request.Request(base + "/endpoints/other/invocations", data=b"[]")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(other)
+        assert err.value.code == 404
+    finally:
+        server.shutdown()
+
+
+def test_predict_command_reads_pictures_and_arrays(service, default_run, tmp_path, capsys):
+    from PIL import Image
+
+    from pipeline import cli
+
+    images, labels = idx("t10k-images-idx3-ubyte")[:3], idx("t10k-labels-idx1-ubyte")[:3]
+    files = []
+    for n, (image, fmt) in enumerate(zip(images, ("png", "jpg"))):
+        path = tmp_path / f"digit{n}.{fmt}"
+        Image.fromarray(255 - image).resize((200, 200)).convert("RGB").save(path)
+        files.append(str(path))
+    np.save(tmp_path / "batch.npy", images)
+    files.append(str(tmp_path / "batch.npy"))
+    base = ["--local", "--endpoint-url", service.url]
+    assert cli.main(base + ["predict", "--endpoint", "mnist-mlp"] + files) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[1].split()[0] for line in lines] == \
+        [str(labels[0]), str(labels[1])] + [str(d) for d in labels]
+    Image.new("L", (50, 50), 255).save(tmp_path / "blank.png")
+    assert cli.main(base + ["predict", "--endpoint", "mnist-mlp",
+                            str(tmp_path / "blank.png")]) == 2
+    assert "the picture is blank" in capsys.readouterr().err
+    assert cli.main(base + ["predict", "--endpoint", "mnist-mlp", str(tmp_path / "x.gif")]) == 2
+    assert "unsupported file type" in capsys.readouterr().err
+    assert cli.main(base + ["predict", "--endpoint", "mnist-mlp", "/nonexistent.png"]) == 2
