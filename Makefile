@@ -6,7 +6,7 @@ ORCH := .venv/.installed
 JOB := .venv-job/.installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: setup run test test-job test-orchestration bench bench-train bench-pipeline clean
+.PHONY: setup run test test-job test-orchestration bench bench-train bench-pipeline bench-serve clean
 
 $(ORCH): requirements/orchestration.txt
 	$(PYTHON) -m venv .venv
@@ -40,13 +40,17 @@ test-job: $(JOB)
 test-orchestration: $(ORCH) $(CHROMIUM)
 	.venv/bin/python -m pytest tests/orchestration
 
-bench: bench-train bench-pipeline
+bench: bench-train bench-pipeline bench-serve
 
 bench-train: $(JOB)
 	.venv-job/bin/python bench/train.py
 
 bench-pipeline: setup
 	.venv/bin/python bench/pipeline.py
+
+bench-serve: setup
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	.venv/bin/python bench/serve.py
 
 clean:
 	rm -rf .venv .venv-job .pytest_cache

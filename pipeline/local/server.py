@@ -105,6 +105,14 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _handle
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)  # a real bug: keep its traceback
+
+
 class LocalSageMaker:
     """The whole service. ``port=0`` picks a free loopback port."""
 
@@ -112,8 +120,7 @@ class LocalSageMaker:
         self.home = os.path.abspath(home)
         os.makedirs(self.home, exist_ok=True)
         handler = type("BoundHandler", (Handler,), {"service": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server(("127.0.0.1", port), handler)
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         job_python = job_python or os.environ.get("MNIST_JOB_PYTHON", DEFAULT_JOB_PYTHON)

@@ -45,17 +45,88 @@ class InputError(_ToolkitError):
         return self.message
 
 
+class Model:
+    """The exported network, run by MXNet or, when the graph allows, by numpy.
+
+    A request is one image of a ~110k-multiply MLP; MXNet's engine spends ~200 us per call on
+    bookkeeping around ~10 us of arithmetic. Graphs made only of FullyConnected and activation
+    layers (this project's) are therefore also compiled to numpy, and model_fn checks on a probe
+    batch that both give the same outputs before using it; any other graph runs on MXNet.
+    """
+
+    def __init__(self, net, layers=None):
+        self.net, self.layers = net, layers
+
+    def __call__(self, batch):
+        """Logits for an (N, 784) float32 batch, as numpy."""
+        if self.layers is None:
+            import mxnet as mx
+            return self.net(mx.nd.array(batch, dtype=np.float32)).asnumpy()
+        out = batch
+        for kind, a, b in self.layers:
+            if kind == "fc":
+                out = out @ a + b if b is not None else out @ a
+            else:
+                out = a(out)
+        return out
+
+
+_ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+                "tanh": np.tanh}
+
+
+def compile_numpy(symbol_json, params):
+    """The graph as a list of numpy layers, or None when it holds anything else."""
+    graph = json.loads(symbol_json)
+    nodes, heads = graph["nodes"], graph["heads"]
+    layers, current = [], None
+    for index, node in enumerate(nodes):
+        op, attrs = node["op"], node.get("attrs", node.get("attr", {}))
+        if op == "null":
+            continue
+        sources = [nodes[i[0]] for i in node["inputs"]]
+        data = node["inputs"][0][0]
+        if current is not None and data != current or current is None and \
+                sources[0]["name"] != "data":
+            return None  # not a simple chain
+        if op == "FullyConnected":
+            weight = params.get(sources[1]["name"])
+            bias = None if attrs.get("no_bias") in ("True", "1") else params.get(
+                sources[2]["name"])
+            if weight is None:
+                return None
+            layers.append(("fc", weight.T.astype(np.float32).copy(),
+                           None if bias is None else bias.astype(np.float32)))
+        elif op in ("Activation", "relu") and attrs.get("act_type", "relu") in _ACTIVATIONS:
+            layers.append(("act", _ACTIVATIONS[attrs.get("act_type", "relu")], None))
+        elif op in ("Dropout", "Flatten", "flatten"):
+            pass
+        else:
+            return None
+        current = index
+    return layers if layers and heads[0][0] == current else None
+
+
 def model_fn(model_dir):
     """Load the exported Gluon network (model-symbol.json + model-0000.params)."""
     import mxnet as mx  # imported here so input handling stays importable without MXNet
 
+    symbol_file = os.path.join(model_dir, "model-symbol.json")
+    params_file = os.path.join(model_dir, "model-0000.params")
     with warnings.catch_warnings():  # "Cannot decide type for data": it is float32
         warnings.simplefilter("ignore", UserWarning)
-        net = mx.gluon.SymbolBlock.imports(
-            os.path.join(model_dir, "model-symbol.json"), ["data"],
-            os.path.join(model_dir, "model-0000.params"), ctx=mx.cpu())
+        net = mx.gluon.SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=mx.cpu())
     net.hybridize(static_alloc=True)
-    return net
+    reference = Model(net)
+    with open(symbol_file) as handle:
+        params = {k.split(":", 1)[-1]: v.asnumpy() for k, v in mx.nd.load(params_file).items()}
+        layers = compile_numpy(handle.read(), params)
+    if layers is not None:
+        probe = np.random.RandomState(0).rand(64, 784).astype(np.float32)
+        fast = Model(net, layers)
+        if np.allclose(fast(probe), reference(probe), rtol=1e-4, atol=1e-4):
+            return fast
+    return reference
 
 
 def _base_type(content_type):
@@ -206,10 +277,10 @@ def input_fn(request_body, request_content_type=JSON):
 
 def predict_fn(input_data, model):
     """Class probabilities, shape (N, 10)."""
-    import mxnet as mx
-
-    output = model(mx.nd.array(input_data, dtype=np.float32))
-    return mx.nd.softmax(output, axis=1).asnumpy()
+    logits = model(np.asarray(input_data, dtype=np.float32))
+    logits = logits - logits.max(axis=1, keepdims=True)
+    odds = np.exp(logits)
+    return odds / odds.sum(axis=1, keepdims=True)
 
 
 def output_fn(prediction, accept=JSON):

@@ -12,9 +12,11 @@ import os
 import socket
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import socketserver
+from http import HTTPStatus
 
 MAX_BODY = 6 * 1024 * 1024  # SageMaker's real-time payload limit
+REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
 def load_handlers(model_dir):
@@ -59,47 +61,100 @@ class ModelService:
         return 200, out_type or "application/json", result
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(socketserver.StreamRequestHandler):
+    """HTTP/1.1 with keep-alive, parsed by hand: http.server's e-mail header parser costs more
+    than a prediction. Only what the hosting contract needs: GET /ping, POST /invocations."""
+
     service = None  # set by serve()
+    MAX_LINE = 65536
 
     def setup(self):
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_message(self, fmt, *args):  # one line per error only; requests are too many
-        pass
-
-    def _send(self, status, content_type, body):
-        head = (f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
-                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n")
+    def _send(self, status, content_type, body, close=False):
+        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                + ("Connection: close\r\n" if close else "") + "\r\n")
         self.wfile.write(head.encode("latin-1") + body)  # one write: no Nagle stall
 
-    def do_GET(self):
-        if self.path == "/ping":
-            self._send(200, "text/plain", b"")
-        else:
-            self._send(404, "application/json", b'{"error": "not found"}')
+    def _error(self, status, message, close=False):
+        self._send(status, "application/json", json.dumps({"error": message}).encode(), close)
 
-    def do_POST(self):
-        if self.path.split("?")[0] != "/invocations":
-            self._send(404, "application/json", b'{"error": "not found"}')
-            return
-        length = int(self.headers.get("Content-Length") or 0)
+    def _read_body(self, headers):
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline(self.MAX_LINE).split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline(self.MAX_LINE) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(data)
+                if len(data) + size > MAX_BODY:
+                    raise OverflowError(len(data) + size)
+                data += self.rfile.read(size)
+                self.rfile.readline(self.MAX_LINE)
+        length = int(headers.get("content-length") or 0)
+        if length < 0:
+            raise ValueError("negative Content-Length")
         if length > MAX_BODY:
-            self.rfile.read(length)
-            self._send(413, "application/json", json.dumps(
-                {"error": f"request body of {length} bytes is over the 6 MB limit"}).encode())
-            return
-        body = self.rfile.read(length)
-        self._send(*self.service.invoke(body, self.headers.get("Content-Type", "application/json"),
-                                        self.headers.get("Accept") or "application/json"))
+            self.rfile.read(length)  # drain, so the connection stays usable
+            raise OverflowError(length)
+        return self.rfile.read(length)
+
+    def handle(self):
+        while True:
+            line = self.rfile.readline(self.MAX_LINE)
+            if not line:
+                return
+            if line in (b"\r\n", b"\n"):
+                continue
+            parts = line.decode("latin-1").split()
+            if len(parts) != 3:
+                self._error(400, "malformed request line", close=True)
+                return
+            method, path, version = parts
+            headers = {}
+            while True:
+                header = self.rfile.readline(self.MAX_LINE)
+                if header in (b"\r\n", b"\n", b""):
+                    break
+                name, _, value = header.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if headers.get("expect", "").lower() == "100-continue":
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            try:
+                body = self._read_body(headers)
+            except OverflowError as err:
+                self._error(413, f"request body of {err.args[0]} bytes is over the 6 MB limit")
+                continue
+            except ValueError:
+                self._error(400, "bad Content-Length or chunked body", close=True)
+                return
+            close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
+            route = path.split("?", 1)[0]
+            if method == "GET" and route == "/ping":
+                self._send(200, "text/plain", b"", close)
+            elif method == "POST" and route == "/invocations":
+                self._send(*self.service.invoke(
+                    body, headers.get("content-type", "application/json"),
+                    headers.get("accept") or "application/json"), close=close)
+            elif route in ("/ping", "/invocations"):
+                self._error(405, f"{method} is not allowed on {route}", close)
+            else:
+                self._error(404, f"no route {route}; use GET /ping or POST /invocations", close)
+            if close:
+                return
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
 
 
 def serve(model_dir, port, host="127.0.0.1", ready_file=None):
     Handler.service = ModelService(model_dir)
-    httpd = ThreadingHTTPServer((host, port), Handler)
-    httpd.daemon_threads = True
+    httpd = Server((host, port), Handler)
     print(f"serving {model_dir} on http://{host}:{httpd.server_address[1]}", flush=True)
     if ready_file:
         with open(ready_file, "w") as handle:
