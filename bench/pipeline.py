@@ -7,33 +7,21 @@ that wall time minus the run time of the job processes themselves (ProcessingSta
 TrainingStart/EndTime), compared with the sum of those. Run: `make bench-pipeline`.
 """
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
 
-from pipeline.definition import PipelineConfig, definition_json  # noqa: E402
+from common import machine  # noqa: E402
+from pipeline.aws import Clients, install_pipeline  # noqa: E402
+from pipeline.definition import PipelineConfig  # noqa: E402
 from pipeline.local.server import LocalSageMaker  # noqa: E402
-from pipeline.packaging import build_artifacts, upload_artifacts  # noqa: E402
 
 BUCKET = "sagemaker-local"
-
-
-def machine():
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(l.split(":", 1)[1].strip() for l in handle if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def epoch(value):
@@ -44,16 +32,9 @@ def main():
     home = tempfile.mkdtemp(prefix="bench-pipeline-")
     service = LocalSageMaker(home).start_background()
     try:
-        kwargs = dict(endpoint_url=service.url, region_name="us-east-1",
-                      aws_access_key_id="local", aws_secret_access_key="local",
-                      config=Config(retries={"max_attempts": 1}))
-        sm, s3 = boto3.client("sagemaker", **kwargs), boto3.client("s3", **kwargs)
-        s3.create_bucket(Bucket=BUCKET)
-        artifacts = build_artifacts("mnist-mxnet")
-        upload_artifacts(s3, BUCKET, artifacts)
-        sm.create_pipeline(PipelineName="mnist-mxnet", RoleArn="arn:aws:iam::000000000000:role/r",
-                           PipelineDefinition=definition_json(PipelineConfig(bucket=BUCKET),
-                                                              artifacts))
+        clients = Clients.create(endpoint_url=service.url, local=True)
+        install_pipeline(clients, PipelineConfig(bucket=BUCKET))
+        sm = clients.sagemaker
         start = time.time()
         arn = sm.start_pipeline_execution(PipelineName="mnist-mxnet", PipelineParameters=[
             {"Name": "MnistSourceUri", "Value": os.path.join(ROOT, "data", "mnist")}],

@@ -10,7 +10,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -19,14 +18,13 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
 
-from pipeline.definition import PipelineConfig, definition_json  # noqa: E402
+from common import machine  # noqa: E402
+from pipeline.aws import Clients, install_pipeline  # noqa: E402
+from pipeline.definition import PipelineConfig  # noqa: E402
 from pipeline.local.server import LocalSageMaker  # noqa: E402
-from pipeline.packaging import build_artifacts, upload_artifacts  # noqa: E402
 
 MNIST = os.path.join(ROOT, "data", "mnist")
 LUA = """wrk.method = "POST"
@@ -41,16 +39,6 @@ def first_test_digit():
     with gzip.open(os.path.join(MNIST, "t10k-images-idx3-ubyte.gz")) as handle:
         raw = handle.read()
     return list(raw[16:16 + 784])
-
-
-def machine():
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(l.split(":", 1)[1].strip() for l in handle if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def to_ms(text):
@@ -72,15 +60,9 @@ def wrk(url, script, concurrency, seconds):
 
 
 def deploy(service):
-    kwargs = dict(endpoint_url=service.url, region_name="us-east-1", aws_access_key_id="local",
-                  aws_secret_access_key="local", config=Config(retries={"max_attempts": 1}))
-    sm, s3 = boto3.client("sagemaker", **kwargs), boto3.client("s3", **kwargs)
-    s3.create_bucket(Bucket="sagemaker-local")
-    artifacts = build_artifacts("mnist-mxnet")
-    upload_artifacts(s3, "sagemaker-local", artifacts)
-    sm.create_pipeline(PipelineName="mnist-mxnet", RoleArn="arn:aws:iam::000000000000:role/r",
-                       PipelineDefinition=definition_json(PipelineConfig(bucket="sagemaker-local"),
-                                                          artifacts))
+    clients = Clients.create(endpoint_url=service.url, local=True)
+    install_pipeline(clients, PipelineConfig(bucket="sagemaker-local"))
+    sm = clients.sagemaker
     arn = sm.start_pipeline_execution(PipelineName="mnist-mxnet", PipelineParameters=[
         {"Name": "MnistSourceUri", "Value": MNIST}, {"Name": "Epochs", "Value": "5"},
         {"Name": "EndpointName", "Value": "bench"}])["PipelineExecutionArn"]

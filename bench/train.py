@@ -7,7 +7,6 @@ in the same run for its throughput. Run in the job environment: `make bench-trai
 """
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -20,6 +19,7 @@ from mxnet import gluon, nd  # noqa: E402
 
 import preprocess  # noqa: E402
 import train as T  # noqa: E402
+from common import machine  # noqa: E402
 
 
 def load_mnist():
@@ -31,17 +31,6 @@ def load_mnist():
         arrays[name] = preprocess.parse_idx(raw)
     return (arrays["train-images-idx3-ubyte"].reshape(-1, 784), arrays["train-labels-idx1-ubyte"],
             arrays["t10k-images-idx3-ubyte"].reshape(-1, 784), arrays["t10k-labels-idx1-ubyte"])
-
-
-def machine():
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(l.split(":", 1)[1].strip() for l in handle if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"MXNet {mx.__version__}")
 
 
 def run(name, epoch_batches, epochs, test, args):
@@ -82,7 +71,7 @@ def main():
                 cli.naive_epochs, test, args)
 
     print()
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(f', MXNet {mx.__version__}')}")
     print(f"hyperparameters: lr {args.learning_rate} ({args.lr_schedule}), batch "
           f"{args.batch_size}, weight decay {args.weight_decay}, MLP 784-128-64-10, "
           "60,000 train / 10,000 test")

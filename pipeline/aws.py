@@ -1,5 +1,6 @@
 """AWS client helpers: one place that knows about profiles, regions, endpoints and buckets."""
 import os
+import uuid
 from dataclasses import dataclass
 from typing import Optional
 
@@ -70,3 +71,29 @@ def ensure_bucket(clients: Clients, bucket: str):
 
 def role_from_environment() -> Optional[str]:
     return os.environ.get("SAGEMAKER_ROLE_ARN")
+
+
+def install_pipeline(clients: Clients, config):
+    """Upload the job code (what is missing), then create or update the pipeline with exactly
+    our definition JSON. Returns (pipeline ARN, "created" or "updated", URIs uploaded)."""
+    from pipeline.definition import definition_json
+    from pipeline.packaging import build_artifacts, upload_artifacts
+
+    artifacts = build_artifacts(config.prefix)
+    ensure_bucket(clients, config.bucket)
+    uploaded = upload_artifacts(clients.s3, config.bucket, artifacts)
+    body = definition_json(config, artifacts)
+    sm = clients.sagemaker
+    try:
+        arn = sm.update_pipeline(PipelineName=config.pipeline_name, PipelineDefinition=body,
+                                 RoleArn=config.role_arn)["PipelineArn"]
+        return arn, "updated", uploaded
+    except ClientError as err:
+        if err.response["Error"]["Code"] not in ("ResourceNotFound", "ValidationException"):
+            raise
+    arn = sm.create_pipeline(
+        PipelineName=config.pipeline_name, PipelineDefinition=body, RoleArn=config.role_arn,
+        ClientRequestToken=str(uuid.uuid4()),
+        PipelineDescription="MNIST with MXNet: prepare, train, evaluate, gate, register, "
+                            "deploy, clean up")["PipelineArn"]
+    return arn, "created", uploaded

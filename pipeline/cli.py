@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import time
-import uuid
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -15,7 +14,6 @@ from pipeline import aws
 from pipeline.local import launcher
 from pipeline.definition import (DEFAULT_PIPELINE_NAME, DEFAULT_PREFIX, PARAMETERS,
                                  PLACEHOLDER_ROLE, PipelineConfig, definition_json)
-from pipeline.packaging import build_artifacts, upload_artifacts
 
 FINAL_STATUSES = {"Succeeded", "Failed", "Stopped"}
 LOCAL_BUCKET = "sagemaker-local"
@@ -117,27 +115,9 @@ def cmd_definition(ctx):
 def upsert(ctx):
     """Upload code, then create or update the pipeline with exactly our definition JSON."""
     config = ctx.config(role_required=not ctx.local and ctx.clients.endpoint_url is None)
-    artifacts = build_artifacts(config.prefix)
-    aws.ensure_bucket(ctx.clients, config.bucket)
-    uploaded = upload_artifacts(ctx.clients.s3, config.bucket, artifacts)
+    arn, action, uploaded = aws.install_pipeline(ctx.clients, config)
     for uri in uploaded:
         print(f"uploaded {uri}")
-    body = definition_json(config, artifacts)
-    sm = ctx.clients.sagemaker
-    request = {"PipelineName": config.pipeline_name, "PipelineDefinition": body,
-               "RoleArn": config.role_arn,
-               "PipelineDescription": "MNIST with MXNet: prepare, train, evaluate, gate, "
-                                      "register, deploy, clean up"}
-    try:
-        arn = sm.update_pipeline(**{k: v for k, v in request.items()
-                                    if k != "PipelineDescription"})["PipelineArn"]
-        action = "updated"
-    except ClientError as err:
-        if err.response["Error"]["Code"] not in ("ResourceNotFound", "ValidationException"):
-            raise
-        arn = sm.create_pipeline(ClientRequestToken=str(uuid.uuid4()),
-                                 **request)["PipelineArn"]
-        action = "created"
     print(f"{action} pipeline {arn}")
     return arn
 

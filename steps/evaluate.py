@@ -22,7 +22,7 @@ FAILURE_FILE = os.path.join(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"), "
 def load_handlers(model_dir):
     path = os.path.join(model_dir, "code", "inference.py")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"model.tar.gz has no code/inference.py")
+        raise FileNotFoundError("model.tar.gz has no code/inference.py")
     spec = importlib.util.spec_from_file_location("model_inference", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 from datetime import datetime, timezone
-from typing import Dict, List
+from typing import Dict
 
 SUPPORTED_TYPES = {"Processing", "Training", "RegisterModel", "Model", "Condition", "Fail"}
 FINAL = {"Succeeded", "Failed", "Stopped"}

@@ -8,8 +8,8 @@ import pytest
 
 from conftest import ROOT
 from localservice import ServiceProcess, steps_of, wait_for
-from pipeline.definition import PipelineConfig, definition_json
-from pipeline.packaging import build_artifacts, upload_artifacts
+from pipeline.aws import Clients, install_pipeline
+from pipeline.definition import PipelineConfig
 
 BUCKET = "sagemaker-local"
 MNIST = os.path.join(ROOT, "data", "mnist")
@@ -33,14 +33,9 @@ def service(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clients(service):
-    sm, s3 = service.client("sagemaker"), service.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    artifacts = build_artifacts("mnist-mxnet")
-    upload_artifacts(s3, BUCKET, artifacts)
-    sm.create_pipeline(PipelineName="mnist-mxnet", RoleArn="arn:aws:iam::000000000000:role/r",
-                       PipelineDefinition=definition_json(PipelineConfig(bucket=BUCKET),
-                                                          artifacts))
-    return sm, s3, service.client("sagemaker-runtime")
+    install_pipeline(Clients.create(endpoint_url=service.url, local=True),
+                     PipelineConfig(bucket=BUCKET))
+    return service.client("sagemaker"), service.client("s3"), service.client("sagemaker-runtime")
 
 
 def start(sm, **params):
