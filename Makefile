@@ -50,6 +50,7 @@ bench-pipeline: setup
 
 bench-serve: setup
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v java >/dev/null || apt-get install -y -qq openjdk-17-jre-headless
 	.venv/bin/python bench/serve.py
 
 clean:

@@ -1,10 +1,14 @@
-"""Endpoint latency and throughput, through the local service's runtime route and directly.
+"""Endpoint latency and throughput: ours (through the local service and directly) beside AWS's
+own MXNet serving stack, serving the same model.
 
 Runs the pipeline (5 epochs) on a fresh local service to get a real endpoint, then drives it with
 wrk, a bounded loopback load generator (a fixed duration per row), with single-image JSON
-requests (one real test digit, 784 values 0-255) at concurrency 1, 4, 8 and 16: once through
-``POST /endpoints/NAME/invocations`` on the service (what boto3 calls) and once straight at the
-endpoint's model server (``POST /invocations``). Run: `make bench-serve`.
+requests (one real test digit, 784 values 0-255) at concurrency 1, 4, 8 and 16: through
+``POST /endpoints/NAME/invocations`` on the service (what boto3 calls), straight at the
+endpoint's model server, and at multi-model-server 1.1.11 with sagemaker-mxnet-inference 1.5.5
+(the stack of SageMaker's MXNet inference containers, started here on Java 17 the way the
+container starts it) serving the same model directory with the same ``code/inference.py``.
+The bench installs that stack into ``.venv-mms`` on first use. Run: `make bench-serve`.
 """
 import argparse
 import gzip
@@ -59,6 +63,96 @@ def wrk(url, script, concurrency, seconds):
             "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
+MMS_VENV = os.path.join(ROOT, ".venv-mms")
+MMS_CONFIG = """inference_address=http://127.0.0.1:{port}
+management_address=http://127.0.0.1:{mgmt}
+model_store={store}
+load_models=model
+enable_envvars_config=true
+decode_input_request=false
+"""
+
+
+def free_port():
+    """A free loopback port below 32768: multi-model-server rejects higher ones."""
+    import random
+    import socket
+    for _ in range(100):
+        port = random.randint(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise SystemExit("no free loopback port for multi-model-server")
+
+
+def install_mms():
+    """AWS's MXNet serving stack in its own environment (it pins its own dependencies)."""
+    python = os.path.join(MMS_VENV, "bin", "python")
+    if not os.path.exists(os.path.join(MMS_VENV, "bin", "multi-model-server")):
+        print("installing multi-model-server + sagemaker-mxnet-inference into .venv-mms ...",
+              file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", MMS_VENV], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "-r",
+                        os.path.join(ROOT, "requirements", "mms-bench.txt")], check=True)
+    return os.path.join(MMS_VENV, "bin")
+
+
+class AwsServingStack:
+    """multi-model-server with SageMaker's MXNet handler service, as the container runs it:
+    the model directory archived with model-archiver (no-archive), code/ on PYTHONPATH,
+    SAGEMAKER_PROGRAM naming the handlers, default worker count."""
+
+    def __init__(self, model_dir, work):
+        self.bin = install_mms()
+        self.store = os.path.join(work, "mms-store")
+        os.makedirs(self.store, exist_ok=True)
+        self.port, mgmt = free_port(), free_port()
+        subprocess.run([os.path.join(self.bin, "model-archiver"), "--model-name", "model",
+                        "--handler", "sagemaker_mxnet_serving_container.handler_service",
+                        "--model-path", model_dir, "--export-path", self.store,
+                        "--archive-format", "no-archive", "-f"], check=True)
+        config = os.path.join(work, "mms.properties")
+        with open(config, "w") as handle:
+            handle.write(MMS_CONFIG.format(port=self.port, mgmt=mgmt, store=self.store))
+        env = {**os.environ, "PATH": self.bin + os.pathsep + os.environ["PATH"],
+               "PYTHONPATH": os.path.join(self.store, "model", "code"),
+               "SAGEMAKER_PROGRAM": "inference.py"}
+        self.env = env
+        self.log = open(os.path.join(work, "mms.log"), "ab")
+        subprocess.run([os.path.join(self.bin, "multi-model-server"), "--start", "--mms-config",
+                        config, "--model-store", self.store], env=env, cwd=work,
+                       stdout=self.log, stderr=subprocess.STDOUT, check=True)
+        self.url = f"http://127.0.0.1:{self.port}/invocations"
+        self._wait_ready()
+
+    def _wait_ready(self, timeout=120):
+        import urllib.request
+        body = json.dumps(first_test_digit()).encode()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                request = urllib.request.Request(self.url, data=body, headers={
+                    "Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    if json.loads(response.read())["predictions"][0]["digit"] == 7:
+                        return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(1)
+        self.log.flush()
+        with open(self.log.name, errors="replace") as handle:
+            tail = "".join(handle.readlines()[-15:])
+        raise SystemExit(f"multi-model-server did not serve the model:\n{tail}")
+
+    def stop(self):
+        subprocess.run([os.path.join(self.bin, "multi-model-server"), "--stop"], env=self.env,
+                       stdout=self.log, stderr=subprocess.STDOUT)
+        self.log.close()
+
+
 def deploy(service):
     clients = Clients.create(endpoint_url=service.url, local=True)
     install_pipeline(clients, PipelineConfig(bucket="sagemaker-local"))
@@ -83,6 +177,10 @@ def main():
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk (make bench-serve does)", file=sys.stderr)
         return 2
+    if shutil.which("java") is None:
+        print("multi-model-server needs Java: apt-get install openjdk-17-jre-headless",
+              file=sys.stderr)
+        return 2
     home = tempfile.mkdtemp(prefix="bench-serve-")
     service = LocalSageMaker(home).start_background()
     rows = []
@@ -94,26 +192,39 @@ def main():
         script = os.path.join(home, "post.lua")
         with open(script, "w") as handle:
             handle.write(LUA.format(body=body))
-        targets = [("service runtime route", f"{service.url}/endpoints/bench/invocations"),
-                   ("model server, direct",
-                    f"http://127.0.0.1:{service.hosting.port_of('bench')}/invocations")]
-        for name, url in targets:
-            wrk(url, script, 1, 1)  # warm-up
-            for concurrency in (1, 4, 8, 16):
-                rows.append((name, concurrency, wrk(url, script, concurrency, args.seconds)))
+        model_dir = os.path.join(home, "endpoints", "bench", service.backend.describe_endpoint(
+            {"EndpointName": "bench"})["EndpointConfigName"])
+        aws_stack = AwsServingStack(model_dir, home)
+        targets = [("ours, via service route", f"{service.url}/endpoints/bench/invocations"),
+                   ("ours, model server",
+                    f"http://127.0.0.1:{service.hosting.port_of('bench')}/invocations"),
+                   ("AWS MMS + mxnet-inference", aws_stack.url)]
+        try:
+            for name, url in targets:
+                wrk(url, script, 1, 1)  # warm-up
+                for concurrency in (1, 4, 8, 16):
+                    rows.append((name, concurrency, wrk(url, script, concurrency, args.seconds)))
+        finally:
+            aws_stack.stop()
     finally:
         service.close()
         shutil.rmtree(home, ignore_errors=True)
 
     print(f"machine: {machine()}")
     print(f"load: wrk, {args.seconds} s per row, single-image JSON (784 values), keep-alive\n")
-    print("| target                 | conc | p50 ms | p90 ms | p99 ms |  req/s | errors |")
-    print("|------------------------|------|--------|--------|--------|--------|--------|")
+    print("| target                     | conc | p50 ms | p90 ms | p99 ms |  req/s | errors |")
+    print("|----------------------------|------|--------|--------|--------|--------|--------|")
     for name, concurrency, r in rows:
         errors = str(r["errors"]) + (f" ({r['socket_errors']})" if r["socket_errors"] else "")
-        print(f"| {name:<22} | {concurrency:>4} | {r['p50']:>6.2f} | {r['p90']:>6.2f} | "
+        print(f"| {name:<26} | {concurrency:>4} | {r['p50']:>6.2f} | {r['p90']:>6.2f} | "
               f"{r['p99']:>6.2f} | {r['rps']:>6.0f} | {errors:>6} |")
-    print("\ntargets: p50 <= 1.5 ms and p99 <= 10 ms at concurrency 1; >= 1,200 req/s at 8")
+    rps = {(n, c): r["rps"] for n, c, r in rows}
+    for ours in ("ours, via service route", "ours, model server"):
+        print(f"\n{ours}: {rps[(ours, 1)] / rps[('AWS MMS + mxnet-inference', 1)]:.1f}x AWS's "
+              f"stack at concurrency 1, {rps[(ours, 16)] / rps[('AWS MMS + mxnet-inference', 16)]:.2f}x "
+              "at 16", end="")
+    print("\ntargets: p50 <= 1.5 ms and p99 <= 10 ms at concurrency 1; >= 1,200 req/s at 8 "
+          "(both routes); >= 3x AWS's stack at 1 and not below it at 16")
     return 0
 
 
