@@ -89,12 +89,14 @@ def to_ndarrays(images, labels):
     return nd.array(images, dtype=np.uint8).astype(np.float32) / 255.0, nd.array(labels)
 
 
-def batches(x, y, batch_size, order=None):
-    """Slice (optionally shuffled) NDArrays into batches: no per-sample Python work."""
+def batches(x, y, batch_size, order=None, drop_last=False):
+    """Slice (optionally shuffled) NDArrays into batches: no per-sample Python work.
+    ``drop_last`` keeps every batch full (a distributed kvstore needs one batch size)."""
     if order is not None:
         index = nd.array(order, dtype=np.int32)
         x, y = nd.take(x, index), nd.take(y, index)
-    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    end = x.shape[0] - (x.shape[0] % batch_size if drop_last else 0)
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, end, batch_size)]
 
 
 def evaluate(net, loss_fn, batches):
@@ -175,14 +177,18 @@ def train(args):
     rank, workers = kv.rank, kv.num_workers
     train_x, train_y = load_channel(args.train)
     val_x, val_y = load_channel(args.validation)
-    train_x, train_y = to_ndarrays(train_x[rank::workers], train_y[rank::workers])
+    # Equal shards: with dist_sync every worker must take the same number of steps per epoch.
+    per_worker = len(train_y) // workers
+    train_x, train_y = to_ndarrays(train_x[rank::workers][:per_worker],
+                                   train_y[rank::workers][:per_worker])
     print(f"host {args.current_host}: worker {rank + 1} of {workers}, {train_y.shape[0]} training "
           f"and {len(val_y)} validation images, kvstore {kv.type}", flush=True)
     net = make_net(args.hidden_units)
     trainer = make_trainer(net, args, math.ceil(train_y.shape[0] / args.batch_size), kv)
     history = run_epochs(
         net, trainer,
-        lambda: batches(train_x, train_y, args.batch_size, rng.permutation(train_y.shape[0])),
+        lambda: batches(train_x, train_y, args.batch_size, rng.permutation(train_y.shape[0]),
+                        drop_last=workers > 1),
         batches(*to_ndarrays(val_x, val_y), 1000), args.epochs, args.learning_rate)
     return net, rank, history
 

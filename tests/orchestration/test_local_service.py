@@ -189,3 +189,27 @@ def test_restart_during_training_interrupts_then_retry_completes(tmp_path):
         assert len(json.loads(answer["Body"].read())["predictions"][0]["probabilities"]) == 10
     finally:
         svc.stop()
+
+
+@pytest.mark.slow
+def test_several_training_instances_train_with_dist_sync(service):
+    from pipeline.aws import Clients, install_pipeline
+
+    install_pipeline(Clients.create(endpoint_url=service.url, local=True),
+                     PipelineConfig(bucket=BUCKET, pipeline_name="dist"))
+    sm = service.client("sagemaker")
+    arn = sm.start_pipeline_execution(PipelineName="dist", PipelineParameters=[
+        {"Name": "MnistSourceUri", "Value": MNIST}, {"Name": "TrainingInstanceCount", "Value": "2"},
+        {"Name": "Epochs", "Value": "2"}, {"Name": "AccuracyThreshold", "Value": "0.99"}],
+    )["PipelineExecutionArn"]
+    assert wait_for(sm, arn) == "Failed"  # at the gate: 2 epochs on halves do not reach 0.99
+    steps = steps_of(sm, arn)
+    assert steps["TrainModel"]["StepStatus"] == "Succeeded"
+    assert steps["AccuracyTooLow"]["StepStatus"] == "Failed"
+    job = steps["TrainModel"]["Metadata"]["TrainingJob"]["Arn"].split("/")[-1]
+    assert sm.describe_training_job(TrainingJobName=job)["ResourceConfig"]["InstanceCount"] == 2
+    with open(os.path.join(service.home, "logs", f"{job}.log")) as handle:
+        log = handle.read()
+    assert "worker 1 of 2, 27000 training" in log and "worker 2 of 2, 27000 training" in log
+    assert log.count("kvstore dist_sync") == 2
+    assert log.count("validation_accuracy=") == 4  # two epochs on each worker
