@@ -270,6 +270,15 @@ def cmd_describe(ctx):
         for kind, value in meta.items():
             if isinstance(value, dict) and "Arn" in value:
                 print(f"    {kind}: {value['Arn']}")
+        if "TrainingJob" in meta:
+            job = sm.describe_training_job(
+                TrainingJobName=meta["TrainingJob"]["Arn"].split("/")[-1])
+            metrics = ", ".join(f"{m['MetricName']}={m['Value']:.4f}"
+                                for m in job.get("FinalMetricDataList", []))
+            if metrics:
+                print(f"    final metrics: {metrics}")
+        if "Condition" in meta:
+            print(f"    outcome: {meta['Condition'].get('Outcome')}")
     return EXIT_OK if desc["PipelineExecutionStatus"] != "Failed" else EXIT_FAILED
 
 

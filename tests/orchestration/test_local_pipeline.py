@@ -222,3 +222,22 @@ def test_predict_command_reads_pictures_and_arrays(service, default_run, tmp_pat
     assert cli.main(base + ["predict", "--endpoint", "mnist-mlp", str(tmp_path / "x.gif")]) == 2
     assert "unsupported file type" in capsys.readouterr().err
     assert cli.main(base + ["predict", "--endpoint", "mnist-mlp", "/nonexistent.png"]) == 2
+
+
+def test_review_commands_describe_executions_and_logs(service, default_run, capsys):
+    from pipeline import cli
+
+    arn, _ = default_run
+    base = ["--local", "--endpoint-url", service.url, "--local-home", service.home]
+    assert cli.main(base + ["describe", arn.split("/")[-1]]) == 0
+    out = capsys.readouterr().out
+    assert "status    Succeeded" in out and "outcome: True" in out
+    assert "final metrics: train_loss=" in out and "validation_accuracy=0.9" in out
+    assert cli.main(base + ["executions"]) == 0
+    assert arn.split("/")[-1] in capsys.readouterr().out
+    job = steps_of(service.client("sagemaker"), arn)["TrainModel"]["Metadata"]["TrainingJob"][
+        "Arn"].split("/")[-1]
+    assert cli.main(base + ["logs", job]) == 0
+    assert capsys.readouterr().out.count("epoch=") == 20
+    assert cli.main(base + ["logs", "no-such-job"]) == 2
+    assert "no log for job" in capsys.readouterr().err
