@@ -241,3 +241,13 @@ def test_review_commands_describe_executions_and_logs(service, default_run, caps
     assert capsys.readouterr().out.count("epoch=") == 20
     assert cli.main(base + ["logs", "no-such-job"]) == 2
     assert "no log for job" in capsys.readouterr().err
+
+
+def test_run_browser_lists_endpoints_executions_and_packages(service, default_run):
+    import urllib.request
+
+    arn, _ = default_run
+    page = urllib.request.urlopen(service.url + "/").read().decode()
+    assert "mnist-mlp" in page and 'href="/draw/mnist-mlp"' in page
+    assert arn.split("/")[-1] in page and "Succeeded" in page
+    assert "mnist-mxnet-models" in page and "evaluation.json" in page
