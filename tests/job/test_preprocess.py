@@ -90,3 +90,41 @@ def test_bad_validation_fraction_is_a_usage_error(tmp_path):
     proc = run_script("steps/preprocess.py", "--source", MNIST, "--output-dir", tmp_path,
                       "--validation-fraction", "1.5", check=False)
     assert proc.returncode == 2 and "--validation-fraction" in proc.stderr
+
+
+def test_fetches_over_http_from_a_loopback_server():
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=MNIST)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler.log_message = lambda *args: None
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        raw = preprocess.fetch(base, "t10k-labels-idx1-ubyte")
+        preprocess.verify("t10k-labels-idx1-ubyte", raw)
+        with pytest.raises(preprocess.DataError, match="not found"):
+            preprocess.fetch(base + "missing/", "t10k-labels-idx1-ubyte")
+    finally:
+        server.shutdown()
+
+
+def test_fetches_from_s3_in_awss_train_test_layout(monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="samples")
+        with open(f"{MNIST}/t10k-labels-idx1-ubyte.gz", "rb") as handle:
+            s3.put_object(Bucket="samples", Key="datasets/MNIST/test/t10k-labels-idx1-ubyte.gz",
+                          Body=handle.read())
+        raw = preprocess.fetch("s3://samples/datasets/MNIST/", "t10k-labels-idx1-ubyte")
+        preprocess.verify("t10k-labels-idx1-ubyte", raw)
+        with pytest.raises(preprocess.DataError, match="not found"):
+            preprocess.fetch("s3://samples/datasets/MNIST/", "t10k-images-idx3-ubyte")
