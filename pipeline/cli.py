@@ -12,8 +12,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from pipeline import aws
 from pipeline.local import launcher
-from pipeline.definition import (DEFAULT_PIPELINE_NAME, DEFAULT_PREFIX, PARAMETERS,
-                                 PLACEHOLDER_ROLE, PipelineConfig, definition_json)
+from pipeline.config import (DEFAULT_MODEL_PACKAGE_GROUP, DEFAULT_PIPELINE_NAME, DEFAULT_PREFIX,
+                             PARAMETERS, PLACEHOLDER_ROLE, PipelineConfig)
 
 FINAL_STATUSES = {"Succeeded", "Failed", "Stopped"}
 LOCAL_BUCKET = "sagemaker-local"
@@ -102,6 +102,8 @@ class Context:
 
 
 def cmd_definition(ctx):
+    from pipeline.definition import definition_json  # the SDK: imported only when needed
+
     text = definition_json(ctx.config(offline=True))
     if ctx.args.output:
         with open(ctx.args.output, "w") as handle:
@@ -339,7 +341,7 @@ def _add_global_options(parser, defaults):
                         help="S3 bucket for code and data (default: sagemaker-REGION-ACCOUNT)")
     parser.add_argument("--prefix", default=d(DEFAULT_PREFIX), help="S3 key prefix")
     parser.add_argument("--pipeline-name", default=d(DEFAULT_PIPELINE_NAME))
-    parser.add_argument("--model-package-group", default=d("mnist-mxnet-models"))
+    parser.add_argument("--model-package-group", default=d(DEFAULT_MODEL_PACKAGE_GROUP))
     parser.add_argument("--endpoint-url", default=d(None),
                         help="SageMaker API endpoint URL (e.g. a local service)")
     parser.add_argument("--local", action="store_true", default=d(False),

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass, field
 from typing import Dict
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # we pin SDK 2.x on purpose: MXNet
@@ -43,40 +42,19 @@ from sagemaker.inputs import TrainingInput
 
 import sagemaker.utils as sagemaker_utils  # noqa: E402
 
+from pipeline.config import PARAMETERS, PipelineConfig  # noqa: F401 (re-exported)
 from pipeline.packaging import Artifact, build_artifacts
 
 _sdk_validate_config = sagemaker_utils.validate_sagemaker_config
 
 FRAMEWORK_VERSION = "1.9.0"
 PY_VERSION = "py38"
-DEFAULT_PIPELINE_NAME = "mnist-mxnet"
-DEFAULT_REGION = "us-east-1"
-DEFAULT_PREFIX = "mnist-mxnet"
-# Used only when no role is given: fine for `definition` and the local service, rejected by AWS.
-PLACEHOLDER_ROLE = "arn:aws:iam::000000000000:role/SageMakerExecutionRole"
-AWS_MNIST_URI = "s3://sagemaker-sample-files/datasets/image/MNIST/"
 PROCESSING = "/opt/ml/processing"
 # Explicit SDK defaults: no telemetry calls, and no machine-local config files that would make the
 # definition depend on the machine it was built on.
 SDK_CONFIG = {"SchemaVersion": "1.0",
               "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 
-# Parameters as users see them in Studio: name -> (kind, default, what it does).
-PARAMETERS = {
-    "ProcessingInstanceType": (str, "ml.m5.large", "instance type of the processing steps"),
-    "TrainingInstanceType": (str, "ml.m5.xlarge", "instance type of TrainModel"),
-    "TrainingInstanceCount": (int, 1, "hosts for TrainModel; more than 1 trains with dist_sync"),
-    "Epochs": (int, 20, "training epochs"),
-    "LearningRate": (float, 0.003, "Adam learning rate (cosine-decayed)"),
-    "BatchSize": (int, 256, "training mini-batch size"),
-    "AccuracyThreshold": (float, 0.97, "test accuracy needed to register and deploy"),
-    "ModelApprovalStatus": (str, "Approved",
-                            "status of the new model package; only Approved is deployed"),
-    "MnistSourceUri": (str, AWS_MNIST_URI, "where PrepareData fetches MNIST (https, s3, folder)"),
-    "EndpointName": (str, "mnist-mlp", "endpoint DeployModel creates or updates"),
-    "EndpointInstanceType": (str, "ml.m5.large", "instance type of the endpoint"),
-    "KeepEndpoint": (bool, True, "false deletes the endpoint in Cleanup (the lab's last step)"),
-}
 _PARAMETER_CLASS = {str: ParameterString, int: ParameterInteger, float: ParameterFloat,
                     bool: ParameterBoolean}
 
@@ -84,19 +62,6 @@ METRIC_DEFINITIONS = [
     {"Name": name, "Regex": f"{name}=([0-9.]+(?:e[-+]?[0-9]+)?)"}
     for name in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
 ]
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Everything the definition depends on besides the code itself."""
-
-    bucket: str
-    role_arn: str = PLACEHOLDER_ROLE
-    region: str = DEFAULT_REGION
-    pipeline_name: str = DEFAULT_PIPELINE_NAME
-    prefix: str = DEFAULT_PREFIX
-    model_package_group: str = "mnist-mxnet-models"
-    parameter_defaults: Dict[str, object] = field(default_factory=dict)
 
 
 def _parameters(overrides):

@@ -13,8 +13,6 @@ from botocore.exceptions import ClientError
 
 from pipeline import drawpad
 
-MAX_BODY = 6 * 1024 * 1024
-
 
 def make_server(runtime, endpoint, port=0):
     class Handler(BaseHTTPRequestHandler):
@@ -48,9 +46,6 @@ def make_server(runtime, endpoint, port=0):
             if path != f"/endpoints/{endpoint}/invocations":
                 self._send(404, "application/json", json.dumps(
                     {"message": f"this pad only reaches endpoint {endpoint}"}).encode())
-                return
-            if length > MAX_BODY:
-                self._send(413, "application/json", b'{"message": "over the 6 MB limit"}')
                 return
             try:
                 answer = runtime.invoke_endpoint(

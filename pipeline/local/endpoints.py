@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Optional
 
+from pipeline.local.launcher import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 SERVER_SCRIPT = os.path.join(ROOT, "src", "inference", "server.py")
 
 
@@ -82,7 +83,7 @@ class Hosting:
             self.servers[endpoint] = server
         config = store.get("endpoint-config", config_name)
         store.update("endpoint", endpoint, EndpointStatus="InService",
-                     EndpointConfigName=config_name, FailureReason="",
+                     EndpointConfigName=config_name, FailureReason=None,
                      LastModifiedTime=time.time(), ProductionVariants=[
                          {"VariantName": v["VariantName"], "CurrentInstanceCount": 1,
                           "DesiredInstanceCount": 1, "CurrentWeight": 1.0}
@@ -103,7 +104,7 @@ class Hosting:
         if not os.path.isfile(archive):
             raise HostingError(f"model data {container['ModelDataUrl']} does not exist")
         with tarfile.open(archive) as tar:
-            tar.extractall(model_dir)
+            tar.extractall(model_dir, filter="data")
         ready = os.path.join(model_dir, ".port")
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAGEMAKER_")}
         env.update(container.get("Environment", {}))

@@ -12,6 +12,9 @@ import traceback
 from datetime import datetime, timezone
 from typing import Dict
 
+from pipeline.local.jobs import JobResult
+from pipeline.local.models import ServiceError
+
 SUPPORTED_TYPES = {"Processing", "Training", "RegisterModel", "Model", "Condition", "Fail"}
 FINAL = {"Succeeded", "Failed", "Stopped"}
 _TOKEN = re.compile(r"\.?([A-Za-z0-9_]+)|\[(?:'([^']*)'|\"([^\"]*)\"|(\d+))\]")
@@ -280,7 +283,6 @@ class Executor:
     def __init__(self, backend, jobs, s3):
         self.backend, self.jobs, self.s3 = backend, jobs, s3
         self.store = backend.store
-        self._threads: Dict[str, threading.Thread] = {}
         self._stop: Dict[str, threading.Event] = {}
         self._current_job: Dict[str, str] = {}
         self.handlers = {"Processing": self._processing, "Training": self._training,
@@ -288,12 +290,11 @@ class Executor:
                          "Condition": self._condition, "Fail": self._fail}
 
     # --- lifecycle ---
-    def start(self, arn, retry=False):
+    def start(self, arn):
+        """Run (or, for a retry, resume) an execution in the background."""
         self._stop[arn] = threading.Event()
-        thread = threading.Thread(target=self._run_safely, args=(arn, retry), daemon=True,
-                                  name=f"execution-{arn.split('/')[-1]}")
-        self._threads[arn] = thread
-        thread.start()
+        threading.Thread(target=self._run_safely, args=(arn,), daemon=True,
+                         name=f"execution-{arn.split('/')[-1]}").start()
 
     def stop(self, arn):
         if arn in self._stop:
@@ -301,11 +302,6 @@ class Executor:
         job = self._current_job.get(arn)
         if job:
             self.jobs.stop(job)
-
-    def wait(self, arn, timeout=None):
-        thread = self._threads.get(arn)
-        if thread:
-            thread.join(timeout)
 
     def recover(self):
         """After a restart: what was running was interrupted; it can be retried."""
@@ -329,29 +325,27 @@ class Executor:
                                   LastModifiedTime=time.time())
 
     # --- running ---
-    def _run_safely(self, arn, retry):
+    def _run_safely(self, arn):
         try:
-            self._run(arn, retry)
+            self._run(arn)
         except Exception as err:  # a bug must not leave the execution Executing forever
             traceback.print_exc()
             self._finish(arn, "Failed", f"internal error in the local service: {err}")
 
-    def _finish(self, arn, status, reason=""):
+    def _finish(self, arn, status, reason=None):
         self.store.update("execution", arn, PipelineExecutionStatus=status,
                           FailureReason=reason, LastModifiedTime=time.time())
 
-    def _run(self, arn, retry):
+    def _run(self, arn):
         execution = self.store.get("execution", arn)
         definition = json.loads(execution["PipelineDefinition"])
         steps = flatten(definition)
         deps = dependencies(steps)
-        records = {s["StepName"]: s for s in self.store.list("step") if s["ExecutionArn"] == arn}
+        records = {s["StepName"]: s for s in self.store.list("step", prefix=f"{arn}|")}
+        # A retry keeps what succeeded, outputs and condition outcomes included.
         properties = {n: r.get("Properties", {}) for n, r in records.items()
                       if r["StepStatus"] == "Succeeded"}
         ctx = Context(execution, {n: e["step"] for n, e in steps.items()}, properties, self.s3)
-        outcomes = {n: r["Properties"].get("Outcome") for n, r in records.items()
-                    if r["StepStatus"] == "Succeeded" and steps.get(n, {}).get("step", {}).get(
-                        "Type") == "Condition"}
         done, skipped, failure = set(properties), set(), None
         while failure is None:
             ready = [n for n in steps if n not in done | skipped and deps[n] <= done | skipped]
@@ -360,8 +354,8 @@ class Executor:
             name = ready[0]
             entry = steps[name]
             owner = entry["owner"]
-            if (owner and outcomes.get(owner[0]) != (owner[1] == "IfSteps")) or \
-                    deps[name] & skipped:
+            if deps[name] & skipped or (owner and ctx.properties[owner[0]]["Outcome"] !=
+                                        (owner[1] == "IfSteps")):
                 skipped.add(name)
                 continue
             if self._stop[arn].is_set():
@@ -370,8 +364,6 @@ class Executor:
             status, reason = self._run_step(arn, ctx, entry["step"], records.get(name))
             if status == "Succeeded":
                 done.add(name)
-                if entry["step"]["Type"] == "Condition":
-                    outcomes[name] = ctx.properties[name]["Outcome"]
             elif status == "Stopped":
                 self._finish(arn, "Stopped", "stopped by StopPipelineExecution")
                 return
@@ -392,7 +384,10 @@ class Executor:
             "StepStatus": "Executing", "AttemptCount": attempt, "Metadata": {},
             "Properties": {}})
         try:
-            props, metadata = self.handlers[step["Type"]](arn, ctx, step, attempt, key)
+            try:
+                props, metadata = self.handlers[step["Type"]](arn, ctx, step, attempt, key)
+            except ServiceError as err:  # the registry or hosting refused the request
+                raise StepFailed(err.message)
         except Stopped:
             self.store.update("step", key, StepStatus="Stopped", EndTime=time.time())
             return "Stopped", ""
@@ -412,19 +407,45 @@ class Executor:
         return (base[:63 - len(suffix)] + suffix).lower()
 
     # --- handlers: (arn, ctx, step, attempt, record key) -> (properties, metadata) ---
-    def _processing(self, arn, ctx, step, attempt, key):
-        request = ctx.resolve(step["Arguments"])
+    _JOB_KINDS = {"ProcessingJob": "processing-job", "TrainingJob": "training-job"}
+
+    def _start_job(self, arn, step, attempt, key, job_type, request, fields):
+        """Record a job as InProgress and link it to its step: (name, ARN, start time)."""
         name = self._job_name(arn, step, attempt)
-        job_arn = self.backend.arn("processing-job", name)
+        job_arn = self.backend.arn(self._JOB_KINDS[job_type], name)
         now = time.time()
-        job = dict(request, ProcessingJobName=name, ProcessingJobArn=job_arn,
-                   ProcessingJobStatus="InProgress", CreationTime=now, ProcessingStartTime=now,
-                   LastModifiedTime=now, PipelineExecutionArn=arn)
-        self.store.put("processing-job", name, job)
-        self.store.update("step", key, Metadata={"ProcessingJob": {"Arn": job_arn}})
-        result = self._run_job(arn, name, lambda: self.jobs.run_processing(name, request))
+        self.store.put(self._JOB_KINDS[job_type], name, dict(
+            request, **{f"{job_type}Name": name, f"{job_type}Arn": job_arn,
+                        f"{job_type}Status": "InProgress"},
+            CreationTime=now, LastModifiedTime=now, PipelineExecutionArn=arn, **fields))
+        self.store.update("step", key, Metadata={job_type: {"Arn": job_arn}})
+        return name, job_arn, now
+
+    def _run_job(self, arn, name, run):
+        """Run a job; the status it ends with: Completed, Stopped or Failed."""
+        self._current_job[arn] = name
+        try:
+            result = run()
+        except (OSError, ValueError, KeyError) as err:
+            result = JobResult(2, f"ClientError: {err}", 0.0)
+        finally:
+            self._current_job.pop(arn, None)
         status = "Completed" if result.exit_code == 0 else (
             "Stopped" if self._stop[arn].is_set() else "Failed")
+        return result, status
+
+    @staticmethod
+    def _raise_for(status, reason):
+        if status == "Stopped":
+            raise Stopped()
+        if status != "Completed":
+            raise StepFailed(reason or "the job failed")
+
+    def _processing(self, arn, ctx, step, attempt, key):
+        request = ctx.resolve(step["Arguments"])
+        name, job_arn, now = self._start_job(arn, step, attempt, key, "ProcessingJob", request,
+                                             {"ProcessingStartTime": time.time()})
+        result, status = self._run_job(arn, name, lambda: self.jobs.run_processing(name, request))
         changes = {"ProcessingJobStatus": status, "LastModifiedTime": time.time(),
                    # as on AWS: the container's own run, not the input download or upload
                    "ProcessingStartTime": result.process_start or now,
@@ -432,20 +453,15 @@ class Executor:
         if result.failure_reason:
             changes.update(FailureReason=result.failure_reason, ExitMessage=result.failure_reason)
         job = self.store.update("processing-job", name, **changes)
-        self._raise_for(arn, status, result.failure_reason)
+        self._raise_for(status, result.failure_reason)
         return job, {"ProcessingJob": {"Arn": job_arn}}
 
     def _training(self, arn, ctx, step, attempt, key):
         request = ctx.resolve(step["Arguments"])
-        name = self._job_name(arn, step, attempt)
-        job_arn = self.backend.arn("training-job", name)
-        now = time.time()
-        job = dict(request, TrainingJobName=name, TrainingJobArn=job_arn,
-                   TrainingJobStatus="InProgress", SecondaryStatus="Training",
-                   CreationTime=now, TrainingStartTime=now, LastModifiedTime=now,
-                   PipelineExecutionArn=arn, FinalMetricDataList=[])
-        self.store.put("training-job", name, job)
-        self.store.update("step", key, Metadata={"TrainingJob": {"Arn": job_arn}})
+        name, job_arn, now = self._start_job(
+            arn, step, attempt, key, "TrainingJob", request,
+            {"SecondaryStatus": "Training", "TrainingStartTime": time.time(),
+             "FinalMetricDataList": []})
         metrics = {}
 
         def on_metric(metric, value):
@@ -454,10 +470,8 @@ class Executor:
                 {"MetricName": k, "Value": v, "Timestamp": time.time()}
                 for k, v in metrics.items()])
 
-        result = self._run_job(arn, name, lambda: self.jobs.run_training(name, request,
-                                                                        on_metric))
-        status = "Completed" if result.exit_code == 0 else (
-            "Stopped" if self._stop[arn].is_set() else "Failed")
+        result, status = self._run_job(arn, name, lambda: self.jobs.run_training(
+            name, request, on_metric))
         started, ended = result.process_start or now, result.process_end or time.time()
         changes = {"TrainingJobStatus": status, "SecondaryStatus": status,
                    "TrainingStartTime": started, "TrainingEndTime": ended,
@@ -475,44 +489,20 @@ class Executor:
         if result.failure_reason:
             changes["FailureReason"] = result.failure_reason
         job = self.store.update("training-job", name, **changes)
-        self._raise_for(arn, status, result.failure_reason)
+        self._raise_for(status, result.failure_reason)
         return job, {"TrainingJob": {"Arn": job_arn}}
-
-    def _run_job(self, arn, name, run):
-        self._current_job[arn] = name
-        try:
-            return run()
-        except (OSError, ValueError, KeyError) as err:
-            from pipeline.local.jobs import JobResult
-            return JobResult(2, f"ClientError: {err}", 0.0)
-        finally:
-            self._current_job.pop(arn, None)
-
-    def _raise_for(self, arn, status, reason):
-        if status == "Stopped":
-            raise Stopped()
-        if status != "Completed":
-            raise StepFailed(reason or "the job failed")
 
     def _register_model(self, arn, ctx, step, attempt, key):
         request = ctx.resolve(step["Arguments"])
         request.pop("SkipModelValidation", None)
-        from pipeline.local.models import ServiceError
-        try:
-            package_arn = self.backend.create_model_package(request)["ModelPackageArn"]
-        except ServiceError as err:
-            raise StepFailed(err.message)
+        package_arn = self.backend.create_model_package(request)["ModelPackageArn"]
         package = self.backend.describe_model_package({"ModelPackageName": package_arn})
         return package, {"RegisterModel": {"Arn": package_arn}}
 
     def _model(self, arn, ctx, step, attempt, key):
         request = ctx.resolve(step["Arguments"])
         request["ModelName"] = self._job_name(arn, step, attempt)
-        from pipeline.local.models import ServiceError
-        try:
-            self.backend.create_model(request)
-        except ServiceError as err:
-            raise StepFailed(err.message)
+        self.backend.create_model(request)
         model = self.backend.describe_model({"ModelName": request["ModelName"]})
         return model, {"Model": {"Arn": model["ModelArn"]}}
 

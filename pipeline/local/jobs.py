@@ -162,7 +162,7 @@ class JobRunner:
         code_dir = os.path.join(root, "code")
         os.makedirs(code_dir, exist_ok=True)
         with tarfile.open(self.s3.path_of(submit)) as tar:
-            tar.extractall(code_dir)
+            tar.extractall(code_dir, filter="data")
         channels = {}
         for channel in request.get("InputDataConfig", []):
             uri = channel["DataSource"]["S3DataSource"]["S3Uri"]

@@ -8,8 +8,9 @@ import time
 import urllib.request
 from typing import Optional
 
-from pipeline.local.server import ROOT, SERVICE_FILE
-
+# Kept free of the service's own imports: every CLI command loads this module.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SERVICE_FILE = "service.json"  # where a running service records its URL and pid
 DEFAULT_HOME = os.path.join(ROOT, ".sagemaker-local")
 
 
@@ -39,32 +40,40 @@ def running(home) -> Optional[dict]:
     return info if info and _alive(info) else None
 
 
-def ensure_running(home, timeout=60.0, quiet=False) -> str:
-    info = running(home)
-    if info:
-        return info["url"]
+def spawn(home, port=0, timeout=60.0):
+    """Start a service process on ``home`` in the background: (process, service.json info)."""
     os.makedirs(home, exist_ok=True)
     try:
         os.remove(os.path.join(home, SERVICE_FILE))
     except OSError:
         pass
-    log = open(os.path.join(home, "service.log"), "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.local", "serve", "--home", home],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(os.path.join(home, "service.log"), "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.local", "serve", "--home", home,
+                                 "--port", str(port)], cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
     deadline = time.time() + timeout
     while time.time() < deadline:
         info = _read(home)
         if info and info.get("pid") == proc.pid and _alive(info):
-            if not quiet:
-                print(f"started the local SageMaker service at {info['url']} "
-                      f"(home {home}, log service.log)", file=sys.stderr)
-            return info["url"]
+            return proc, info
         if proc.poll() is not None:
             raise RuntimeError(f"the local service exited with code {proc.returncode}; see "
                                f"{os.path.join(home, 'service.log')}")
         time.sleep(0.1)
+    proc.kill()
     raise RuntimeError(f"the local service did not start within {timeout:.0f} s")
+
+
+def ensure_running(home) -> str:
+    """The URL of the service on ``home``, started first when none runs."""
+    info = running(home)
+    if info:
+        return info["url"]
+    _, info = spawn(home)
+    print(f"started the local SageMaker service at {info['url']} (home {home}, log "
+          "service.log)", file=sys.stderr)
+    return info["url"]
 
 
 def stop(home, timeout=30.0) -> bool:

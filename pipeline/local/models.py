@@ -20,10 +20,6 @@ class ServiceError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
-def not_found(what: str, name: str, code="ValidationException") -> ServiceError:
-    return ServiceError(code, f"Could not find {what} \"{name}\".")
-
-
 def _paginate(items, request, key):
     """NextToken is the index of the next item, as a string."""
     start = int(request.get("NextToken") or 0)
@@ -39,6 +35,17 @@ def _sorted(items, request, default_key="CreationTime", keys=None):
     key = (keys or {}).get(request.get("SortBy"), default_key)
     reverse = request.get("SortOrder", "Descending") == "Descending"
     return sorted(items, key=lambda i: (i.get(key) is None, i.get(key) or 0), reverse=reverse)
+
+
+def _summaries(items, request, out_key, name_key, keys, status_key=None):
+    """A List* answer: NameContains / CreationTime / StatusEquals filters, the summary fields,
+    SortBy / SortOrder, then one page."""
+    items = _name_filter(items, request, name_key)
+    if status_key and request.get("StatusEquals"):
+        items = [i for i in items if i[status_key] == request["StatusEquals"]]
+    items = [{k: i[k] for k in keys if k in i} for i in items]
+    sort_keys = {"Name": name_key, "Status": status_key} if status_key else {"Name": name_key}
+    return _paginate(_sorted(items, request, keys=sort_keys), request, out_key)
 
 
 def _name_filter(items, request, field):
@@ -72,17 +79,20 @@ class SageMakerBackend:
     def arn(self, kind: str, name: str) -> str:
         return f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:{kind}/{name}"
 
-    def _require(self, kind, name, what, code="ValidationException"):
+    def _require(self, kind, name, what, code="ValidationException", message=None):
+        """The stored document, or AWS's error for a missing one."""
         item = self.store.get(kind, name)
         if item is None:
-            raise not_found(what, name, code)
+            raise ServiceError(code, message or f"Could not find {what} \"{name}\".")
         return item
 
     # ------------------------------------------------------------------ tags
+    def _tags(self, arn):
+        return (self.store.get("tags", arn) or {"Tags": []})["Tags"]
+
     def _set_tags(self, arn, tags):
         if tags:
-            existing = (self.store.get("tags", arn) or {"Tags": []})["Tags"]
-            current = {t["Key"]: t["Value"] for t in existing}
+            current = {t["Key"]: t["Value"] for t in self._tags(arn)}
             current.update({t["Key"]: t.get("Value", "") for t in tags})
             self.store.put("tags", arn, {"Tags": [{"Key": k, "Value": v}
                                                   for k, v in current.items()]})
@@ -92,12 +102,10 @@ class SageMakerBackend:
         return {"Tags": r["Tags"]}
 
     def list_tags(self, r):
-        return _paginate((self.store.get("tags", r["ResourceArn"]) or {"Tags": []})["Tags"],
-                         r, "Tags")
+        return _paginate(self._tags(r["ResourceArn"]), r, "Tags")
 
     def delete_tags(self, r):
-        tags = (self.store.get("tags", r["ResourceArn"]) or {"Tags": []})["Tags"]
-        keep = [t for t in tags if t["Key"] not in set(r["TagKeys"])]
+        keep = [t for t in self._tags(r["ResourceArn"]) if t["Key"] not in set(r["TagKeys"])]
         self.store.put("tags", r["ResourceArn"], {"Tags": keep})
         return {}
 
@@ -141,7 +149,7 @@ class SageMakerBackend:
     def update_pipeline(self, r):
         name = r["PipelineName"]
         with self.lock:
-            item = self._require("pipeline", name, "pipeline", "ResourceNotFound")
+            item = self.describe_pipeline(r)
             if "PipelineDefinition" in r:
                 item["PipelineDefinition"] = self._definition(r)
             for key in ("RoleArn", "PipelineDescription", "PipelineDisplayName"):
@@ -154,10 +162,8 @@ class SageMakerBackend:
 
     def describe_pipeline(self, r):
         name = r["PipelineName"].split("/")[-1]
-        item = self.store.get("pipeline", name)
-        if item is None:
-            raise ServiceError("ResourceNotFound", f"Pipeline '{name}' does not exist.")
-        return item
+        return self._require("pipeline", name, "", "ResourceNotFound",
+                             f"Pipeline '{name}' does not exist.")
 
     def delete_pipeline(self, r):
         item = self.describe_pipeline(r)
@@ -165,14 +171,11 @@ class SageMakerBackend:
         return {"PipelineArn": item["PipelineArn"]}
 
     def list_pipelines(self, r):
-        items = [{k: p[k] for k in ("PipelineArn", "PipelineName", "PipelineDisplayName",
-                                    "PipelineDescription", "RoleArn", "CreationTime",
-                                    "LastModifiedTime")}
-                 for p in self.store.list("pipeline")]
-        if r.get("PipelineNamePrefix"):
-            items = [p for p in items if p["PipelineName"].startswith(r["PipelineNamePrefix"])]
-        items = _sorted(items, r, keys={"Name": "PipelineName"})
-        return _paginate(items, r, "PipelineSummaries")
+        items = [p for p in self.store.list("pipeline")
+                 if p["PipelineName"].startswith(r.get("PipelineNamePrefix", ""))]
+        return _summaries(items, r, "PipelineSummaries", "PipelineName", (
+            "PipelineArn", "PipelineName", "PipelineDisplayName", "PipelineDescription",
+            "RoleArn", "CreationTime", "LastModifiedTime"))
 
     # ------------------------------------------------------------ executions
     def start_pipeline_execution(self, r):
@@ -209,10 +212,8 @@ class SageMakerBackend:
         return {"PipelineExecutionArn": arn}
 
     def _execution(self, arn):
-        item = self.store.get("execution", arn)
-        if item is None:
-            raise ServiceError("ResourceNotFound", f"Pipeline execution '{arn}' does not exist.")
-        return item
+        return self._require("execution", arn, "", "ResourceNotFound",
+                             f"Pipeline execution '{arn}' does not exist.")
 
     def describe_pipeline_execution(self, r):
         item = self._execution(r["PipelineExecutionArn"])
@@ -232,8 +233,9 @@ class SageMakerBackend:
         pipeline = self.describe_pipeline(r)
         items = [{k: e[k] for k in ("PipelineExecutionArn", "PipelineExecutionStatus",
                                     "PipelineExecutionDisplayName") if k in e}
-                 | {"StartTime": e["CreationTime"], "PipelineExecutionFailureReason":
-                    e.get("FailureReason", "")}
+                 | {"StartTime": e["CreationTime"]}
+                 | ({"PipelineExecutionFailureReason": e["FailureReason"]}
+                    if "FailureReason" in e else {})
                  for e in self.store.list("execution")
                  if e["PipelineArn"] == pipeline["PipelineArn"]]
         items = _sorted(items, r, default_key="StartTime")
@@ -242,9 +244,8 @@ class SageMakerBackend:
     def list_pipeline_execution_steps(self, r):
         arn = r["PipelineExecutionArn"]
         self._execution(arn)
-        steps = [s for s in self.store.list("step") if s["ExecutionArn"] == arn]
         steps = [{k: v for k, v in s.items() if k not in ("ExecutionArn", "Properties")}
-                 for s in steps]
+                 for s in self.store.list("step", prefix=f"{arn}|")]
         steps.sort(key=lambda s: s["StartTime"], reverse=r.get("SortOrder") != "Ascending")
         return _paginate(steps, r, "PipelineExecutionSteps")
 
@@ -272,41 +273,30 @@ class SageMakerBackend:
             raise ServiceError("ValidationException", f"Only a Failed or Stopped execution can "
                                f"be retried; this one is {item['PipelineExecutionStatus']}")
         self.store.update("execution", arn, PipelineExecutionStatus="Executing",
-                          FailureReason="", LastModifiedTime=time.time())
-        self.executor.start(arn, retry=True)
+                          FailureReason=None, LastModifiedTime=time.time())
+        self.executor.start(arn)
         return {"PipelineExecutionArn": arn}
 
     # ------------------------------------------------------------------ jobs
-    def _job(self, kind, name, what):
-        item = self.store.get(kind, name)
-        if item is None:
-            raise ServiceError("ResourceNotFound", f"Could not find {what} '{name}'.")
-        return item
-
     def describe_processing_job(self, r):
-        return self._job("processing-job", r["ProcessingJobName"], "processing job")
+        return self._require("processing-job", r["ProcessingJobName"], "processing job",
+                             "ResourceNotFound")
 
     def describe_training_job(self, r):
-        return self._job("training-job", r["TrainingJobName"], "training job")
+        return self._require("training-job", r["TrainingJobName"], "training job",
+                             "ResourceNotFound")
 
-    def _list_jobs(self, kind, r, name_key, arn_key, status_key, out_key):
-        items = self.store.list(kind)
-        items = _name_filter(items, r, name_key)
-        if r.get("StatusEquals"):
-            items = [i for i in items if i[status_key] == r["StatusEquals"]]
-        summary_keys = (name_key, arn_key, status_key, "CreationTime", "LastModifiedTime",
-                        "ProcessingEndTime", "TrainingEndTime", "FailureReason", "ExitMessage")
-        items = [{k: i[k] for k in summary_keys if k in i} for i in items]
-        items = _sorted(items, r, keys={"Name": name_key, "Status": status_key})
-        return _paginate(items, r, out_key)
+    def _list_jobs(self, kind, r, prefix, out_key):
+        return _summaries(self.store.list(kind), r, out_key, f"{prefix}Name", (
+            f"{prefix}Name", f"{prefix}Arn", f"{prefix}Status", "CreationTime",
+            "LastModifiedTime", f"{prefix.replace('Job', '')}EndTime", "FailureReason",
+            "ExitMessage"), f"{prefix}Status")
 
     def list_processing_jobs(self, r):
-        return self._list_jobs("processing-job", r, "ProcessingJobName", "ProcessingJobArn",
-                               "ProcessingJobStatus", "ProcessingJobSummaries")
+        return self._list_jobs("processing-job", r, "ProcessingJob", "ProcessingJobSummaries")
 
     def list_training_jobs(self, r):
-        return self._list_jobs("training-job", r, "TrainingJobName", "TrainingJobArn",
-                               "TrainingJobStatus", "TrainingJobSummaries")
+        return self._list_jobs("training-job", r, "TrainingJob", "TrainingJobSummaries")
 
     # -------------------------------------------------------------- registry
     def create_model_package_group(self, r):
@@ -328,9 +318,11 @@ class SageMakerBackend:
                              "model package group")
 
     def list_model_package_groups(self, r):
-        items = _name_filter(self.store.list("model-package-group"), r, "ModelPackageGroupName")
-        items = _sorted(items, r, keys={"Name": "ModelPackageGroupName"})
-        return _paginate(items, r, "ModelPackageGroupSummaryList")
+        return _summaries(self.store.list("model-package-group"), r,
+                          "ModelPackageGroupSummaryList", "ModelPackageGroupName", (
+                              "ModelPackageGroupName", "ModelPackageGroupArn",
+                              "ModelPackageGroupDescription", "CreationTime",
+                              "ModelPackageGroupStatus"))
 
     def delete_model_package_group(self, r):
         name = r["ModelPackageGroupName"]
@@ -367,10 +359,8 @@ class SageMakerBackend:
         return {"ModelPackageArn": arn}
 
     def _package(self, ref):
-        item = self.store.get("model-package", ref)
-        if item is None:
-            raise ServiceError("ValidationException", f"ModelPackage {ref} does not exist.")
-        return item
+        return self._require("model-package", ref, "", message=f"ModelPackage {ref} does not "
+                             "exist.")
 
     def describe_model_package(self, r):
         return self._package(r["ModelPackageName"])
@@ -381,12 +371,10 @@ class SageMakerBackend:
             items = [p for p in items if p["ModelPackageGroupName"] == r["ModelPackageGroupName"]]
         if r.get("ModelApprovalStatus"):
             items = [p for p in items if p["ModelApprovalStatus"] == r["ModelApprovalStatus"]]
-        keys = ("ModelPackageGroupName", "ModelPackageVersion", "ModelPackageArn",
-                "ModelPackageDescription", "CreationTime", "ModelPackageStatus",
-                "ModelApprovalStatus", "ModelPackageName")
-        items = [{k: p[k] for k in keys if k in p} for p in items]
-        items = _sorted(items, r, keys={"Name": "ModelPackageName"})
-        return _paginate(items, r, "ModelPackageSummaryList")
+        return _summaries(items, r, "ModelPackageSummaryList", "ModelPackageName", (
+            "ModelPackageGroupName", "ModelPackageVersion", "ModelPackageArn",
+            "ModelPackageDescription", "CreationTime", "ModelPackageStatus",
+            "ModelApprovalStatus", "ModelPackageName"))
 
     def update_model_package(self, r):
         arn = r["ModelPackageArn"]
@@ -450,10 +438,8 @@ class SageMakerBackend:
         return {}
 
     def list_models(self, r):
-        items = _name_filter(self.store.list("model"), r, "ModelName")
-        items = [{k: m[k] for k in ("ModelName", "ModelArn", "CreationTime")} for m in items]
-        items = _sorted(items, r, keys={"Name": "ModelName"})
-        return _paginate(items, r, "Models")
+        return _summaries(self.store.list("model"), r, "Models", "ModelName",
+                          ("ModelName", "ModelArn", "CreationTime"))
 
     def create_endpoint_config(self, r):
         name = r["EndpointConfigName"]
@@ -482,11 +468,9 @@ class SageMakerBackend:
         return {}
 
     def list_endpoint_configs(self, r):
-        items = _name_filter(self.store.list("endpoint-config"), r, "EndpointConfigName")
-        items = [{k: c[k] for k in ("EndpointConfigName", "EndpointConfigArn", "CreationTime")}
-                 for c in items]
-        items = _sorted(items, r, keys={"Name": "EndpointConfigName"})
-        return _paginate(items, r, "EndpointConfigs")
+        return _summaries(self.store.list("endpoint-config"), r, "EndpointConfigs",
+                          "EndpointConfigName",
+                          ("EndpointConfigName", "EndpointConfigArn", "CreationTime"))
 
     def create_endpoint(self, r):
         name = r["EndpointName"]
@@ -514,15 +498,12 @@ class SageMakerBackend:
                                    f"\"{item['EndpointArn']}\".")
             self.describe_endpoint_config({"EndpointConfigName": r["EndpointConfigName"]})
             self.store.update("endpoint", name, EndpointStatus="Updating",
-                              LastModifiedTime=time.time(), FailureReason="")
+                              LastModifiedTime=time.time(), FailureReason=None)
         self.hosting.deploy(name, r["EndpointConfigName"])
         return {"EndpointArn": item["EndpointArn"]}
 
     def describe_endpoint(self, r):
-        item = self._require("endpoint", r["EndpointName"], "endpoint")
-        if not item.get("FailureReason"):
-            item.pop("FailureReason", None)
-        return item
+        return self._require("endpoint", r["EndpointName"], "endpoint")
 
     def delete_endpoint(self, r):
         self._require("endpoint", r["EndpointName"], "endpoint")
@@ -531,13 +512,9 @@ class SageMakerBackend:
         return {}
 
     def list_endpoints(self, r):
-        items = _name_filter(self.store.list("endpoint"), r, "EndpointName")
-        if r.get("StatusEquals"):
-            items = [e for e in items if e["EndpointStatus"] == r["StatusEquals"]]
-        items = [{k: e[k] for k in ("EndpointName", "EndpointArn", "CreationTime",
-                                    "LastModifiedTime", "EndpointStatus")} for e in items]
-        items = _sorted(items, r, keys={"Name": "EndpointName", "Status": "EndpointStatus"})
-        return _paginate(items, r, "Endpoints")
+        return _summaries(self.store.list("endpoint"), r, "Endpoints", "EndpointName", (
+            "EndpointName", "EndpointArn", "CreationTime", "LastModifiedTime", "EndpointStatus"),
+            "EndpointStatus")
 
     # -------------------------------------------------------------- internal
     def endpoint_model(self, endpoint_config_name: str) -> Optional[Dict]:

@@ -69,14 +69,14 @@ class RuntimeProtocol:
         self.backend, self.hosting = backend, hosting
 
     def invoke(self, endpoint, body, content_type, accept) -> Response:
-        item = self.backend.store.get("endpoint", endpoint)
-        if item is None:
-            return error("ValidationError",
-                         f"Endpoint {endpoint} of account {ACCOUNT} not found.")
         if len(body) > 6 * 1024 * 1024:
             return error("ValidationError", "Request body is over the 6 MB limit "
                          f"({len(body)} bytes).", 413)
-        if item["EndpointStatus"] not in ("InService", "Updating"):
+        if self.hosting.port_of(endpoint) is None:  # the store is read only to explain why
+            item = self.backend.store.get("endpoint", endpoint)
+            if item is None:
+                return error("ValidationError",
+                             f"Endpoint {endpoint} of account {ACCOUNT} not found.")
             return error("ValidationError", f"Endpoint {endpoint} is {item['EndpointStatus']}; "
                          "it can be invoked only when InService.")
         try:

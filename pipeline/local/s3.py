@@ -56,7 +56,8 @@ class LocalS3:
         """(key, size, modification time) of the objects under a prefix."""
         base = self.path(bucket)
         found = []
-        for folder, _, files in os.walk(base):
+        # Walk only below the prefix's folder, not the whole bucket (it holds every run's data).
+        for folder, _, files in os.walk(self.path(bucket, prefix.rpartition("/")[0])):
             for name in files:
                 key = os.path.relpath(os.path.join(folder, name), base).replace(os.sep, "/")
                 if key.startswith(prefix) and not key.endswith(".part"):

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pipeline.local.endpoints import Hosting
 from pipeline.local.executor import Executor
 from pipeline.local.jobs import JobRunner
+from pipeline.local.launcher import ROOT, SERVICE_FILE
 from pipeline.local.models import SageMakerBackend
 from pipeline.local.responses import (RuntimeProtocol, S3Protocol, SageMakerProtocol,
                                       decode_aws_chunked, error)
@@ -24,9 +25,7 @@ from pipeline.local.s3 import LocalS3
 from pipeline.local.store import Store
 from pipeline.local import web
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_JOB_PYTHON = os.path.join(ROOT, ".venv-job", "bin", "python")
-SERVICE_FILE = "service.json"
 
 
 class Handler(BaseHTTPRequestHandler):

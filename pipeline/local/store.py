@@ -6,7 +6,7 @@ import json
 import sqlite3
 import threading
 import time
-from typing import Iterator, Optional
+from typing import List, Optional
 
 
 class Store:
@@ -19,12 +19,12 @@ class Store:
             "body TEXT, PRIMARY KEY (kind, name))")
 
     def put(self, kind: str, name: str, body: dict) -> dict:
+        """Create or replace a document; it keeps its first creation time (list order)."""
         with self._lock:
-            row = self._db.execute("SELECT created FROM resources WHERE kind=? AND name=?",
-                                   (kind, name)).fetchone()
-            created = row[0] if row else time.time()
-            self._db.execute("INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?)",
-                             (kind, name, created, json.dumps(body, default=str)))
+            self._db.execute(
+                "INSERT INTO resources VALUES (?, ?, ?, ?) ON CONFLICT (kind, name) "
+                "DO UPDATE SET body = excluded.body",
+                (kind, name, time.time(), json.dumps(body, default=str)))
         return body
 
     def get(self, kind: str, name: str) -> Optional[dict]:
@@ -34,11 +34,14 @@ class Store:
         return json.loads(row[0]) if row else None
 
     def update(self, kind: str, name: str, **changes) -> dict:
+        """Change some fields; a field set to None is removed (AWS omits unset fields)."""
         with self._lock:
             body = self.get(kind, name)
             if body is None:
                 raise KeyError(f"{kind} {name}")
             body.update(changes)
+            for key in [k for k, v in changes.items() if v is None]:
+                del body[key]
             return self.put(kind, name, body)
 
     def delete(self, kind: str, name: str) -> bool:
@@ -46,9 +49,10 @@ class Store:
             cur = self._db.execute("DELETE FROM resources WHERE kind=? AND name=?", (kind, name))
         return cur.rowcount > 0
 
-    def list(self, kind: str) -> Iterator[dict]:
-        """Documents of one kind, oldest first."""
+    def list(self, kind: str, prefix: str = "") -> List[dict]:
+        """Documents of one kind (whose names start with ``prefix``), oldest first."""
         with self._lock:
-            rows = self._db.execute("SELECT body FROM resources WHERE kind=? ORDER BY created, "
-                                    "rowid", (kind,)).fetchall()
+            rows = self._db.execute(
+                "SELECT body FROM resources WHERE kind=? AND substr(name, 1, ?)=? "
+                "ORDER BY created, rowid", (kind, len(prefix), prefix)).fetchall()
         return [json.loads(r[0]) for r in rows]

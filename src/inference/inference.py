@@ -58,13 +58,17 @@ def forward(model, batch):
     if layers is None:
         import mxnet as mx
         return model(mx.nd.array(batch, dtype=np.float32)).asnumpy()
-    out = batch
-    for kind, a, b in layers:
-        if kind == "fc":
-            out = out @ a + b if b is not None else out @ a
-        else:
-            out = a(out)
-    return out
+    for layer in layers:
+        batch = layer(batch)
+    return batch
+
+
+def _dense(weight, bias):
+    weight = weight.T.astype(np.float32).copy()
+    if bias is None:
+        return lambda x: x @ weight
+    bias = bias.astype(np.float32)
+    return lambda x: x @ weight + bias
 
 
 _ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
@@ -72,7 +76,8 @@ _ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 
 
 
 def compile_numpy(symbol_json, params):
-    """The graph as a list of numpy layers, or None when it holds anything else."""
+    """The graph as a list of numpy functions applied in turn, or None when it holds anything
+    but a chain of FullyConnected and activation layers."""
     graph = json.loads(symbol_json)
     nodes, heads = graph["nodes"], graph["heads"]
     layers, current = [], None
@@ -91,10 +96,9 @@ def compile_numpy(symbol_json, params):
                 sources[2]["name"])
             if weight is None:
                 return None
-            layers.append(("fc", weight.T.astype(np.float32).copy(),
-                           None if bias is None else bias.astype(np.float32)))
+            layers.append(_dense(weight, bias))
         elif op in ("Activation", "relu") and attrs.get("act_type", "relu") in _ACTIVATIONS:
-            layers.append(("act", _ACTIVATIONS[attrs.get("act_type", "relu")], None))
+            layers.append(_ACTIVATIONS[attrs.get("act_type", "relu")])
         elif op in ("Dropout", "Flatten", "flatten"):
             pass
         else:
@@ -113,8 +117,8 @@ def model_fn(model_dir):
         warnings.simplefilter("ignore", UserWarning)
         net = mx.gluon.SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=mx.cpu())
     net.hybridize(static_alloc=True)
+    params = {name: p.data().asnumpy() for name, p in net.collect_params().items()}
     with open(symbol_file) as handle:
-        params = {k.split(":", 1)[-1]: v.asnumpy() for k, v in mx.nd.load(params_file).items()}
         layers = compile_numpy(handle.read(), params)
     if layers is not None:
         probe = np.random.RandomState(0).rand(64, 784).astype(np.float32)
