@@ -1,10 +1,15 @@
 """What the pipeline definition depends on besides the code: its parameters, names and inputs.
 
 Kept apart from ``definition`` (which imports the SageMaker SDK, seconds of start-up) so that
-commands that only read or check parameters stay quick.
+commands that only read or check parameters stay quick. The step, output and property-file names
+live here too: the definition is built from them and the CLI's reports read runs by them.
 """
+import os
 from dataclasses import dataclass, field
 from typing import Dict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout
+LOCAL_MNIST = os.path.join(ROOT, "data", "mnist")  # the shipped copy, for offline runs
 
 DEFAULT_PIPELINE_NAME = "mnist-mxnet"
 DEFAULT_REGION = "us-east-1"
@@ -30,6 +35,50 @@ PARAMETERS = {
     "EndpointInstanceType": (str, "ml.m5.large", "instance type of the endpoint"),
     "KeepEndpoint": (bool, True, "false deletes the endpoint in Cleanup (the lab's last step)"),
 }
+
+
+@dataclass(frozen=True)
+class StepNames:
+    """The steps of the DAG, by the names the definition gives them."""
+
+    prepare: str = "PrepareData"
+    train: str = "TrainModel"
+    evaluate: str = "EvaluateModel"
+    check: str = "CheckAccuracy"
+    register: str = "Register"  # a ModelStep: the SDK names the step "Register-RegisterModel"
+    deploy: str = "DeployModel"
+    cleanup: str = "Cleanup"
+    fail: str = "AccuracyTooLow"
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """EvaluateModel's property file: the gate reads it, the registry keeps it as ModelMetrics."""
+
+    property_file: str = "Evaluation"
+    output_name: str = "evaluation"
+    file_name: str = "evaluation.json"
+    accuracy_path: str = "metrics.accuracy.value"
+
+
+STEPS = StepNames()
+EVALUATION = EvaluationReport()
+
+
+def render_value(value) -> str:
+    """A parameter value as SageMaker writes it in strings (booleans lower-case)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_bool(text) -> bool:
+    """SageMaker's Boolean parameter values: true or false, in any case; nothing else."""
+    if isinstance(text, bool):
+        return text
+    if str(text).lower() not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {text!r}")
+    return str(text).lower() == "true"
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from sagemaker.inputs import TrainingInput
 
 import sagemaker.utils as sagemaker_utils  # noqa: E402
 
-from pipeline.config import PARAMETERS, PipelineConfig  # noqa: F401 (re-exported)
+from pipeline.config import EVALUATION, PARAMETERS, STEPS, PipelineConfig  # noqa: F401
 from pipeline.packaging import Artifact, build_artifacts
 
 _sdk_validate_config = sagemaker_utils.validate_sagemaker_config
@@ -144,7 +144,7 @@ def _build_pipeline(config, artifacts):
             sagemaker_session=session)
 
     prepare = ProcessingStep(
-        name="PrepareData",
+        name=STEPS.prepare,
         step_args=processor("mnist-prepare").run(
             code=code["preprocess.py"],
             arguments=["--source", p["MnistSourceUri"], "--output-dir", PROCESSING],
@@ -170,7 +170,7 @@ def _build_pipeline(config, artifacts):
         base_job_name="mnist-train", disable_profiler=True, debugger_hook_config=False,
         sagemaker_session=session)
     train = TrainingStep(
-        name="TrainModel",
+        name=STEPS.train,
         step_args=estimator.fit({
             "train": TrainingInput(outputs["train"].S3Output.S3Uri),
             "validation": TrainingInput(outputs["validation"].S3Output.S3Uri),
@@ -178,10 +178,11 @@ def _build_pipeline(config, artifacts):
     )
     model_data = train.properties.ModelArtifacts.S3ModelArtifacts
 
-    evaluation_file = PropertyFile(name="Evaluation", output_name="evaluation",
-                                   path="evaluation.json")
+    evaluation_file = PropertyFile(name=EVALUATION.property_file,
+                                   output_name=EVALUATION.output_name,
+                                   path=EVALUATION.file_name)
     evaluate = ProcessingStep(
-        name="EvaluateModel",
+        name=STEPS.evaluate,
         step_args=processor("mnist-evaluate").run(
             code=code["evaluate.py"],
             arguments=["--model", f"{PROCESSING}/model", "--test", f"{PROCESSING}/test",
@@ -189,14 +190,14 @@ def _build_pipeline(config, artifacts):
             inputs=[ProcessingInput(source=model_data, destination=f"{PROCESSING}/model"),
                     ProcessingInput(source=outputs["test"].S3Output.S3Uri,
                                     destination=f"{PROCESSING}/test")],
-            outputs=[ProcessingOutput(output_name="evaluation",
+            outputs=[ProcessingOutput(output_name=EVALUATION.output_name,
                                       source=f"{PROCESSING}/evaluation",
                                       destination=_s3(config, execution, "evaluation"))],
         ),
         property_files=[evaluation_file],
     )
     accuracy = JsonGet(step_name=evaluate.name, property_file=evaluation_file,
-                       json_path="metrics.accuracy.value")
+                       json_path=EVALUATION.accuracy_path)
 
     model = Model(
         image_uri=inference_image, model_data=model_data, role=config.role_arn,
@@ -204,10 +205,10 @@ def _build_pipeline(config, artifacts):
              "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"},
         sagemaker_session=session)
     metrics_uri = Join(on="/", values=[
-        evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri,
-        "evaluation.json"])
+        evaluate.properties.ProcessingOutputConfig.Outputs[EVALUATION.output_name].S3Output.S3Uri,
+        EVALUATION.file_name])
     register = ModelStep(
-        name="Register",  # the SDK names the step "Register-RegisterModel"
+        name=STEPS.register,
         step_args=model.register(
             content_types=["application/json", "application/x-npy"],
             response_types=["application/json"],
@@ -222,7 +223,7 @@ def _build_pipeline(config, artifacts):
     register_step = register.steps[-1]
 
     deploy = ProcessingStep(
-        name="DeployModel",
+        name=STEPS.deploy,
         step_args=processor("mnist-deploy").run(
             code=code["deploy.py"],
             arguments=["--model-package-arn", register_step.properties.ModelPackageArn,
@@ -237,7 +238,7 @@ def _build_pipeline(config, artifacts):
         depends_on=[register_step],
     )
     cleanup = ProcessingStep(
-        name="Cleanup",
+        name=STEPS.cleanup,
         step_args=processor("mnist-cleanup").run(
             code=code["cleanup.py"],
             arguments=["--endpoint-name", p["EndpointName"],
@@ -247,13 +248,13 @@ def _build_pipeline(config, artifacts):
         depends_on=[deploy],
     )
     fail = FailStep(
-        name="AccuracyTooLow",
+        name=STEPS.fail,
         error_message=Join(on="", values=[
             "Test accuracy ", accuracy, " is below AccuracyThreshold ",
             p["AccuracyThreshold"], ": the model was not registered or deployed."]),
     )
     check = ConditionStep(
-        name="CheckAccuracy",
+        name=STEPS.check,
         conditions=[ConditionGreaterThanOrEqualTo(left=accuracy, right=p["AccuracyThreshold"])],
         if_steps=[register, deploy, cleanup],
         else_steps=[fail],

@@ -12,7 +12,8 @@ import tarfile
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from pipeline.config import ROOT
+
 
 # (archive member name, path in the checkout) per artifact. Training ships inference.py so that
 # train.py can place it in the model directory as code/inference.py.

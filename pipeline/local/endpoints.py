@@ -1,4 +1,4 @@
-"""Hosting: one model-server process per endpoint, in the job environment.
+"""Hosting: one model-server process per endpoint, in the job environment (processes only).
 
 Create and update start a new server from the endpoint config's model and switch traffic only
 once its ``/ping`` answers; the old server stops after the switch (no gap, no mixed state). A
@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from pipeline.local.launcher import ROOT
+from pipeline.config import ROOT
+from pipeline.local.home import ServiceHome
 
-
+INVOCATION_LIMIT = 6 * 1024 * 1024  # SageMaker's real-time payload limit
 SERVER_SCRIPT = os.path.join(ROOT, "src", "inference", "server.py")
 
 
@@ -43,10 +44,10 @@ class HostingError(Exception):
 
 
 class Hosting:
-    def __init__(self, backend, s3, home, job_python, start_timeout=120.0):
-        self.backend, self.s3, self.job_python = backend, s3, job_python
-        self.dir = os.path.join(home, "endpoints")
-        self.logs = os.path.join(home, "logs")
+    """Model-server processes; endpoint state is reported through the backend's verbs."""
+
+    def __init__(self, backend, s3, home: ServiceHome, job_python, start_timeout=120.0):
+        self.backend, self.s3, self.home, self.job_python = backend, s3, home, job_python
         self.start_timeout = start_timeout
         self.servers: Dict[str, ModelServer] = {}
         self.lock = threading.Lock()
@@ -58,36 +59,26 @@ class Hosting:
                          name=f"deploy-{endpoint}").start()
 
     def _deploy(self, endpoint, config_name):
-        store = self.backend.store
         try:
             server = self._start(endpoint, config_name)
         except Exception as err:  # noqa: BLE001 - every failure is reported on the endpoint
             with self.lock:
                 serving = self.servers.get(endpoint)
-            if store.get("endpoint", endpoint) is None:
+            if not self.backend.endpoint_exists(endpoint):
                 return
             if serving:  # failed update: the old model keeps serving
-                store.update("endpoint", endpoint, EndpointStatus="InService",
-                             EndpointConfigName=serving.config_name,
-                             FailureReason=f"update to {config_name} failed: {err}",
-                             LastModifiedTime=time.time())
+                self.backend.endpoint_update_failed(
+                    endpoint, serving.config_name, f"update to {config_name} failed: {err}")
             else:
-                store.update("endpoint", endpoint, EndpointStatus="Failed",
-                             FailureReason=str(err), LastModifiedTime=time.time())
+                self.backend.endpoint_failed(endpoint, str(err))
             return
         with self.lock:
-            if store.get("endpoint", endpoint) is None:  # deleted while starting
+            if not self.backend.endpoint_exists(endpoint):  # deleted while starting
                 server.stop()
                 return
             old = self.servers.get(endpoint)
             self.servers[endpoint] = server
-        config = store.get("endpoint-config", config_name)
-        store.update("endpoint", endpoint, EndpointStatus="InService",
-                     EndpointConfigName=config_name, FailureReason=None,
-                     LastModifiedTime=time.time(), ProductionVariants=[
-                         {"VariantName": v["VariantName"], "CurrentInstanceCount": 1,
-                          "DesiredInstanceCount": 1, "CurrentWeight": 1.0}
-                         for v in config["ProductionVariants"]])
+        self.backend.endpoint_in_service(endpoint, config_name)
         if old and old is not server:
             old.stop()
 
@@ -96,7 +87,7 @@ class Hosting:
         if model is None:
             raise HostingError(f"endpoint config {config_name} or its model no longer exists")
         container = model["PrimaryContainer"]
-        model_dir = os.path.join(self.dir, endpoint, config_name)
+        model_dir = self.home.model_dir(endpoint, config_name)
         if os.path.isdir(model_dir):
             shutil.rmtree(model_dir)
         os.makedirs(model_dir)
@@ -109,7 +100,7 @@ class Hosting:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAGEMAKER_")}
         env.update(container.get("Environment", {}))
         env["PYTHONUNBUFFERED"] = "1"
-        log_path = os.path.join(self.logs, f"endpoint-{endpoint}-{config_name}.log")
+        log_path = self.home.endpoint_log(endpoint, config_name)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [self.job_python, SERVER_SCRIPT, "--model-dir", model_dir, "--port", "0",
@@ -153,9 +144,9 @@ class Hosting:
 
     def _stop_leftovers(self):
         """Model servers of a previous service process that did not stop cleanly."""
-        if not os.path.isdir(self.dir):
+        if not os.path.isdir(self.home.endpoints_dir):
             return
-        for folder, _, files in os.walk(self.dir):
+        for folder, _, files in os.walk(self.home.endpoints_dir):
             if ".pid" in files:
                 try:
                     with open(os.path.join(folder, ".pid")) as handle:
@@ -169,12 +160,8 @@ class Hosting:
     def restore(self):
         """After a restart: endpoints come back with the config they had."""
         self._stop_leftovers()
-        for item in self.backend.store.list("endpoint"):
-            if item["EndpointStatus"] in ("InService", "Creating", "Updating"):
-                self.backend.store.update("endpoint", item["EndpointName"],
-                                          EndpointStatus="Updating" if item["EndpointStatus"]
-                                          == "InService" else item["EndpointStatus"])
-                self.deploy(item["EndpointName"], item["EndpointConfigName"])
+        for item in self.backend.endpoints_to_restore():
+            self.deploy(item["EndpointName"], item["EndpointConfigName"])
 
     def shutdown(self):
         with self.lock:

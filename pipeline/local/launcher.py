@@ -8,9 +8,10 @@ import time
 import urllib.request
 from typing import Optional
 
+from pipeline.config import ROOT
+from pipeline.local.home import ServiceHome
+
 # Kept free of the service's own imports: every CLI command loads this module.
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SERVICE_FILE = "service.json"  # where a running service records its URL and pid
 DEFAULT_HOME = os.path.join(ROOT, ".sagemaker-local")
 
 
@@ -20,7 +21,7 @@ def default_home() -> str:
 
 def _read(home) -> Optional[dict]:
     try:
-        with open(os.path.join(home, SERVICE_FILE)) as handle:
+        with open(ServiceHome(home).service_file) as handle:
             return json.load(handle)
     except (OSError, ValueError):
         return None
@@ -42,12 +43,13 @@ def running(home) -> Optional[dict]:
 
 def spawn(home, port=0, timeout=60.0):
     """Start a service process on ``home`` in the background: (process, service.json info)."""
-    os.makedirs(home, exist_ok=True)
+    layout = ServiceHome(home)
+    os.makedirs(layout.root, exist_ok=True)
     try:
-        os.remove(os.path.join(home, SERVICE_FILE))
+        os.remove(layout.service_file)
     except OSError:
         pass
-    with open(os.path.join(home, "service.log"), "ab") as log:
+    with open(layout.service_log, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.local", "serve", "--home", home,
                                  "--port", str(port)], cwd=ROOT, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -59,7 +61,7 @@ def spawn(home, port=0, timeout=60.0):
             return proc, info
         if proc.poll() is not None:
             raise RuntimeError(f"the local service exited with code {proc.returncode}; see "
-                               f"{os.path.join(home, 'service.log')}")
+                               f"{layout.service_log}")
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"the local service did not start within {timeout:.0f} s")
@@ -83,10 +85,23 @@ def stop(home, timeout=30.0) -> bool:
     os.kill(info["pid"], signal.SIGTERM)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        try:
-            os.kill(info["pid"], 0)
-        except OSError:
+        if not _exists(info["pid"]):
             return True
         time.sleep(0.1)
     os.kill(info["pid"], signal.SIGKILL)
+    return True
+
+
+def _exists(pid) -> bool:
+    """Whether the process still runs; one this process started is reaped once it ended
+    (an unreaped child would look alive forever)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
     return True

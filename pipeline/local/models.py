@@ -1,92 +1,109 @@
-"""The SageMaker operations of the local service: state changes, no HTTP (see responses.py).
+"""The SageMaker backend of the local service: the only writer of its state.
 
-Method names are the API's operation names in snake_case; each takes the request dict and
-returns the response dict, raising ServiceError with AWS's error codes.
+One keyword-argument method per API operation, named as botocore names it
+(``create_model(model_name=..., primary_container=...)``; nested members keep AWS's spelling),
+returning the response dict and raising ``ServiceError``. Below them, the internal verbs that
+the workflow, the jobs and hosting report through (a step started, a job finished, an endpoint
+in service). Long-running work belongs to the ``orchestrator`` and ``hosting`` set by the service.
 """
 import json
 import secrets
 import threading
 import time
-from typing import Dict, Optional
+from datetime import datetime
+from typing import Dict, List, Optional
 
+import botocore
+
+from pipeline.config import render_value
+from pipeline.local.errors import ServiceError, validation
+from pipeline.local.resources import (Endpoint, EndpointConfig, Model, ModelPackage,
+                                      ModelPackageGroup, Pipeline, PipelineExecution,
+                                      PipelineExecutionStep, ProcessingJob, SERVICE_MODEL,
+                                      TrainingJob)
 from pipeline.local.store import Store
+from pipeline.local.workflow.graph import DefinitionError, check_definition, coerce_parameter
 
-ACCOUNT = "000000000000"
-
-
-class ServiceError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
+INTERRUPTED = "interrupted: the local SageMaker service stopped while this ran; retry it"
 
 
-def _paginate(items, request, key):
-    """NextToken is the index of the next item, as a string."""
-    start = int(request.get("NextToken") or 0)
-    limit = int(request.get("MaxResults") or 100)
-    page = items[start:start + limit]
-    response = {key: page}
+def as_kwargs(request: dict) -> dict:
+    """A request's top-level members as this backend's keyword arguments."""
+    return {botocore.xform_name(key): value for key, value in request.items()}
+
+
+def aws_names(operation: str, kwargs: dict) -> dict:
+    """Keyword arguments back in AWS's spelling, as the operation's input shape names them."""
+    names = {botocore.xform_name(m): m
+             for m in SERVICE_MODEL.operation_model(operation).input_shape.members}
+    return {names[key]: value for key, value in kwargs.items()}
+
+
+def _epoch(value) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def _page(items: list, out_key: str, next_token=None, max_results=None) -> dict:
+    """One page; NextToken is the index of the next item, as a string."""
+    start, limit = int(next_token or 0), int(max_results or 100)
+    response = {out_key: items[start:start + limit]}
     if start + limit < len(items):
         response["NextToken"] = str(start + limit)
     return response
 
 
-def _sorted(items, request, default_key="CreationTime", keys=None):
-    key = (keys or {}).get(request.get("SortBy"), default_key)
-    reverse = request.get("SortOrder", "Descending") == "Descending"
-    return sorted(items, key=lambda i: (i.get(key) is None, i.get(key) or 0), reverse=reverse)
-
-
-def _summaries(items, request, out_key, name_key, keys, status_key=None):
-    """A List* answer: NameContains / CreationTime / StatusEquals filters, the summary fields,
-    SortBy / SortOrder, then one page."""
-    items = _name_filter(items, request, name_key)
-    if status_key and request.get("StatusEquals"):
-        items = [i for i in items if i[status_key] == request["StatusEquals"]]
-    items = [{k: i[k] for k in keys if k in i} for i in items]
-    sort_keys = {"Name": name_key, "Status": status_key} if status_key else {"Name": name_key}
-    return _paginate(_sorted(items, request, keys=sort_keys), request, out_key)
-
-
-def _name_filter(items, request, field):
-    needle = request.get("NameContains")
-    if needle:
-        items = [i for i in items if needle.lower() in i[field].lower()]
-    after, before = request.get("CreationTimeAfter"), request.get("CreationTimeBefore")
-    if after:
-        items = [i for i in items if i["CreationTime"] > _epoch(after)]
-    if before:
-        items = [i for i in items if i["CreationTime"] < _epoch(before)]
-    return items
-
-
-def _epoch(value):
-    if isinstance(value, (int, float)):
-        return float(value)
-    from datetime import datetime
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+def _list(resource, docs: List[dict], name_field: Optional[str] = None, **query) -> dict:
+    """A List* answer: NameContains / CreationTime / StatusEquals filters, the summary shape,
+    SortBy / SortOrder (newest first unless asked otherwise), then one page."""
+    name_field = name_field or resource.name_field
+    if query.get("name_contains"):
+        needle = query["name_contains"].lower()
+        docs = [d for d in docs if needle in d[name_field].lower()]
+    if query.get("creation_time_after"):
+        docs = [d for d in docs if d["CreationTime"] > _epoch(query["creation_time_after"])]
+    if query.get("creation_time_before"):
+        docs = [d for d in docs if d["CreationTime"] < _epoch(query["creation_time_before"])]
+    if resource.status_field and query.get("status_equals"):
+        docs = [d for d in docs if d[resource.status_field] == query["status_equals"]]
+    items = [resource.summary(d) for d in docs]
+    sort_fields = {"CreationTime": "CreationTime", "Name": name_field,
+                   "Status": resource.status_field, **resource.sort_fields}
+    key = sort_fields.get(query.get("sort_by")) or sort_fields["CreationTime"]
+    items.sort(key=lambda i: (i.get(key) is None, i.get(key) or 0),
+               reverse=query.get("sort_order", "Descending") == "Descending")
+    out_key = resource.list_operation[1]
+    return _page(items, out_key, query.get("next_token"), query.get("max_results"))
 
 
 class SageMakerBackend:
-    """State and operations. ``executor`` and ``endpoints`` do the long-running work."""
-
     def __init__(self, store: Store, region: str = "us-east-1"):
         self.store, self.region = store, region
-        self.executor = None  # set by the service: pipeline.local.executor.Executor
-        self.hosting = None  # set by the service: pipeline.local.endpoints.Hosting
+        self.orchestrator = None  # set by the service: workflow.orchestrator.Orchestrator
+        self.hosting = None  # set by the service: endpoints.Hosting
         self.lock = threading.RLock()
 
-    def arn(self, kind: str, name: str) -> str:
-        return f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:{kind}/{name}"
+    # ------------------------------------------------------------- helpers
+    def _get(self, resource, name: str) -> dict:
+        doc = self.store.get(resource.kind, name)
+        if doc is None:
+            raise resource.not_found(name)
+        return doc
 
-    def _require(self, kind, name, what, code="ValidationException", message=None):
-        """The stored document, or AWS's error for a missing one."""
-        item = self.store.get(kind, name)
-        if item is None:
-            raise ServiceError(code, message or f"Could not find {what} \"{name}\".")
-        return item
+    def _put_new(self, resource, name: str, doc: dict, tags=None):
+        self.store.put(resource.kind, name, doc)
+        self._set_tags(doc[resource.arn_field], tags)
 
-    # ------------------------------------------------------------------ tags
+    def _transition(self, resource, name: str, status: str, **changes) -> dict:
+        """Move a resource to ``status`` (checked against its transitions) with changes."""
+        with self.lock:
+            doc = self._get(resource, name)
+            resource.check_transition(doc[resource.status_field], status)
+            return self.store.update(resource.kind, name, **{resource.status_field: status},
+                                     **changes)
+
+    # ---------------------------------------------------------------- tags
     def _tags(self, arn):
         return (self.store.get("tags", arn) or {"Tags": []})["Tags"]
 
@@ -97,321 +114,286 @@ class SageMakerBackend:
             self.store.put("tags", arn, {"Tags": [{"Key": k, "Value": v}
                                                   for k, v in current.items()]})
 
-    def add_tags(self, r):
-        self._set_tags(r["ResourceArn"], r["Tags"])
-        return {"Tags": r["Tags"]}
+    def add_tags(self, resource_arn, tags):
+        self._set_tags(resource_arn, tags)
+        return {"Tags": tags}
 
-    def list_tags(self, r):
-        return _paginate(self._tags(r["ResourceArn"]), r, "Tags")
+    def list_tags(self, resource_arn, next_token=None, max_results=None):
+        return _page(self._tags(resource_arn), "Tags", next_token, max_results)
 
-    def delete_tags(self, r):
-        keep = [t for t in self._tags(r["ResourceArn"]) if t["Key"] not in set(r["TagKeys"])]
-        self.store.put("tags", r["ResourceArn"], {"Tags": keep})
+    def delete_tags(self, resource_arn, tag_keys):
+        keep = [t for t in self._tags(resource_arn) if t["Key"] not in set(tag_keys)]
+        self.store.put("tags", resource_arn, {"Tags": keep})
         return {}
 
-    # ------------------------------------------------------------- pipelines
-    def create_pipeline(self, r):
-        name = r["PipelineName"]
-        with self.lock:
-            if self.store.get("pipeline", name):
-                raise ServiceError("ResourceInUse", f"Pipeline {name} already exists.")
-            definition = self._definition(r)
-            now = time.time()
-            arn = self.arn("pipeline", name.lower())
-            self.store.put("pipeline", name, {
-                "PipelineArn": arn, "PipelineName": name,
-                "PipelineDisplayName": r.get("PipelineDisplayName", name),
-                "PipelineDefinition": definition, "PipelineDescription":
-                r.get("PipelineDescription", ""), "RoleArn": r["RoleArn"],
-                "PipelineStatus": "Active", "CreationTime": now, "LastModifiedTime": now,
-                "PipelineVersionId": 1})
-            self._set_tags(arn, r.get("Tags"))
-        return {"PipelineArn": arn}
-
+    # ----------------------------------------------------------- pipelines
     @staticmethod
-    def _definition(r):
-        text = r.get("PipelineDefinition")
+    def _checked_definition(text) -> str:
         if not text:
-            raise ServiceError("ValidationException",
-                               "PipelineDefinition is required (PipelineDefinitionS3Location is "
-                               "not supported by the local service)")
+            raise validation("PipelineDefinition is required (PipelineDefinitionS3Location is "
+                             "not supported by the local service)")
         try:
             definition = json.loads(text)
         except ValueError as err:
-            raise ServiceError("ValidationException", f"PipelineDefinition is not JSON: {err}")
-        from pipeline.local.executor import DefinitionError, check_definition
+            raise validation(f"PipelineDefinition is not JSON: {err}")
         try:
             check_definition(definition)
         except DefinitionError as err:
-            raise ServiceError("ValidationException", f"Invalid pipeline definition: {err}")
+            raise validation(f"Invalid pipeline definition: {err}")
         return text
 
-    def update_pipeline(self, r):
-        name = r["PipelineName"]
+    def create_pipeline(self, pipeline_name, role_arn, pipeline_definition=None,
+                        pipeline_display_name=None, pipeline_description="", tags=None):
         with self.lock:
-            item = self.describe_pipeline(r)
-            if "PipelineDefinition" in r:
-                item["PipelineDefinition"] = self._definition(r)
-            for key in ("RoleArn", "PipelineDescription", "PipelineDisplayName"):
-                if key in r:
-                    item[key] = r[key]
-            item["LastModifiedTime"] = time.time()
-            item["PipelineVersionId"] = item.get("PipelineVersionId", 1) + 1
-            self.store.put("pipeline", name, item)
-        return {"PipelineArn": item["PipelineArn"]}
+            if self.store.get(Pipeline.kind, pipeline_name):
+                raise ServiceError("ResourceInUse", f"Pipeline {pipeline_name} already exists.")
+            now = time.time()
+            arn = Pipeline.arn(self.region, pipeline_name)
+            self._put_new(Pipeline, pipeline_name, {
+                "PipelineArn": arn, "PipelineName": pipeline_name,
+                "PipelineDisplayName": pipeline_display_name or pipeline_name,
+                "PipelineDefinition": self._checked_definition(pipeline_definition),
+                "PipelineDescription": pipeline_description, "RoleArn": role_arn,
+                "PipelineStatus": "Active", "CreationTime": now, "LastModifiedTime": now,
+                "PipelineVersionId": 1}, tags)
+        return {"PipelineArn": arn}
 
-    def describe_pipeline(self, r):
-        name = r["PipelineName"].split("/")[-1]
-        return self._require("pipeline", name, "", "ResourceNotFound",
-                             f"Pipeline '{name}' does not exist.")
+    def update_pipeline(self, pipeline_name, pipeline_definition=None, role_arn=None,
+                        pipeline_description=None, pipeline_display_name=None):
+        with self.lock:
+            doc = self._pipeline(pipeline_name)
+            if pipeline_definition is not None:
+                doc["PipelineDefinition"] = self._checked_definition(pipeline_definition)
+            for key, value in (("RoleArn", role_arn), ("PipelineDescription",
+                                                       pipeline_description),
+                               ("PipelineDisplayName", pipeline_display_name)):
+                if value is not None:
+                    doc[key] = value
+            doc["LastModifiedTime"] = time.time()
+            doc["PipelineVersionId"] = doc.get("PipelineVersionId", 1) + 1
+            self.store.put(Pipeline.kind, doc["PipelineName"], doc)
+        return {"PipelineArn": doc["PipelineArn"]}
 
-    def delete_pipeline(self, r):
-        item = self.describe_pipeline(r)
-        self.store.delete("pipeline", item["PipelineName"])
-        return {"PipelineArn": item["PipelineArn"]}
+    def _pipeline(self, name_or_arn) -> dict:
+        return self._get(Pipeline, name_or_arn.split("/")[-1])
 
-    def list_pipelines(self, r):
-        items = [p for p in self.store.list("pipeline")
-                 if p["PipelineName"].startswith(r.get("PipelineNamePrefix", ""))]
-        return _summaries(items, r, "PipelineSummaries", "PipelineName", (
-            "PipelineArn", "PipelineName", "PipelineDisplayName", "PipelineDescription",
-            "RoleArn", "CreationTime", "LastModifiedTime"))
+    def describe_pipeline(self, pipeline_name):
+        return Pipeline.describe(self._pipeline(pipeline_name))
 
-    # ------------------------------------------------------------ executions
-    def start_pipeline_execution(self, r):
-        pipeline = self.describe_pipeline(r)
+    def delete_pipeline(self, pipeline_name, client_request_token=None):
+        doc = self._pipeline(pipeline_name)
+        self.store.delete(Pipeline.kind, doc["PipelineName"])
+        return {"PipelineArn": doc["PipelineArn"]}
+
+    def list_pipelines(self, pipeline_name_prefix="", **query):
+        docs = [p for p in self.store.list(Pipeline.kind)
+                if p["PipelineName"].startswith(pipeline_name_prefix)]
+        return _list(Pipeline, docs, **query)
+
+    # ---------------------------------------------------------- executions
+    def start_pipeline_execution(self, pipeline_name, pipeline_parameters=(),
+                                 pipeline_execution_display_name=None,
+                                 pipeline_execution_description="", client_request_token=None):
+        pipeline = self._pipeline(pipeline_name)
         definition = json.loads(pipeline["PipelineDefinition"])
         declared = {p["Name"]: p for p in definition.get("Parameters", [])}
-        given = {p["Name"]: p["Value"] for p in r.get("PipelineParameters", [])}
+        given = {p["Name"]: p["Value"] for p in pipeline_parameters or ()}
         unknown = sorted(set(given) - set(declared))
         if unknown:
-            raise ServiceError("ValidationException",
-                               f"Parameters not declared by the pipeline: {', '.join(unknown)}")
-        from pipeline.local.executor import coerce_parameter
+            raise validation(f"Parameters not declared by the pipeline: {', '.join(unknown)}")
         values = {}
         for name, spec in declared.items():
             raw = given.get(name, spec.get("DefaultValue"))
             if raw is None:
-                raise ServiceError("ValidationException", f"Parameter {name} has no value")
+                raise validation(f"Parameter {name} has no value")
             try:
                 values[name] = coerce_parameter(spec, raw)
             except ValueError as err:
-                raise ServiceError("ValidationException", str(err))
+                raise validation(str(err))
         execution_id = secrets.token_hex(6)
-        arn = f"{pipeline['PipelineArn']}/execution/{execution_id}"
+        arn = PipelineExecution.arn_of(pipeline["PipelineArn"], execution_id)
         now = time.time()
-        self.store.put("execution", arn, {
+        self.store.put(PipelineExecution.kind, arn, {
             "PipelineArn": pipeline["PipelineArn"], "PipelineExecutionArn": arn,
-            "PipelineExecutionDisplayName": r.get("PipelineExecutionDisplayName", execution_id),
-            "PipelineExecutionDescription": r.get("PipelineExecutionDescription", ""),
+            "PipelineExecutionDisplayName": pipeline_execution_display_name or execution_id,
+            "PipelineExecutionDescription": pipeline_execution_description,
             "PipelineExecutionStatus": "Executing", "CreationTime": now, "LastModifiedTime": now,
             "PipelineDefinition": pipeline["PipelineDefinition"], "Parameters": values,
-            "ParametersGiven": [{"Name": k, "Value": str(v)} for k, v in given.items()],
             "RoleArn": pipeline["RoleArn"]})
-        self.executor.start(arn)
+        self.orchestrator.start(arn)
         return {"PipelineExecutionArn": arn}
 
-    def _execution(self, arn):
-        return self._require("execution", arn, "", "ResourceNotFound",
-                             f"Pipeline execution '{arn}' does not exist.")
+    def _execution(self, arn) -> dict:
+        return self._get(PipelineExecution, arn)
 
-    def describe_pipeline_execution(self, r):
-        item = self._execution(r["PipelineExecutionArn"])
-        keys = ("PipelineArn", "PipelineExecutionArn", "PipelineExecutionDisplayName",
-                "PipelineExecutionStatus", "PipelineExecutionDescription", "FailureReason",
-                "CreationTime", "LastModifiedTime")
-        out = {k: item[k] for k in keys if k in item}
-        out["PipelineExperimentConfig"] = {}
-        return out
+    def describe_pipeline_execution(self, pipeline_execution_arn):
+        return PipelineExecution.describe(self._execution(pipeline_execution_arn))
 
-    def describe_pipeline_definition_for_execution(self, r):
-        item = self._execution(r["PipelineExecutionArn"])
-        return {"PipelineDefinition": item["PipelineDefinition"],
-                "CreationTime": item["CreationTime"]}
+    def describe_pipeline_definition_for_execution(self, pipeline_execution_arn):
+        doc = self._execution(pipeline_execution_arn)
+        return {"PipelineDefinition": doc["PipelineDefinition"],
+                "CreationTime": doc["CreationTime"]}
 
-    def list_pipeline_executions(self, r):
-        pipeline = self.describe_pipeline(r)
-        items = [{k: e[k] for k in ("PipelineExecutionArn", "PipelineExecutionStatus",
-                                    "PipelineExecutionDisplayName") if k in e}
-                 | {"StartTime": e["CreationTime"]}
-                 | ({"PipelineExecutionFailureReason": e["FailureReason"]}
-                    if "FailureReason" in e else {})
-                 for e in self.store.list("execution")
-                 if e["PipelineArn"] == pipeline["PipelineArn"]]
-        items = _sorted(items, r, default_key="StartTime")
-        return _paginate(items, r, "PipelineExecutionSummaries")
+    def list_pipeline_executions(self, pipeline_name, **query):
+        pipeline = self._pipeline(pipeline_name)
+        docs = [e for e in self.store.list(PipelineExecution.kind)
+                if e["PipelineArn"] == pipeline["PipelineArn"]]
+        return _list(PipelineExecution, docs, "PipelineExecutionDisplayName", **query)
 
-    def list_pipeline_execution_steps(self, r):
-        arn = r["PipelineExecutionArn"]
-        self._execution(arn)
-        steps = [{k: v for k, v in s.items() if k not in ("ExecutionArn", "Properties")}
-                 for s in self.store.list("step", prefix=f"{arn}|")]
-        steps.sort(key=lambda s: s["StartTime"], reverse=r.get("SortOrder") != "Ascending")
-        return _paginate(steps, r, "PipelineExecutionSteps")
+    def list_pipeline_execution_steps(self, pipeline_execution_arn, sort_order=None,
+                                      next_token=None, max_results=None):
+        self._execution(pipeline_execution_arn)
+        steps = [PipelineExecutionStep.summary(s) for s in self.step_records(
+            pipeline_execution_arn)]
+        steps.sort(key=lambda s: s["StartTime"], reverse=sort_order != "Ascending")
+        return _page(steps, "PipelineExecutionSteps", next_token, max_results)
 
-    def list_pipeline_parameters_for_execution(self, r):
-        item = self._execution(r["PipelineExecutionArn"])
-        params = [{"Name": k, "Value": str(v).lower() if isinstance(v, bool) else str(v)}
-                  for k, v in item["Parameters"].items()]
-        return _paginate(params, r, "PipelineParameters")
+    def list_pipeline_parameters_for_execution(self, pipeline_execution_arn, next_token=None,
+                                               max_results=None):
+        doc = self._execution(pipeline_execution_arn)
+        params = [{"Name": k, "Value": render_value(v)} for k, v in doc["Parameters"].items()]
+        return _page(params, "PipelineParameters", next_token, max_results)
 
-    def stop_pipeline_execution(self, r):
-        arn = r["PipelineExecutionArn"]
-        item = self._execution(arn)
-        if item["PipelineExecutionStatus"] != "Executing":
-            raise ServiceError("ValidationException",
-                               f"Execution is {item['PipelineExecutionStatus']}, not Executing")
-        self.store.update("execution", arn, PipelineExecutionStatus="Stopping",
-                          LastModifiedTime=time.time())
-        self.executor.stop(arn)
+    def stop_pipeline_execution(self, pipeline_execution_arn, client_request_token=None):
+        arn = pipeline_execution_arn
+        status = self._execution(arn)["PipelineExecutionStatus"]
+        if status != "Executing":
+            raise validation(f"Execution is {status}, not Executing")
+        self._transition(PipelineExecution, arn, "Stopping", LastModifiedTime=time.time())
+        self.orchestrator.stop(arn)
         return {"PipelineExecutionArn": arn}
 
-    def retry_pipeline_execution(self, r):
-        arn = r["PipelineExecutionArn"]
-        item = self._execution(arn)
-        if item["PipelineExecutionStatus"] not in ("Failed", "Stopped"):
-            raise ServiceError("ValidationException", f"Only a Failed or Stopped execution can "
-                               f"be retried; this one is {item['PipelineExecutionStatus']}")
-        self.store.update("execution", arn, PipelineExecutionStatus="Executing",
-                          FailureReason=None, LastModifiedTime=time.time())
-        self.executor.start(arn)
+    def retry_pipeline_execution(self, pipeline_execution_arn, client_request_token=None,
+                                 parallelism_configuration=None):
+        arn = pipeline_execution_arn
+        status = self._execution(arn)["PipelineExecutionStatus"]
+        if status not in ("Failed", "Stopped"):
+            raise validation(f"Only a Failed or Stopped execution can be retried; this one is "
+                             f"{status}")
+        self._transition(PipelineExecution, arn, "Executing", FailureReason=None,
+                         LastModifiedTime=time.time())
+        self.orchestrator.start(arn)
         return {"PipelineExecutionArn": arn}
 
-    # ------------------------------------------------------------------ jobs
-    def describe_processing_job(self, r):
-        return self._require("processing-job", r["ProcessingJobName"], "processing job",
-                             "ResourceNotFound")
+    # ---------------------------------------------------------------- jobs
+    def describe_processing_job(self, processing_job_name):
+        return ProcessingJob.describe(self._get(ProcessingJob, processing_job_name))
 
-    def describe_training_job(self, r):
-        return self._require("training-job", r["TrainingJobName"], "training job",
-                             "ResourceNotFound")
+    def describe_training_job(self, training_job_name):
+        return TrainingJob.describe(self._get(TrainingJob, training_job_name))
 
-    def _list_jobs(self, kind, r, prefix, out_key):
-        return _summaries(self.store.list(kind), r, out_key, f"{prefix}Name", (
-            f"{prefix}Name", f"{prefix}Arn", f"{prefix}Status", "CreationTime",
-            "LastModifiedTime", f"{prefix.replace('Job', '')}EndTime", "FailureReason",
-            "ExitMessage"), f"{prefix}Status")
+    def list_processing_jobs(self, **query):
+        return _list(ProcessingJob, self.store.list(ProcessingJob.kind), **query)
 
-    def list_processing_jobs(self, r):
-        return self._list_jobs("processing-job", r, "ProcessingJob", "ProcessingJobSummaries")
+    def list_training_jobs(self, **query):
+        return _list(TrainingJob, self.store.list(TrainingJob.kind), **query)
 
-    def list_training_jobs(self, r):
-        return self._list_jobs("training-job", r, "TrainingJob", "TrainingJobSummaries")
-
-    # -------------------------------------------------------------- registry
-    def create_model_package_group(self, r):
-        name = r["ModelPackageGroupName"]
+    # ------------------------------------------------------------ registry
+    def create_model_package_group(self, model_package_group_name,
+                                   model_package_group_description="", tags=None):
+        name = model_package_group_name
         with self.lock:
-            if self.store.get("model-package-group", name):
-                raise ServiceError("ValidationException",
-                                   f"Model Package Group already exists: {name}")
-            arn = self.arn("model-package-group", name.lower())
-            self.store.put("model-package-group", name, {
+            if self.store.get(ModelPackageGroup.kind, name):
+                raise validation(f"Model Package Group already exists: {name}")
+            arn = ModelPackageGroup.arn(self.region, name)
+            self._put_new(ModelPackageGroup, name, {
                 "ModelPackageGroupName": name, "ModelPackageGroupArn": arn,
-                "ModelPackageGroupDescription": r.get("ModelPackageGroupDescription", ""),
-                "CreationTime": time.time(), "ModelPackageGroupStatus": "Completed"})
-            self._set_tags(arn, r.get("Tags"))
+                "ModelPackageGroupDescription": model_package_group_description,
+                "CreationTime": time.time(), "ModelPackageGroupStatus": "Completed"}, tags)
         return {"ModelPackageGroupArn": arn}
 
-    def describe_model_package_group(self, r):
-        return self._require("model-package-group", r["ModelPackageGroupName"].split("/")[-1],
-                             "model package group")
+    def describe_model_package_group(self, model_package_group_name):
+        return ModelPackageGroup.describe(
+            self._get(ModelPackageGroup, model_package_group_name.split("/")[-1]))
 
-    def list_model_package_groups(self, r):
-        return _summaries(self.store.list("model-package-group"), r,
-                          "ModelPackageGroupSummaryList", "ModelPackageGroupName", (
-                              "ModelPackageGroupName", "ModelPackageGroupArn",
-                              "ModelPackageGroupDescription", "CreationTime",
-                              "ModelPackageGroupStatus"))
+    def list_model_package_groups(self, **query):
+        return _list(ModelPackageGroup, self.store.list(ModelPackageGroup.kind), **query)
 
-    def delete_model_package_group(self, r):
-        name = r["ModelPackageGroupName"]
-        self._require("model-package-group", name, "model package group")
-        if any(p["ModelPackageGroupName"] == name for p in self.store.list("model-package")):
+    def delete_model_package_group(self, model_package_group_name):
+        name = model_package_group_name
+        self._get(ModelPackageGroup, name)
+        if any(p["ModelPackageGroupName"] == name
+               for p in self.store.list(ModelPackage.kind)):
             raise ServiceError("ConflictException",
                                f"Model package group {name} still has model packages")
-        self.store.delete("model-package-group", name)
+        self.store.delete(ModelPackageGroup.kind, name)
         return {}
 
-    def create_model_package(self, r):
-        group = r.get("ModelPackageGroupName")
+    def create_model_package(self, model_package_group_name=None, tags=None,
+                             client_token=None, **members):
+        """Every other CreateModelPackage member is kept as given (in AWS's spelling)."""
+        group = model_package_group_name
         if not group:
-            raise ServiceError("ValidationException",
-                               "Only versioned model packages (ModelPackageGroupName) are "
-                               "supported by the local service")
+            raise validation("Only versioned model packages (ModelPackageGroupName) are "
+                             "supported by the local service")
         with self.lock:
-            if self.store.get("model-package-group", group) is None:
-                self.create_model_package_group({"ModelPackageGroupName": group})
-            version = 1 + sum(1 for p in self.store.list("model-package")
+            if self.store.get(ModelPackageGroup.kind, group) is None:
+                self.create_model_package_group(group)
+            version = 1 + sum(1 for p in self.store.list(ModelPackage.kind)
                               if p["ModelPackageGroupName"] == group)
-            arn = self.arn("model-package", f"{group.lower()}/{version}")
-            item = {k: v for k, v in r.items() if k not in ("Tags", "ClientToken")}
-            item.update({"ModelPackageGroupName": group, "ModelPackageVersion": version,
-                         "ModelPackageArn": arn, "ModelPackageName": group,
-                         "ModelPackageStatus": "Completed", "CreationTime": time.time(),
-                         "LastModifiedTime": time.time(),
-                         "ModelApprovalStatus": r.get("ModelApprovalStatus",
-                                                      "PendingManualApproval"),
-                         "ModelPackageStatusDetails": {"ValidationStatuses": [],
-                                                       "ImageScanStatuses": []}})
-            self.store.put("model-package", arn, item)
-            self._set_tags(arn, r.get("Tags"))
+            arn = ModelPackage.arn(self.region, f"{group}/{version}")
+            now = time.time()
+            doc = aws_names("CreateModelPackage", members)
+            doc.update({"ModelPackageGroupName": group, "ModelPackageVersion": version,
+                        "ModelPackageArn": arn, "ModelPackageName": group,
+                        "ModelPackageStatus": "Completed", "CreationTime": now,
+                        "LastModifiedTime": now,
+                        "ModelApprovalStatus": members.get("model_approval_status",
+                                                           "PendingManualApproval"),
+                        "ModelPackageStatusDetails": {"ValidationStatuses": [],
+                                                      "ImageScanStatuses": []}})
+            self._put_new(ModelPackage, arn, doc, tags)
         return {"ModelPackageArn": arn}
 
-    def _package(self, ref):
-        return self._require("model-package", ref, "", message=f"ModelPackage {ref} does not "
-                             "exist.")
+    def _package(self, ref) -> dict:
+        return self._get(ModelPackage, ref)
 
-    def describe_model_package(self, r):
-        return self._package(r["ModelPackageName"])
+    def describe_model_package(self, model_package_name):
+        return ModelPackage.describe(self._package(model_package_name))
 
-    def list_model_packages(self, r):
-        items = self.store.list("model-package")
-        if r.get("ModelPackageGroupName"):
-            items = [p for p in items if p["ModelPackageGroupName"] == r["ModelPackageGroupName"]]
-        if r.get("ModelApprovalStatus"):
-            items = [p for p in items if p["ModelApprovalStatus"] == r["ModelApprovalStatus"]]
-        return _summaries(items, r, "ModelPackageSummaryList", "ModelPackageName", (
-            "ModelPackageGroupName", "ModelPackageVersion", "ModelPackageArn",
-            "ModelPackageDescription", "CreationTime", "ModelPackageStatus",
-            "ModelApprovalStatus", "ModelPackageName"))
+    def list_model_packages(self, model_package_group_name=None, model_approval_status=None,
+                            **query):
+        docs = self.store.list(ModelPackage.kind)
+        if model_package_group_name:
+            docs = [p for p in docs if p["ModelPackageGroupName"] == model_package_group_name]
+        if model_approval_status:
+            docs = [p for p in docs if p["ModelApprovalStatus"] == model_approval_status]
+        return _list(ModelPackage, docs, "ModelPackageName", **query)
 
-    def update_model_package(self, r):
-        arn = r["ModelPackageArn"]
-        item = self._package(arn)
-        for key in ("ModelApprovalStatus", "ApprovalDescription", "CustomerMetadataProperties"):
-            if key in r:
-                item[key] = r[key]
-        item["LastModifiedTime"] = time.time()
-        self.store.put("model-package", arn, item)
-        return {"ModelPackageArn": arn}
+    def update_model_package(self, model_package_arn, model_approval_status=None,
+                             approval_description=None, customer_metadata_properties=None):
+        doc = self._package(model_package_arn)
+        for key, value in (("ModelApprovalStatus", model_approval_status),
+                           ("ApprovalDescription", approval_description),
+                           ("CustomerMetadataProperties", customer_metadata_properties)):
+            if value is not None:
+                doc[key] = value
+        doc["LastModifiedTime"] = time.time()
+        self.store.put(ModelPackage.kind, model_package_arn, doc)
+        return {"ModelPackageArn": model_package_arn}
 
-    def delete_model_package(self, r):
-        item = self._package(r["ModelPackageName"])
-        self.store.delete("model-package", item["ModelPackageArn"])
+    def delete_model_package(self, model_package_name):
+        doc = self._package(model_package_name)
+        self.store.delete(ModelPackage.kind, doc["ModelPackageArn"])
         return {}
 
-    # --------------------------------------------------------------- hosting
-    def create_model(self, r):
-        name = r["ModelName"]
+    # ------------------------------------------------------------- hosting
+    def create_model(self, model_name, primary_container=None, containers=None,
+                     execution_role_arn="", tags=None):
         with self.lock:
-            if self.store.get("model", name):
-                raise ServiceError("ValidationException",
-                                   f"Cannot create already existing model \"{self.arn('model', name)}\".")
-            containers = r.get("Containers") or ([r["PrimaryContainer"]]
-                                                 if r.get("PrimaryContainer") else [])
-            if not containers:
-                raise ServiceError("ValidationException",
-                                   "A model needs PrimaryContainer or Containers")
-            resolved = [self._resolve_container(c) for c in containers]
-            arn = self.arn("model", name.lower())
-            item = {"ModelName": name, "ModelArn": arn, "CreationTime": time.time(),
-                    "ExecutionRoleArn": r.get("ExecutionRoleArn", ""),
-                    "PrimaryContainer": resolved[0]}
-            if r.get("Containers"):
-                item["Containers"] = resolved
-            self.store.put("model", name, item)
-            self._set_tags(arn, r.get("Tags"))
+            if self.store.get(Model.kind, model_name):
+                raise validation("Cannot create already existing model "
+                                 f"\"{Model.arn(self.region, model_name)}\".")
+            given = containers or ([primary_container] if primary_container else [])
+            if not given:
+                raise validation("A model needs PrimaryContainer or Containers")
+            resolved = [self._resolve_container(c) for c in given]
+            arn = Model.arn(self.region, model_name)
+            doc = {"ModelName": model_name, "ModelArn": arn, "CreationTime": time.time(),
+                   "ExecutionRoleArn": execution_role_arn, "PrimaryContainer": resolved[0]}
+            if containers:
+                doc["Containers"] = resolved
+            self._put_new(Model, model_name, doc, tags)
         return {"ModelArn": arn}
 
     def _resolve_container(self, container):
@@ -425,100 +407,203 @@ class SageMakerBackend:
                       "ModelPackageName": container["ModelPackageName"]}
             return {k: v for k, v in merged.items() if v}
         if not container.get("ModelDataUrl"):
-            raise ServiceError("ValidationException",
-                               "The local service serves models with a ModelDataUrl")
+            raise validation("The local service serves models with a ModelDataUrl")
         return container
 
-    def describe_model(self, r):
-        return self._require("model", r["ModelName"], "model")
+    def describe_model(self, model_name):
+        return Model.describe(self._get(Model, model_name))
 
-    def delete_model(self, r):
-        self._require("model", r["ModelName"], "model")
-        self.store.delete("model", r["ModelName"])
+    def delete_model(self, model_name):
+        self._get(Model, model_name)
+        self.store.delete(Model.kind, model_name)
         return {}
 
-    def list_models(self, r):
-        return _summaries(self.store.list("model"), r, "Models", "ModelName",
-                          ("ModelName", "ModelArn", "CreationTime"))
+    def list_models(self, **query):
+        return _list(Model, self.store.list(Model.kind), **query)
 
-    def create_endpoint_config(self, r):
-        name = r["EndpointConfigName"]
+    def create_endpoint_config(self, endpoint_config_name, production_variants, tags=None):
+        name = endpoint_config_name
         with self.lock:
-            if self.store.get("endpoint-config", name):
-                raise ServiceError("ValidationException", f"Cannot create already existing "
-                                   f"endpoint configuration \"{self.arn('endpoint-config', name)}\".")
-            for variant in r["ProductionVariants"]:
-                if self.store.get("model", variant["ModelName"]) is None:
-                    raise ServiceError("ValidationException",
-                                       f"Could not find model \"{variant['ModelName']}\".")
-            arn = self.arn("endpoint-config", name.lower())
-            self.store.put("endpoint-config", name, {
+            if self.store.get(EndpointConfig.kind, name):
+                raise validation("Cannot create already existing endpoint configuration "
+                                 f"\"{EndpointConfig.arn(self.region, name)}\".")
+            for variant in production_variants:
+                self._get(Model, variant["ModelName"])
+            arn = EndpointConfig.arn(self.region, name)
+            self._put_new(EndpointConfig, name, {
                 "EndpointConfigName": name, "EndpointConfigArn": arn,
-                "ProductionVariants": r["ProductionVariants"], "CreationTime": time.time()})
-            self._set_tags(arn, r.get("Tags"))
+                "ProductionVariants": production_variants, "CreationTime": time.time()}, tags)
         return {"EndpointConfigArn": arn}
 
-    def describe_endpoint_config(self, r):
-        return self._require("endpoint-config", r["EndpointConfigName"],
-                             "endpoint configuration")
+    def describe_endpoint_config(self, endpoint_config_name):
+        return EndpointConfig.describe(self._get(EndpointConfig, endpoint_config_name))
 
-    def delete_endpoint_config(self, r):
-        self.describe_endpoint_config(r)
-        self.store.delete("endpoint-config", r["EndpointConfigName"])
+    def delete_endpoint_config(self, endpoint_config_name):
+        self._get(EndpointConfig, endpoint_config_name)
+        self.store.delete(EndpointConfig.kind, endpoint_config_name)
         return {}
 
-    def list_endpoint_configs(self, r):
-        return _summaries(self.store.list("endpoint-config"), r, "EndpointConfigs",
-                          "EndpointConfigName",
-                          ("EndpointConfigName", "EndpointConfigArn", "CreationTime"))
+    def list_endpoint_configs(self, **query):
+        return _list(EndpointConfig, self.store.list(EndpointConfig.kind), **query)
 
-    def create_endpoint(self, r):
-        name = r["EndpointName"]
+    def create_endpoint(self, endpoint_name, endpoint_config_name, tags=None):
         with self.lock:
-            if self.store.get("endpoint", name):
-                raise ServiceError("ValidationException", f"Cannot create already existing "
-                                   f"endpoint \"{self.arn('endpoint', name)}\".")
-            self.describe_endpoint_config({"EndpointConfigName": r["EndpointConfigName"]})
-            arn = self.arn("endpoint", name.lower())
+            if self.store.get(Endpoint.kind, endpoint_name):
+                raise validation("Cannot create already existing endpoint "
+                                 f"\"{Endpoint.arn(self.region, endpoint_name)}\".")
+            self._get(EndpointConfig, endpoint_config_name)
+            arn = Endpoint.arn(self.region, endpoint_name)
             now = time.time()
-            self.store.put("endpoint", name, {
-                "EndpointName": name, "EndpointArn": arn,
-                "EndpointConfigName": r["EndpointConfigName"], "EndpointStatus": "Creating",
-                "CreationTime": now, "LastModifiedTime": now})
-            self._set_tags(arn, r.get("Tags"))
-        self.hosting.deploy(name, r["EndpointConfigName"])
+            self._put_new(Endpoint, endpoint_name, {
+                "EndpointName": endpoint_name, "EndpointArn": arn,
+                "EndpointConfigName": endpoint_config_name, "EndpointStatus": "Creating",
+                "CreationTime": now, "LastModifiedTime": now}, tags)
+        self.hosting.deploy(endpoint_name, endpoint_config_name)
         return {"EndpointArn": arn}
 
-    def update_endpoint(self, r):
-        name = r["EndpointName"]
+    def update_endpoint(self, endpoint_name, endpoint_config_name):
         with self.lock:
-            item = self._require("endpoint", name, "endpoint")
-            if item["EndpointStatus"] not in ("InService", "Failed"):
-                raise ServiceError("ValidationException", f"Cannot update in-progress endpoint "
-                                   f"\"{item['EndpointArn']}\".")
-            self.describe_endpoint_config({"EndpointConfigName": r["EndpointConfigName"]})
-            self.store.update("endpoint", name, EndpointStatus="Updating",
-                              LastModifiedTime=time.time(), FailureReason=None)
-        self.hosting.deploy(name, r["EndpointConfigName"])
-        return {"EndpointArn": item["EndpointArn"]}
+            doc = self._get(Endpoint, endpoint_name)
+            if doc["EndpointStatus"] not in ("InService", "Failed"):
+                raise validation(f"Cannot update in-progress endpoint \"{doc['EndpointArn']}\".")
+            self._get(EndpointConfig, endpoint_config_name)
+            self._transition(Endpoint, endpoint_name, "Updating", FailureReason=None,
+                             LastModifiedTime=time.time())
+        self.hosting.deploy(endpoint_name, endpoint_config_name)
+        return {"EndpointArn": doc["EndpointArn"]}
 
-    def describe_endpoint(self, r):
-        return self._require("endpoint", r["EndpointName"], "endpoint")
+    def describe_endpoint(self, endpoint_name):
+        return Endpoint.describe(self._get(Endpoint, endpoint_name))
 
-    def delete_endpoint(self, r):
-        self._require("endpoint", r["EndpointName"], "endpoint")
-        self.hosting.remove(r["EndpointName"])
-        self.store.delete("endpoint", r["EndpointName"])
+    def delete_endpoint(self, endpoint_name):
+        self._get(Endpoint, endpoint_name)
+        self.hosting.remove(endpoint_name)
+        self.store.delete(Endpoint.kind, endpoint_name)
         return {}
 
-    def list_endpoints(self, r):
-        return _summaries(self.store.list("endpoint"), r, "Endpoints", "EndpointName", (
-            "EndpointName", "EndpointArn", "CreationTime", "LastModifiedTime", "EndpointStatus"),
-            "EndpointStatus")
+    def list_endpoints(self, **query):
+        return _list(Endpoint, self.store.list(Endpoint.kind), **query)
 
-    # -------------------------------------------------------------- internal
+    # ============================================== internal verbs: workflow
+    def execution_record(self, arn) -> dict:
+        """The execution as kept: its definition and parameter values included."""
+        return self._execution(arn)
+
+    def step_records(self, execution_arn) -> List[dict]:
+        """The execution's steps as kept: their properties included."""
+        return self.store.list(PipelineExecutionStep.kind,
+                               prefix=PipelineExecutionStep.key(execution_arn, ""))
+
+    def step_started(self, execution_arn, spec: dict, attempt: int) -> str:
+        key = PipelineExecutionStep.key(execution_arn, spec["Name"])
+        self.store.put(PipelineExecutionStep.kind, key, {
+            "ExecutionArn": execution_arn, "StepName": spec["Name"],
+            "StepDisplayName": spec.get("DisplayName", spec["Name"]),
+            "StepDescription": spec.get("Description", ""), "StartTime": time.time(),
+            "StepStatus": "Executing", "AttemptCount": attempt, "Metadata": {},
+            "Properties": {}})
+        return key
+
+    def step_metadata(self, key: str, metadata: dict):
+        self.store.update(PipelineExecutionStep.kind, key, Metadata=metadata)
+
+    def step_ended(self, key: str, status: str, reason: Optional[str] = None,
+                   properties: Optional[dict] = None, metadata: Optional[dict] = None):
+        changes = {"EndTime": time.time(), "FailureReason": reason}
+        if properties is not None:
+            changes["Properties"] = properties
+        if metadata is not None:
+            changes["Metadata"] = metadata
+        with self.lock:
+            doc = self.store.get(PipelineExecutionStep.kind, key)
+            PipelineExecutionStep.check_transition(doc["StepStatus"], status)
+            self.store.update(PipelineExecutionStep.kind, key, StepStatus=status, **changes)
+
+    def execution_ended(self, arn: str, status: str, reason: Optional[str] = None):
+        self._transition(PipelineExecution, arn, status, FailureReason=reason,
+                         LastModifiedTime=time.time())
+
+    def job_started(self, resource, name: str, request: dict, execution_arn: str,
+                    **fields) -> dict:
+        """Record a job InProgress; its describe shape is the request plus its status."""
+        arn = resource.arn(self.region, name)
+        now = time.time()
+        doc = dict(request, **{resource.name_field: name, resource.arn_field: arn,
+                               resource.status_field: "InProgress"},
+                   CreationTime=now, LastModifiedTime=now, PipelineExecutionArn=execution_arn,
+                   **fields)
+        self.store.put(resource.kind, name, doc)
+        return doc
+
+    def job_progress(self, resource, name: str, **changes):
+        self.store.update(resource.kind, name, LastModifiedTime=time.time(), **changes)
+
+    def job_ended(self, resource, name: str, status: str, **changes) -> dict:
+        doc = self._transition(resource, name, status, LastModifiedTime=time.time(), **changes)
+        return resource.describe(doc)
+
+    def register_model(self, request: dict) -> dict:
+        """A RegisterModel step: its arguments are a CreateModelPackage request."""
+        arn = self.create_model_package(**as_kwargs(request))["ModelPackageArn"]
+        return self.describe_model_package(arn)
+
+    def create_model_from_step(self, request: dict) -> dict:
+        """A Model step: its arguments are a CreateModel request."""
+        self.create_model(**as_kwargs(request))
+        return self.describe_model(request["ModelName"])
+
+    def recover_interrupted(self):
+        """After a restart: what was running was interrupted; it can be retried."""
+        now = time.time()
+        for step in self.store.list(PipelineExecutionStep.kind):
+            if step["StepStatus"] in ("Starting", "Executing", "Stopping"):
+                self.store.update(PipelineExecutionStep.kind, PipelineExecutionStep.key(
+                    step["ExecutionArn"], step["StepName"]), StepStatus="Failed",
+                    FailureReason=INTERRUPTED, EndTime=now)
+        for resource in (ProcessingJob, TrainingJob):
+            for job in self.store.list(resource.kind):
+                if job[resource.status_field] in ("InProgress", "Stopping"):
+                    self.job_ended(resource, job[resource.name_field], "Failed",
+                                   FailureReason=INTERRUPTED)
+        for execution in self.store.list(PipelineExecution.kind):
+            if execution["PipelineExecutionStatus"] in ("Executing", "Stopping"):
+                self.execution_ended(execution["PipelineExecutionArn"], "Failed", INTERRUPTED)
+
+    # =============================================== internal verbs: hosting
     def endpoint_model(self, endpoint_config_name: str) -> Optional[Dict]:
-        config = self.store.get("endpoint-config", endpoint_config_name)
+        """The model an endpoint config serves (its first variant's), or None."""
+        config = self.store.get(EndpointConfig.kind, endpoint_config_name)
         if config is None:
             return None
-        return self.store.get("model", config["ProductionVariants"][0]["ModelName"])
+        return self.store.get(Model.kind, config["ProductionVariants"][0]["ModelName"])
+
+    def endpoint_exists(self, endpoint_name: str) -> bool:
+        return self.store.get(Endpoint.kind, endpoint_name) is not None
+
+    def endpoint_in_service(self, endpoint_name: str, config_name: str):
+        config = self._get(EndpointConfig, config_name)
+        self._transition(Endpoint, endpoint_name, "InService", EndpointConfigName=config_name,
+                         FailureReason=None, LastModifiedTime=time.time(), ProductionVariants=[
+                             {"VariantName": v["VariantName"], "CurrentInstanceCount": 1,
+                              "DesiredInstanceCount": 1, "CurrentWeight": 1.0}
+                             for v in config["ProductionVariants"]])
+
+    def endpoint_update_failed(self, endpoint_name: str, serving_config: str, reason: str):
+        """A failed update: the old model keeps serving."""
+        self._transition(Endpoint, endpoint_name, "InService", LastModifiedTime=time.time(),
+                         EndpointConfigName=serving_config, FailureReason=reason)
+
+    def endpoint_failed(self, endpoint_name: str, reason: str):
+        self._transition(Endpoint, endpoint_name, "Failed", FailureReason=reason,
+                         LastModifiedTime=time.time())
+
+    def endpoints_to_restore(self) -> List[dict]:
+        """After a restart: the endpoints that were serving or starting, now Updating."""
+        restored = []
+        for doc in self.store.list(Endpoint.kind):
+            if doc["EndpointStatus"] in ("InService", "Creating", "Updating"):
+                status = "Updating" if doc["EndpointStatus"] == "InService" else \
+                    doc["EndpointStatus"]
+                restored.append(self._transition(Endpoint, doc["EndpointName"], status))
+        return restored
+

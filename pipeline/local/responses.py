@@ -1,21 +1,25 @@
-"""Protocols: SageMaker's AWS JSON 1.1 API (validated with botocore's own service model), the
-sagemaker-runtime InvokeEndpoint call, and the few S3 REST calls the project makes."""
+"""The wire: SageMaker's AWS JSON 1.1 API (requests checked with botocore's own service model,
+then handed to the backend as keyword arguments), sagemaker-runtime's InvokeEndpoint, and the
+path-style S3 calls boto3 makes here. Errors leave in AWS's shapes."""
+import functools
 import hashlib
+import inspect
 import json
 import xml.sax.saxutils as saxutils
 from datetime import datetime, timezone
 from email.utils import formatdate
 from typing import Tuple
 
-import botocore.session
+import botocore
 from botocore.validate import ParamValidator
 
-from pipeline.local.models import ACCOUNT, ServiceError
-from pipeline.local.endpoints import HostingError
+from pipeline.local.endpoints import INVOCATION_LIMIT, HostingError
+from pipeline.local.errors import ServiceError, missing_parameter
+from pipeline.local.models import as_kwargs
+from pipeline.local.resources import ACCOUNT, SERVICE_MODEL
 
 Response = Tuple[int, dict, bytes]
-_SERVICE_MODEL = botocore.session.get_session().get_service_model("sagemaker")
-_SNAKE = {name: botocore.xform_name(name) for name in _SERVICE_MODEL.operation_names}
+_SNAKE = {name: botocore.xform_name(name) for name in SERVICE_MODEL.operation_names}
 
 
 def _json(status, body, headers=None) -> Response:
@@ -24,7 +28,17 @@ def _json(status, body, headers=None) -> Response:
 
 
 def error(code, message, status=400) -> Response:
-    return _json(status, {"__type": code, "message": message}, {"x-amzn-ErrorType": code})
+    return _json(status, ServiceError(code, message).body(), {"x-amzn-ErrorType": code})
+
+
+@functools.lru_cache(maxsize=None)
+def _parameters(method):
+    """(names it takes, names it requires, whether it takes any other member too)."""
+    params_by_name = inspect.signature(method).parameters
+    params = params_by_name.values()
+    named = {p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD} - {"self"}
+    required = {p for p in named if params_by_name[p].default is inspect.Parameter.empty}
+    return named, required, any(p.kind == p.VAR_KEYWORD for p in params)
 
 
 class SageMakerProtocol:
@@ -44,22 +58,25 @@ class SageMakerProtocol:
             params = json.loads(body or b"{}")
         except ValueError as err:
             return error("SerializationException", f"request body is not JSON: {err}")
-        report = self.validator.validate(params, _SERVICE_MODEL.operation_model(operation)
-                                         .input_shape)
+        input_shape = SERVICE_MODEL.operation_model(operation).input_shape
+        report = self.validator.validate(params, input_shape)
         if report.has_errors():
             return error("ValidationException", report.generate_report())
         try:
-            return _json(200, method(_Request(params)))
+            return _json(200, method(**self._kwargs(method, input_shape, params)))
         except ServiceError as err:
             return error(err.code, err.message, err.status)
 
-
-class _Request(dict):
-    """Request parameters; one the API leaves optional but this service needs is a 400."""
-
-    def __missing__(self, key):
-        raise ServiceError("ValidationException",
-                           f"The local SageMaker service needs the parameter {key}")
+    @staticmethod
+    def _kwargs(method, input_shape, params) -> dict:
+        """The members the operation takes (others are accepted and not used here); a member
+        the API leaves optional but this service needs is a ValidationException."""
+        named, required, takes_any = _parameters(method.__func__)
+        kwargs = as_kwargs(params)
+        for member in input_shape.members:
+            if botocore.xform_name(member) in required - set(kwargs):
+                raise missing_parameter(member)
+        return kwargs if takes_any else {k: v for k, v in kwargs.items() if k in named}
 
 
 class RuntimeProtocol:
@@ -69,15 +86,16 @@ class RuntimeProtocol:
         self.backend, self.hosting = backend, hosting
 
     def invoke(self, endpoint, body, content_type, accept) -> Response:
-        if len(body) > 6 * 1024 * 1024:
+        if len(body) > INVOCATION_LIMIT:
             return error("ValidationError", "Request body is over the 6 MB limit "
                          f"({len(body)} bytes).", 413)
-        if self.hosting.port_of(endpoint) is None:  # the store is read only to explain why
-            item = self.backend.store.get("endpoint", endpoint)
-            if item is None:
+        if self.hosting.port_of(endpoint) is None:  # the backend is asked only to explain why
+            try:
+                status = self.backend.describe_endpoint(endpoint)["EndpointStatus"]
+            except ServiceError:
                 return error("ValidationError",
                              f"Endpoint {endpoint} of account {ACCOUNT} not found.")
-            return error("ValidationError", f"Endpoint {endpoint} is {item['EndpointStatus']}; "
+            return error("ValidationError", f"Endpoint {endpoint} is {status}; "
                          "it can be invoked only when InService.")
         try:
             status, out_type, out = self.hosting.invoke(endpoint, body, content_type, accept)
@@ -164,15 +182,3 @@ class S3Protocol:
                        "Last-Modified": formatdate(usegmt=True)}
             return 200, headers, (data if method == "GET" else b"")
         return self._error("MethodNotAllowed", f"{method} on an object", 405)
-
-
-def decode_aws_chunked(body: bytes) -> bytes:
-    """Undo ``Content-Encoding: aws-chunked`` (size;ext CRLF data CRLF ... 0 CRLF trailers)."""
-    out, pos = bytearray(), 0
-    while True:
-        end = body.index(b"\r\n", pos)
-        size = int(body[pos:end].split(b";")[0], 16)
-        if size == 0:
-            return bytes(out)
-        out += body[end + 2:end + 2 + size]
-        pos = end + 2 + size + 2

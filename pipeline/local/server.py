@@ -1,31 +1,94 @@
-"""The local SageMaker service: routes HTTP requests to the protocols, and wires the parts.
+"""The local SageMaker service: the route table (as moto's ``urls``) and the wiring of its parts.
 
-Routes: ``POST /`` with ``X-Amz-Target: SageMaker.*`` (the SageMaker API);
-``POST /endpoints/{name}/invocations`` (sagemaker-runtime); ``GET /ping`` (health);
-unsigned ``GET /`` and ``GET /draw/{endpoint}`` (the run browser and the drawing pad, for
-browsers); everything else is path-style S3.
+Routes, first match wins: ``POST /`` with ``X-Amz-Target: SageMaker.*`` (the SageMaker API);
+``POST /endpoints/{name}/invocations`` (sagemaker-runtime); ``GET /ping`` (health); unsigned
+``GET /`` and ``GET /draw/{endpoint}`` (the run browser and the drawing pad, for browsers);
+everything else is path-style S3.
 """
+import io
 import json
 import os
+import re
 import signal
 import socket
 import sys
 import threading
+import traceback
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from pipeline.config import ROOT
+from pipeline.local import web
 from pipeline.local.endpoints import Hosting
-from pipeline.local.executor import Executor
+from pipeline.local.home import ServiceHome
 from pipeline.local.jobs import JobRunner
-from pipeline.local.launcher import ROOT, SERVICE_FILE
 from pipeline.local.models import SageMakerBackend
-from pipeline.local.responses import (RuntimeProtocol, S3Protocol, SageMakerProtocol,
-                                      decode_aws_chunked, error)
+from pipeline.local.responses import RuntimeProtocol, S3Protocol, SageMakerProtocol, error
 from pipeline.local.s3 import LocalS3
 from pipeline.local.store import Store
-from pipeline.local import web
+from pipeline.local.workflow.handlers import default_handlers
+from pipeline.local.workflow.orchestrator import Orchestrator
 
 DEFAULT_JOB_PYTHON = os.path.join(ROOT, ".venv-job", "bin", "python")
+_HTML = {"Content-Type": "text/html; charset=utf-8"}
+
+
+def read_chunked(stream) -> bytes:
+    """A chunked body (``size[;ext] CRLF data CRLF ... 0 CRLF trailers CRLF``), as HTTP's
+    Transfer-Encoding and S3's ``aws-chunked`` Content-Encoding both frame it."""
+    data = bytearray()
+    while True:
+        size = int(stream.readline().split(b";")[0], 16)
+        if size == 0:
+            while stream.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return bytes(data)
+        data += stream.read(size)
+        stream.readline()
+
+
+def _sagemaker(svc, request):
+    return svc.sagemaker.handle(request.headers["X-Amz-Target"], request.body)
+
+
+def _invoke(svc, request, endpoint):
+    return svc.runtime.invoke(endpoint, request.body,
+                              request.headers.get("Content-Type", "application/json"),
+                              request.headers.get("Accept", "application/json"))
+
+
+def _ping(svc, request):
+    return 200, {"Content-Type": "application/json"}, b'{"status": "ok"}'
+
+
+def _run_browser(svc, request):
+    return 200, _HTML, web.index(svc.backend)
+
+
+def _drawing_pad(svc, request, endpoint):
+    return 200, _HTML, web.draw(endpoint)
+
+
+def _s3(svc, request):
+    return svc.s3_api.handle(request.command, urllib.parse.unquote(request.url_path),
+                             urllib.parse.parse_qs(request.query), request.body)
+
+
+def _signed(request):
+    return "Authorization" in request.headers
+
+
+# (methods or None for any, path pattern, a predicate on the request or None, handler)
+ROUTES = [
+    (None, r".*", lambda r: "X-Amz-Target" in r.headers, _sagemaker),
+    ({"POST"}, r"/endpoints/(?P<endpoint>[^/]+)/invocations", None, _invoke),
+    (None, r"/ping", None, _ping),
+    ({"GET"}, r"/|/ui", lambda r: not _signed(r), _run_browser),
+    ({"GET"}, r"/draw/(?P<endpoint>[^/]+)", lambda r: not _signed(r), _drawing_pad),
+    (None, r".*", None, _s3),
+]
+_COMPILED = [(methods, re.compile(pattern), when, handler)
+             for methods, pattern, when, handler in ROUTES]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -39,22 +102,13 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
-    def _body(self) -> bytes:
+    def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            data = bytearray()
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                data += self.rfile.read(size)
-                self.rfile.readline()
-            body = bytes(data)
+            body = read_chunked(self.rfile)
         else:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if "aws-chunked" in self.headers.get("Content-Encoding", ""):
-            body = decode_aws_chunked(body)
+            body = read_chunked(io.BytesIO(body))
         return body
 
     def _reply(self, response):
@@ -69,27 +123,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def _route(self):
         parsed = urllib.parse.urlsplit(self.path)
-        body = self._body()
-        target = self.headers.get("X-Amz-Target")
-        svc = self.service
-        if target:
-            return svc.sagemaker.handle(target, body)
-        parts = parsed.path.strip("/").split("/")
-        if self.command == "POST" and len(parts) == 3 and parts[0] == "endpoints" and \
-                parts[2] == "invocations":
-            return svc.runtime.invoke(urllib.parse.unquote(parts[1]), body,
-                                      self.headers.get("Content-Type", "application/json"),
-                                      self.headers.get("Accept", "application/json"))
-        if parsed.path == "/ping":
-            return 200, {"Content-Type": "application/json"}, b'{"status": "ok"}'
-        if self.command == "GET" and "Authorization" not in self.headers:  # a browser, not S3
-            html = {"Content-Type": "text/html; charset=utf-8"}
-            if parsed.path in ("/", "/ui"):
-                return 200, html, web.index(svc.store)
-            if len(parts) == 2 and parts[0] == "draw":
-                return 200, html, web.draw(urllib.parse.unquote(parts[1]))
-        return svc.s3_api.handle(self.command, urllib.parse.unquote(parsed.path),
-                                 urllib.parse.parse_qs(parsed.query), body)
+        self.url_path, self.query, self.body = parsed.path, parsed.query, self._read_body()
+        for methods, pattern, when, handler in _COMPILED:
+            match = pattern.fullmatch(parsed.path)
+            if match and (methods is None or self.command in methods) and \
+                    (when is None or when(self)):
+                args = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+                return handler(self.service, self, **args)
+        return error("UnknownOperationException", f"no route for {self.command} {parsed.path}",
+                     404)
 
     def _handle(self):
         try:
@@ -97,7 +139,6 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
         except Exception as err:  # noqa: BLE001 - answer, log, keep serving
-            import traceback
             traceback.print_exc()
             self._reply(error("InternalFailure", f"{type(err).__name__}: {err}", 500))
 
@@ -116,8 +157,8 @@ class LocalSageMaker:
     """The whole service. ``port=0`` picks a free loopback port."""
 
     def __init__(self, home, port=0, job_python=None, region="us-east-1"):
-        self.home = os.path.abspath(home)
-        os.makedirs(self.home, exist_ok=True)
+        self.home = ServiceHome(home)
+        os.makedirs(self.home.root, exist_ok=True)
         handler = type("BoundHandler", (Handler,), {"service": self})
         self.httpd = _Server(("127.0.0.1", port), handler)
         self.port = self.httpd.server_address[1]
@@ -126,26 +167,30 @@ class LocalSageMaker:
         if not os.path.exists(job_python):
             raise FileNotFoundError(f"job environment python {job_python} not found: run "
                                     "`make setup` (or set MNIST_JOB_PYTHON)")
-        self.store = Store(os.path.join(self.home, "state.db"))
-        self.s3 = LocalS3(os.path.join(self.home, "s3"))
-        self.backend = SageMakerBackend(self.store, region)
+        self.s3 = LocalS3(self.home.s3_root)
+        self.backend = SageMakerBackend(Store(self.home.state_db), region)
         job_env = {"AWS_ENDPOINT_URL_SAGEMAKER": self.url,
                    "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.url,
                    "AWS_ENDPOINT_URL_S3": self.url, "AWS_ACCESS_KEY_ID": "local",
                    "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": region,
                    "AWS_EC2_METADATA_DISABLED": "true"}
-        self.jobs = JobRunner(self.home, self.s3, job_python, job_env)
-        self.executor = Executor(self.backend, self.jobs, self.s3)
+        jobs = JobRunner(self.home, self.s3, job_python, job_env)
+        self.orchestrator = Orchestrator(self.backend, default_handlers(self.backend, jobs),
+                                         self._read_json, jobs)
         self.hosting = Hosting(self.backend, self.s3, self.home, job_python)
-        self.backend.executor, self.backend.hosting = self.executor, self.hosting
+        self.backend.orchestrator, self.backend.hosting = self.orchestrator, self.hosting
         self.sagemaker = SageMakerProtocol(self.backend)
         self.runtime = RuntimeProtocol(self.backend, self.hosting)
         self.s3_api = S3Protocol(self.s3)
-        self.executor.recover()
+        self.backend.recover_interrupted()
         self.hosting.restore()
 
+    def _read_json(self, uri):
+        with open(self.s3.path_of(uri)) as handle:
+            return json.load(handle)
+
     def write_service_file(self):
-        with open(os.path.join(self.home, SERVICE_FILE), "w") as handle:
+        with open(self.home.service_file, "w") as handle:
             json.dump({"url": self.url, "port": self.port, "pid": os.getpid()}, handle)
 
     def serve_forever(self):
@@ -156,7 +201,7 @@ class LocalSageMaker:
             self.close()
 
     def start_background(self):
-        """For tests in one process: serve from a thread."""
+        """For tests and benchmarks in one process: serve from a thread."""
         thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         thread.start()
         return self
@@ -164,11 +209,10 @@ class LocalSageMaker:
     def close(self):
         self.hosting.shutdown()
         self.httpd.server_close()
-        path = os.path.join(self.home, SERVICE_FILE)
         try:
-            with open(path) as handle:
+            with open(self.home.service_file) as handle:
                 if json.load(handle).get("pid") == os.getpid():
-                    os.remove(path)
+                    os.remove(self.home.service_file)
         except (OSError, ValueError):
             pass
 
@@ -181,6 +225,6 @@ def serve(home, port=0, job_python=None):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"local SageMaker serving on {service.url} (home {service.home})", flush=True)
+    print(f"local SageMaker serving on {service.url} (home {service.home.root})", flush=True)
     service.serve_forever()
     sys.exit(0)

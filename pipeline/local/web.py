@@ -28,36 +28,66 @@ def _status(value):
     return f'<span class="{escape(value)}">{escape(value)}</span>'
 
 
-def index(store) -> bytes:
+def _all(list_call, key, **query):
+    """Every item of a List* operation of the backend, page after page."""
+    items, token = [], None
+    while True:
+        page = list_call(**query, **({"next_token": token} if token else {}))
+        items += page[key]
+        token = page.get("NextToken")
+        if not token:
+            return items
+
+
+def _changed_parameters(backend, arn):
+    """The parameters an execution set to other values than the definition's defaults."""
+    definition = json.loads(backend.describe_pipeline_definition_for_execution(arn)[
+        "PipelineDefinition"])
+    defaults = {p["Name"]: str(p.get("DefaultValue")) for p in definition.get("Parameters", [])}
+    values = _all(backend.list_pipeline_parameters_for_execution, "PipelineParameters",
+                  pipeline_execution_arn=arn)
+    return [p for p in values if defaults.get(p["Name"]) not in (p["Value"],
+                                                                   p["Value"].capitalize())]
+
+
+def index(backend) -> bytes:
+    """The run browser's front page, read through the backend's API operations."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Local SageMaker</title>"
              f"{_STYLE}</head><body><h1>Local SageMaker</h1>"]
+    endpoints = _all(backend.list_endpoints, "Endpoints", sort_order="Ascending")
     parts.append("<h2>Endpoints</h2>" + _table(["name", "status", "config", "updated", ""], [
-        [escape(e["EndpointName"]), _status(e["EndpointStatus"]), escape(e["EndpointConfigName"]),
+        [escape(e["EndpointName"]), _status(e["EndpointStatus"]),
+         escape(backend.describe_endpoint(e["EndpointName"])["EndpointConfigName"]),
          _when(e["LastModifiedTime"]),
          f'<a href="/draw/{escape(e["EndpointName"])}">draw a digit</a>']
-        for e in store.list("endpoint")]))
-    steps = {}
-    for step in store.list("step"):
-        steps.setdefault(step["ExecutionArn"], []).append(step)
-    executions = sorted(store.list("execution"), key=lambda e: e["CreationTime"], reverse=True)
+        for e in endpoints]))
+    executions = [e for p in _all(backend.list_pipelines, "PipelineSummaries")
+                  for e in _all(backend.list_pipeline_executions, "PipelineExecutionSummaries",
+                                pipeline_name=p["PipelineName"])]
+    executions.sort(key=lambda e: e["StartTime"], reverse=True)
+    rows = []
+    for e in executions[:50]:
+        arn = e["PipelineExecutionArn"]
+        steps = _all(backend.list_pipeline_execution_steps, "PipelineExecutionSteps",
+                     pipeline_execution_arn=arn, sort_order="Ascending")
+        rows.append([
+            escape(arn.split("/")[-1]), _status(e["PipelineExecutionStatus"]),
+            _when(e["StartTime"]),
+            escape(", ".join(f"{p['Name']}={p['Value']}"
+                             for p in _changed_parameters(backend, arn))),
+            "<br>".join(f"{escape(s['StepName'])}: {_status(s['StepStatus'])}" for s in steps),
+            escape(e.get("PipelineExecutionFailureReason", ""))])
     parts.append("<h2>Executions</h2>" + _table(
-        ["execution", "status", "started", "parameters", "steps", "reason"], [
-            [escape(e["PipelineExecutionArn"].split("/")[-1]), _status(e["PipelineExecutionStatus"]),
-             _when(e["CreationTime"]),
-             escape(", ".join(f"{p['Name']}={p['Value']}" for p in e.get("ParametersGiven", []))),
-             "<br>".join(f"{escape(s['StepName'])}: {_status(s['StepStatus'])}"
-                         for s in sorted(steps.get(e["PipelineExecutionArn"], []),
-                                         key=lambda s: s["StartTime"])),
-             escape(e.get("FailureReason", ""))]
-            for e in executions[:50]]))
-    packages = store.list("model-package")
+        ["execution", "status", "started", "parameters", "steps", "reason"], rows))
+    packages = _all(backend.list_model_packages, "ModelPackageSummaryList")
     parts.append("<h2>Model registry</h2>" + _table(
         ["group", "version", "approval", "created", "metrics"], [
             [escape(p["ModelPackageGroupName"]), str(p["ModelPackageVersion"]),
              _status(p["ModelApprovalStatus"]), _when(p["CreationTime"]),
-             escape(json.dumps(p.get("ModelMetrics", {}).get("ModelQuality", {})
+             escape(json.dumps(backend.describe_model_package(p["ModelPackageArn"])
+                               .get("ModelMetrics", {}).get("ModelQuality", {})
                                .get("Statistics", {}).get("S3Uri", "")))]
-            for p in reversed(packages)]))
+            for p in packages]))
     parts.append("</body></html>")
     return "".join(parts).encode("utf-8")
 

@@ -213,3 +213,39 @@ def test_several_training_instances_train_with_dist_sync(service):
     assert "worker 1 of 2, 27000 training" in log and "worker 2 of 2, 27000 training" in log
     assert log.count("kvstore dist_sync") == 2
     assert log.count("validation_accuracy=") == 4  # two epochs on each worker
+
+
+def test_endpoint_url_option_points_the_cli_at_that_service(service, capsys, monkeypatch):
+    from pipeline import cli
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    service.client("sagemaker").create_model_package_group(ModelPackageGroupName="url-group")
+    assert cli.main(["--endpoint-url", service.url, "--region", "us-east-1",
+                     "--model-package-group", "url-group", "approve", "latest"]) == 2
+    assert "no model packages in group url-group" in capsys.readouterr().err
+    assert cli.main(["--endpoint-url", "http://127.0.0.1:9", "--region", "us-east-1",
+                     "approve", "latest"]) == 1  # nothing listens there
+    assert "Could not connect" in capsys.readouterr().err
+
+
+def test_local_and_local_home_start_find_and_stop_a_service(tmp_path, capsys):
+    from pipeline import cli
+
+    home = str(tmp_path / "own-home")
+    base = ["--local", "--local-home", home]
+    assert cli.main(base + ["local", "status"]) == 1
+    assert "not running" in capsys.readouterr().out
+    try:
+        assert cli.main(base + ["local", "start"]) == 0
+        url = capsys.readouterr().out.strip()
+        with open(os.path.join(home, "service.json")) as handle:
+            assert json.load(handle)["url"] == url
+        assert cli.main(base + ["executions"]) == 2  # --local: the (empty) service in that home
+        assert "Pipeline 'mnist-mxnet' does not exist" in capsys.readouterr().err
+        assert cli.main(base + ["local", "status"]) == 0
+        assert f"running at {url}" in capsys.readouterr().out
+    finally:
+        assert cli.main(base + ["local", "stop"]) == 0
+    assert "stopped" in capsys.readouterr().out
+    assert not os.path.exists(os.path.join(home, "service.json"))

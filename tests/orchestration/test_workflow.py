@@ -1,11 +1,11 @@
-"""The definition language as the local executor understands it (no jobs run here)."""
+"""The definition language as the local workflow understands it (no jobs run here)."""
 import json
 
 import pytest
 
-from pipeline.local.executor import (Context, DefinitionError, PropertyFileRef, StepFailed,
-                                     check_definition, coerce_parameter, json_path)
 from pipeline.local.s3 import LocalS3
+from pipeline.local.workflow.expressions import Context, PropertyFileRef, StepFailed, json_path
+from pipeline.local.workflow.graph import DefinitionError, check_definition, coerce_parameter
 
 
 @pytest.fixture
@@ -24,7 +24,12 @@ def ctx(tmp_path):
         {"OutputName": "other", "S3Output": {"S3Uri": "s3://b/other"}},
         {"OutputName": "evaluation", "S3Output": {"S3Uri": "s3://b/eval"}}]}},
         "Register-RegisterModel": {"ModelPackageArn": "arn:pkg/1"}}
-    return Context(execution, specs, properties, s3)
+
+    def read_json(uri):
+        with open(s3.path_of(uri)) as handle:
+            return json.load(handle)
+
+    return Context(execution, specs, properties, read_json)
 
 
 ACCURACY = {"Std:JsonGet": {"Path": "metrics.accuracy.value",

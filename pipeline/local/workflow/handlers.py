@@ -1,0 +1,202 @@
+"""What each step type does, behind one interface: ``handler.run(step) -> Outcome``.
+
+A handler reads its arguments through the step's expression context, reports jobs and
+resources through the backend (the only writer of state), and answers with an ``Outcome``.
+Expression errors and the backend's refusals are the orchestrator's to turn into failures.
+"""
+import enum
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from pipeline.local.container import model_artifact_uri
+from pipeline.local.jobs import JobResult, JobRunner
+from pipeline.local.resources import ProcessingJob, TrainingJob
+from pipeline.local.workflow.expressions import Context, render
+
+
+class Status(str, enum.Enum):
+    EXECUTING = "Executing"
+    STOPPING = "Stopping"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+
+
+@dataclass
+class StepRun:
+    """One attempt of one step of one execution."""
+
+    execution_arn: str
+    spec: dict  # the step as the definition gives it
+    attempt: int
+    record: str  # the step's record key, for metadata updates
+    context: Context
+    stop: threading.Event
+
+    @property
+    def name(self) -> str:
+        return self.spec["Name"]
+
+    def arguments(self) -> dict:
+        return self.context.resolve(self.spec.get("Arguments", {}))
+
+    def job_name(self) -> str:
+        """``pipelines-<execution id>-<step>``, as SageMaker names a step's job (63 chars)."""
+        base = re.sub(r"[^a-zA-Z0-9-]", "-",
+                      f"pipelines-{self.execution_arn.split('/')[-1]}-{self.name}")
+        suffix = f"-{self.attempt}" if self.attempt > 1 else ""
+        return (base[:63 - len(suffix)] + suffix).lower()
+
+
+@dataclass
+class Outcome:
+    status: Status
+    properties: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+    reason: Optional[str] = None
+
+
+class StepHandler:
+    def __init__(self, backend):
+        self.backend = backend
+
+    def run(self, step: StepRun) -> Outcome:
+        raise NotImplementedError
+
+
+class _JobHandler(StepHandler):
+    """Processing and training: record the job, run it, record how it ended."""
+
+    resource = ProcessingJob
+
+    def __init__(self, backend, jobs: JobRunner):
+        super().__init__(backend)
+        self.jobs = jobs
+
+    def run(self, step):
+        request = step.arguments()
+        name = step.job_name()
+        job = self.backend.job_started(self.resource, name, request, step.execution_arn,
+                                       **self.started_fields())
+        metadata = {self.resource.__name__: {"Arn": job[self.resource.arn_field]}}
+        self.backend.step_metadata(step.record, metadata)
+        try:
+            result = self.execute(name, request, step)
+        except (OSError, ValueError, KeyError) as err:  # staging: bad inputs, missing objects
+            result = JobResult(2, f"ClientError: {err}", 0.0)
+        status = "Completed" if result.exit_code == 0 else (
+            "Stopped" if step.stop.is_set() else "Failed")
+        described = self.backend.job_ended(self.resource, name, status,
+                                           **self.ended_fields(job, request, result, status))
+        if status == "Completed":
+            return Outcome(Status.SUCCEEDED, described, metadata)
+        if status == "Stopped":
+            return Outcome(Status.STOPPED, metadata=metadata)
+        return Outcome(Status.FAILED, metadata=metadata,
+                       reason=result.failure_reason or "the job failed")
+
+    def started_fields(self) -> dict:
+        return {}
+
+    def execute(self, name, request, step) -> JobResult:
+        raise NotImplementedError
+
+    def ended_fields(self, job, request, result, status) -> dict:
+        raise NotImplementedError
+
+
+class ProcessingHandler(_JobHandler):
+    resource = ProcessingJob
+
+    def started_fields(self):
+        return {"ProcessingStartTime": time.time()}
+
+    def execute(self, name, request, step):
+        return self.jobs.run_processing(name, request, owner=step.execution_arn)
+
+    def ended_fields(self, job, request, result, status):
+        # as on AWS: the container's own run, not the input download or output upload
+        fields = {"ProcessingStartTime": result.process_start or job["CreationTime"],
+                  "ProcessingEndTime": result.process_end or time.time()}
+        if result.failure_reason:
+            fields.update(FailureReason=result.failure_reason,
+                          ExitMessage=result.failure_reason)
+        return fields
+
+
+class TrainingHandler(_JobHandler):
+    resource = TrainingJob
+
+    def started_fields(self):
+        return {"SecondaryStatus": "Training", "TrainingStartTime": time.time(),
+                "FinalMetricDataList": []}
+
+    def execute(self, name, request, step):
+        metrics = {}
+
+        def on_metric(metric, value):
+            metrics[metric] = value
+            self.backend.job_progress(TrainingJob, name, FinalMetricDataList=[
+                {"MetricName": k, "Value": v, "Timestamp": time.time()}
+                for k, v in metrics.items()])
+
+        return self.jobs.run_training(name, request, owner=step.execution_arn,
+                                      on_metric=on_metric)
+
+    def ended_fields(self, job, request, result, status):
+        created = job["CreationTime"]
+        started, ended = result.process_start or created, result.process_end or time.time()
+        fields = {"SecondaryStatus": status, "TrainingStartTime": started,
+                  "TrainingEndTime": ended,
+                  "SecondaryStatusTransitions": [
+                      {"Status": "Downloading", "StartTime": created, "EndTime": started},
+                      {"Status": "Training", "StartTime": started, "EndTime": ended},
+                      {"Status": "Uploading", "StartTime": ended, "EndTime": time.time()}],
+                  "TrainingTimeInSeconds": int(round(result.seconds)),
+                  "BillableTimeInSeconds": int(round(result.seconds))}
+        if result.exit_code == 0:
+            fields["ModelArtifacts"] = {"S3ModelArtifacts": model_artifact_uri(
+                request, job[TrainingJob.name_field])}
+        if result.failure_reason:
+            fields["FailureReason"] = result.failure_reason
+        return fields
+
+
+class RegisterModelHandler(StepHandler):
+    def run(self, step):
+        package = self.backend.register_model(step.arguments())
+        return Outcome(Status.SUCCEEDED, package,
+                       {"RegisterModel": {"Arn": package["ModelPackageArn"]}})
+
+
+class ModelHandler(StepHandler):
+    def run(self, step):
+        request = dict(step.arguments(), ModelName=step.job_name())
+        model = self.backend.create_model_from_step(request)
+        return Outcome(Status.SUCCEEDED, model, {"Model": {"Arn": model["ModelArn"]}})
+
+
+class ConditionHandler(StepHandler):
+    def run(self, step):
+        outcome = all(step.context.condition(c) for c in step.spec["Arguments"]["Conditions"])
+        return Outcome(Status.SUCCEEDED, {"Outcome": outcome},
+                       {"Condition": {"Outcome": str(outcome)}})
+
+
+class FailHandler(StepHandler):
+    def run(self, step):
+        message = render(step.context.resolve(step.spec.get("Arguments", {})
+                                              .get("ErrorMessage", "")))
+        return Outcome(Status.FAILED, metadata={"Fail": {"ErrorMessage": message}},
+                       reason=message)
+
+
+def default_handlers(backend, jobs: JobRunner) -> dict:
+    """Step type -> handler, for every type ``graph.SUPPORTED_TYPES`` admits."""
+    return {"Processing": ProcessingHandler(backend, jobs),
+            "Training": TrainingHandler(backend, jobs),
+            "RegisterModel": RegisterModelHandler(backend), "Model": ModelHandler(backend),
+            "Condition": ConditionHandler(backend), "Fail": FailHandler(backend)}

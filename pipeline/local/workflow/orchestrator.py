@@ -1,0 +1,97 @@
+"""Runs executions: walks the DAG in dependency order, one step at a time, skipping the branch
+a condition did not take; stop and retry (a retry keeps what succeeded, properties included).
+
+Every step's end, however it came, is recorded through the backend: an expression error or a
+refusal of the registry becomes the step's failure, a bug in the service the execution's.
+"""
+import json
+import threading
+import traceback
+from typing import Dict
+
+from pipeline.local.errors import ServiceError
+from pipeline.local.workflow.expressions import Context, StepFailed
+from pipeline.local.workflow.graph import dependencies, flatten
+from pipeline.local.workflow.handlers import Outcome, Status, StepHandler, StepRun
+
+STOPPED_REASON = "stopped by StopPipelineExecution"
+
+
+class Orchestrator:
+    def __init__(self, backend, handlers: Dict[str, StepHandler], read_json, jobs):
+        self.backend, self.handlers, self.read_json, self.jobs = (
+            backend, handlers, read_json, jobs)
+        self._stop: Dict[str, threading.Event] = {}
+
+    def start(self, arn):
+        """Run (or, for a retry, resume) an execution in the background."""
+        self._stop[arn] = threading.Event()
+        threading.Thread(target=self._run_safely, args=(arn,), daemon=True,
+                         name=f"execution-{arn.split('/')[-1]}").start()
+
+    def stop(self, arn):
+        if arn in self._stop:
+            self._stop[arn].set()
+        self.jobs.stop_owner(arn)
+
+    def _run_safely(self, arn):
+        try:
+            status, reason = self._run(arn)
+        except Exception as err:  # a bug must not leave the execution Executing forever
+            traceback.print_exc()
+            status, reason = Status.FAILED, f"internal error in the local service: {err}"
+        self.backend.execution_ended(arn, status.value, reason)
+
+    def _run(self, arn):
+        execution = self.backend.execution_record(arn)
+        steps = flatten(json.loads(execution["PipelineDefinition"]))
+        deps = dependencies(steps)
+        records = {r["StepName"]: r for r in self.backend.step_records(arn)}
+        properties = {n: r.get("Properties", {}) for n, r in records.items()
+                      if r["StepStatus"] == Status.SUCCEEDED}
+        context = Context(execution, {n: e["step"] for n, e in steps.items()}, properties,
+                          self.read_json)
+        stop = self._stop[arn]
+        done, skipped = set(properties), set()
+        while True:
+            ready = [n for n in steps if n not in done | skipped and deps[n] <= done | skipped]
+            if not ready:
+                return Status.SUCCEEDED, None
+            name = ready[0]
+            owner = steps[name]["owner"]
+            if deps[name] & skipped or (owner and context.properties[owner[0]]["Outcome"] !=
+                                        (owner[1] == "IfSteps")):
+                skipped.add(name)
+                continue
+            if stop.is_set():
+                return Status.STOPPED, STOPPED_REASON
+            spec = steps[name]["step"]
+            attempt = records.get(name, {}).get("AttemptCount", 0) + 1
+            run = StepRun(arn, spec, attempt, self.backend.step_started(arn, spec, attempt),
+                          context, stop)
+            outcome = self._run_step(run)
+            if outcome.status == Status.STOPPED:
+                return Status.STOPPED, STOPPED_REASON
+            if outcome.status == Status.FAILED:
+                reason = outcome.reason if spec["Type"] == "Fail" else \
+                    f"Step {name} failed: {outcome.reason}"
+                return Status.FAILED, reason
+            context.properties[name] = outcome.properties
+            done.add(name)
+
+    def _run_step(self, run: StepRun) -> Outcome:
+        try:
+            outcome = self.handlers[run.spec["Type"]].run(run)
+        except StepFailed as err:
+            outcome = Outcome(Status.FAILED, reason=str(err))
+        except ServiceError as err:  # the registry or hosting refused the request
+            outcome = Outcome(Status.FAILED, reason=err.message)
+        metadata = outcome.metadata or None
+        if outcome.status == Status.SUCCEEDED:
+            self.backend.step_ended(run.record, outcome.status.value,
+                                    properties=outcome.properties, metadata=metadata)
+        else:
+            self.backend.step_ended(run.record, outcome.status.value, outcome.reason
+                                    if outcome.status == Status.FAILED else None,
+                                    metadata=metadata)
+        return outcome

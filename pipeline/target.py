@@ -1,0 +1,124 @@
+"""Where commands run: SageMaker on AWS, or the local service. Everything that differs between
+the two lives here (clients, bucket, role, the data source, polling, job logs, the drawing pad's
+URL, how to call an endpoint); the commands themselves are the same code."""
+import os
+from typing import Dict, List, Optional
+
+from pipeline import aws
+from pipeline.config import LOCAL_MNIST, PLACEHOLDER_ROLE, PipelineConfig
+from pipeline.local import launcher
+from pipeline.local.home import ServiceHome
+
+LOCAL_BUCKET = "sagemaker-local"
+
+
+class UsageError(Exception):
+    """Bad input from the user: exit code 2."""
+
+
+class Target:
+    local = False
+    poll_seconds = 10.0
+
+    def __init__(self, args):
+        self.args = args
+        self._clients = None
+
+    def endpoint_url(self) -> Optional[str]:
+        return self.args.endpoint_url
+
+    @property
+    def clients(self) -> aws.Clients:
+        if self._clients is None:
+            self._clients = aws.Clients.create(self.args.profile, self.args.region,
+                                               self.endpoint_url(), local=self.local)
+        return self._clients
+
+    def bucket(self, offline=False) -> str:
+        if self.args.bucket:
+            return self.args.bucket
+        if offline:
+            return f"sagemaker-{self.args.region or 'us-east-1'}-ACCOUNT"
+        return aws.default_bucket(self.clients)
+
+    def role_required(self) -> bool:
+        """AWS needs a real role; a local service (any endpoint URL) takes any."""
+        return self.args.endpoint_url is None
+
+    def role(self, required=False) -> str:
+        role = self.args.role_arn or aws.role_from_environment()
+        if role is None and required:
+            raise UsageError("an execution role is needed: pass --role-arn or set "
+                             "SAGEMAKER_ROLE_ARN")
+        return role or PLACEHOLDER_ROLE
+
+    def pipeline_config(self, offline=False, role_required=False) -> PipelineConfig:
+        region = self.args.region or (None if offline else self.clients.region) or "us-east-1"
+        return PipelineConfig(bucket=self.bucket(offline), role_arn=self.role(role_required),
+                              region=region, pipeline_name=self.args.pipeline_name,
+                              prefix=self.args.prefix,
+                              model_package_group=self.args.model_package_group)
+
+    def parameter_overrides(self) -> Dict[str, object]:
+        """Parameters this target sets unless the user does."""
+        return {}
+
+    def job_log(self, job: str) -> str:
+        raise UsageError("logs reads the local service's job logs; on AWS use CloudWatch "
+                         "(log groups /aws/sagemaker/ProcessingJobs and TrainingJobs)")
+
+    def drawing_pad_url(self, endpoint: str) -> Optional[str]:
+        """A page that already serves the pad for this endpoint, if the target has one."""
+        return None
+
+    def invoke_hints(self, endpoint: str) -> List[str]:
+        base = self.clients.endpoint_url
+        if base:
+            return [f"call it: curl -s -X POST {base}/endpoints/{endpoint}/invocations "
+                    "-H 'Content-Type: application/json' -d @digit.json",
+                    f"or boto3: AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={base} and "
+                    f"invoke_endpoint(EndpointName='{endpoint}', ...)"]
+        return [f"call it: boto3.client('sagemaker-runtime').invoke_endpoint("
+                f"EndpointName='{endpoint}', ContentType='application/json', Body=...)"]
+
+    def command(self, words: str) -> str:
+        return f"run_pipeline.py {words}"
+
+
+class LocalTarget(Target):
+    """The local service on ``--local-home``, started in the background when none runs."""
+
+    local = True
+    poll_seconds = 1.0
+
+    def endpoint_url(self):
+        return self.args.endpoint_url or launcher.ensure_running(self.args.local_home)
+
+    def bucket(self, offline=False):
+        return self.args.bucket or LOCAL_BUCKET
+
+    def role_required(self):
+        return False
+
+    def parameter_overrides(self):
+        return {"MnistSourceUri": LOCAL_MNIST}  # the shipped copy: no network needed
+
+    def job_log(self, job):
+        try:
+            path = ServiceHome(self.args.local_home).job_log(job)
+        except ValueError as err:
+            raise UsageError(f"no log for job {job!r}: {err}")
+        if not os.path.isfile(path):
+            raise UsageError(f"no log for job {job!r} (job names are in `describe`)")
+        with open(path, errors="replace") as handle:
+            return handle.read()
+
+    def drawing_pad_url(self, endpoint):
+        return f"{self.clients.endpoint_url}/draw/{endpoint}"
+
+    def command(self, words):
+        return f"run_pipeline.py --local {words}"
+
+
+def target_for(args) -> Target:
+    return LocalTarget(args) if args.local else Target(args)
