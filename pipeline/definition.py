@@ -125,128 +125,17 @@ def build_pipeline(config: PipelineConfig, artifacts: Dict[str, Artifact] = None
 
 
 def _build_pipeline(config, artifacts):
-    artifacts = artifacts or build_artifacts(config.prefix)
-    code = {name: artifact.uri(config.bucket) for name, artifact in artifacts.items()}
-    p = _parameters(config.parameter_defaults)
-    session = _session(config)
-    execution = ExecutionVariables.PIPELINE_EXECUTION_ID
-    image = image_uris.retrieve("mxnet", config.region, version=FRAMEWORK_VERSION,
-                                py_version=PY_VERSION, instance_type="ml.m5.large",
-                                image_scope="training")
-    inference_image = image_uris.retrieve("mxnet", config.region, version=FRAMEWORK_VERSION,
-                                          py_version=PY_VERSION, instance_type="ml.m5.large",
-                                          image_scope="inference")
-
-    def processor(base_name):
-        return ScriptProcessor(
-            image_uri=image, command=["python3"], role=config.role_arn, instance_count=1,
-            instance_type=p["ProcessingInstanceType"], base_job_name=base_name,
-            sagemaker_session=session)
-
-    prepare = ProcessingStep(
-        name=STEPS.prepare,
-        step_args=processor("mnist-prepare").run(
-            code=code["preprocess.py"],
-            arguments=["--source", p["MnistSourceUri"], "--output-dir", PROCESSING],
-            outputs=[
-                ProcessingOutput(output_name=split, source=f"{PROCESSING}/{split}",
-                                 destination=_s3(config, execution, "data", split))
-                for split in ("train", "validation", "test", "report")
-            ],
-        ),
-    )
+    steps = _Steps(config, artifacts or build_artifacts(config.prefix))
+    prepare = steps.prepare()
     outputs = prepare.properties.ProcessingOutputConfig.Outputs
-
-    estimator = MXNet(
-        entry_point="train.py", source_dir=code["sourcedir.tar.gz"],
-        framework_version=FRAMEWORK_VERSION, py_version=PY_VERSION, role=config.role_arn,
-        instance_count=p["TrainingInstanceCount"], instance_type=p["TrainingInstanceType"],
-        hyperparameters={"epochs": p["Epochs"], "learning-rate": p["LearningRate"],
-                         "batch-size": p["BatchSize"]},
-        metric_definitions=METRIC_DEFINITIONS,
-        distribution={"parameter_server": {"enabled": True}},
-        output_path=f"s3://{config.bucket}/{config.prefix}/models",
-        code_location=f"s3://{config.bucket}/{config.prefix}/models",
-        base_job_name="mnist-train", disable_profiler=True, debugger_hook_config=False,
-        sagemaker_session=session)
-    train = TrainingStep(
-        name=STEPS.train,
-        step_args=estimator.fit({
-            "train": TrainingInput(outputs["train"].S3Output.S3Uri),
-            "validation": TrainingInput(outputs["validation"].S3Output.S3Uri),
-        }),
-    )
+    train = steps.train(outputs)
     model_data = train.properties.ModelArtifacts.S3ModelArtifacts
-
-    evaluation_file = PropertyFile(name=EVALUATION.property_file,
-                                   output_name=EVALUATION.output_name,
-                                   path=EVALUATION.file_name)
-    evaluate = ProcessingStep(
-        name=STEPS.evaluate,
-        step_args=processor("mnist-evaluate").run(
-            code=code["evaluate.py"],
-            arguments=["--model", f"{PROCESSING}/model", "--test", f"{PROCESSING}/test",
-                       "--output-dir", f"{PROCESSING}/evaluation"],
-            inputs=[ProcessingInput(source=model_data, destination=f"{PROCESSING}/model"),
-                    ProcessingInput(source=outputs["test"].S3Output.S3Uri,
-                                    destination=f"{PROCESSING}/test")],
-            outputs=[ProcessingOutput(output_name=EVALUATION.output_name,
-                                      source=f"{PROCESSING}/evaluation",
-                                      destination=_s3(config, execution, "evaluation"))],
-        ),
-        property_files=[evaluation_file],
-    )
+    evaluate, evaluation_file = steps.evaluate(model_data, outputs)
     accuracy = JsonGet(step_name=evaluate.name, property_file=evaluation_file,
                        json_path=EVALUATION.accuracy_path)
-
-    model = Model(
-        image_uri=inference_image, model_data=model_data, role=config.role_arn,
-        env={"SAGEMAKER_PROGRAM": "inference.py",
-             "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"},
-        sagemaker_session=session)
-    metrics_uri = Join(on="/", values=[
-        evaluate.properties.ProcessingOutputConfig.Outputs[EVALUATION.output_name].S3Output.S3Uri,
-        EVALUATION.file_name])
-    register = ModelStep(
-        name=STEPS.register,
-        step_args=model.register(
-            content_types=["application/json", "application/x-npy"],
-            response_types=["application/json"],
-            inference_instances=["ml.m5.large", "ml.m5.xlarge", "ml.c5.large"],
-            transform_instances=["ml.m5.large"],
-            model_package_group_name=config.model_package_group,
-            approval_status=p["ModelApprovalStatus"],
-            model_metrics=ModelMetrics(model_statistics=MetricsSource(
-                content_type="application/json", s3_uri=metrics_uri)),
-        ),
-    )
-    register_step = register.steps[-1]
-
-    deploy = ProcessingStep(
-        name=STEPS.deploy,
-        step_args=processor("mnist-deploy").run(
-            code=code["deploy.py"],
-            arguments=["--model-package-arn", register_step.properties.ModelPackageArn,
-                       "--endpoint-name", p["EndpointName"],
-                       "--instance-type", p["EndpointInstanceType"],
-                       "--execution-id", execution,
-                       "--role-arn", config.role_arn,
-                       "--test", f"{PROCESSING}/test"],
-            inputs=[ProcessingInput(source=outputs["test"].S3Output.S3Uri,
-                                    destination=f"{PROCESSING}/test")],
-        ),
-        depends_on=[register_step],
-    )
-    cleanup = ProcessingStep(
-        name=STEPS.cleanup,
-        step_args=processor("mnist-cleanup").run(
-            code=code["cleanup.py"],
-            arguments=["--endpoint-name", p["EndpointName"],
-                       "--keep-endpoint", Join(on="", values=[p["KeepEndpoint"]]),
-                       "--execution-id", execution],
-        ),
-        depends_on=[deploy],
-    )
+    register = steps.register(model_data, evaluate)
+    deploy, cleanup = steps.deploy_and_cleanup(register.steps[-1], outputs)
+    p = steps.p
     fail = FailStep(
         name=STEPS.fail,
         error_message=Join(on="", values=[
@@ -263,9 +152,140 @@ def _build_pipeline(config, artifacts):
         name=config.pipeline_name,
         parameters=list(p.values()),
         steps=[prepare, train, evaluate, check],
-        sagemaker_session=session,
+        sagemaker_session=steps.session,
         pipeline_experiment_config=None,
     )
+
+
+class _Steps:
+    """The pipeline's steps, built from one config, one set of code artifacts and parameters."""
+
+    def __init__(self, config, artifacts):
+        self.config = config
+        self.code = {name: artifact.uri(config.bucket) for name, artifact in artifacts.items()}
+        self.p = _parameters(config.parameter_defaults)
+        self.session = _session(config)
+        self.execution = ExecutionVariables.PIPELINE_EXECUTION_ID
+        self.image, self.inference_image = (
+            image_uris.retrieve("mxnet", config.region, version=FRAMEWORK_VERSION,
+                                py_version=PY_VERSION, instance_type="ml.m5.large",
+                                image_scope=scope) for scope in ("training", "inference"))
+
+    def processor(self, base_name):
+        return ScriptProcessor(
+            image_uri=self.image, command=["python3"], role=self.config.role_arn,
+            instance_count=1, instance_type=self.p["ProcessingInstanceType"],
+            base_job_name=base_name, sagemaker_session=self.session)
+
+    def prepare(self):
+        return ProcessingStep(
+            name=STEPS.prepare,
+            step_args=self.processor("mnist-prepare").run(
+                code=self.code["preprocess.py"],
+                arguments=["--source", self.p["MnistSourceUri"], "--output-dir", PROCESSING],
+                outputs=[
+                    ProcessingOutput(output_name=split, source=f"{PROCESSING}/{split}",
+                                     destination=_s3(self.config, self.execution, "data", split))
+                    for split in ("train", "validation", "test", "report")
+                ],
+            ),
+        )
+
+    def train(self, outputs):
+        config, p = self.config, self.p
+        estimator = MXNet(
+            entry_point="train.py", source_dir=self.code["sourcedir.tar.gz"],
+            framework_version=FRAMEWORK_VERSION, py_version=PY_VERSION, role=config.role_arn,
+            instance_count=p["TrainingInstanceCount"], instance_type=p["TrainingInstanceType"],
+            hyperparameters={"epochs": p["Epochs"], "learning-rate": p["LearningRate"],
+                             "batch-size": p["BatchSize"]},
+            metric_definitions=METRIC_DEFINITIONS,
+            distribution={"parameter_server": {"enabled": True}},
+            output_path=f"s3://{config.bucket}/{config.prefix}/models",
+            code_location=f"s3://{config.bucket}/{config.prefix}/models",
+            base_job_name="mnist-train", disable_profiler=True, debugger_hook_config=False,
+            sagemaker_session=self.session)
+        return TrainingStep(
+            name=STEPS.train,
+            step_args=estimator.fit({
+                "train": TrainingInput(outputs["train"].S3Output.S3Uri),
+                "validation": TrainingInput(outputs["validation"].S3Output.S3Uri),
+            }),
+        )
+
+    def evaluate(self, model_data, outputs):
+        evaluation_file = PropertyFile(name=EVALUATION.property_file,
+                                       output_name=EVALUATION.output_name,
+                                       path=EVALUATION.file_name)
+        step = ProcessingStep(
+            name=STEPS.evaluate,
+            step_args=self.processor("mnist-evaluate").run(
+                code=self.code["evaluate.py"],
+                arguments=["--model", f"{PROCESSING}/model", "--test", f"{PROCESSING}/test",
+                           "--output-dir", f"{PROCESSING}/evaluation"],
+                inputs=[ProcessingInput(source=model_data, destination=f"{PROCESSING}/model"),
+                        ProcessingInput(source=outputs["test"].S3Output.S3Uri,
+                                        destination=f"{PROCESSING}/test")],
+                outputs=[ProcessingOutput(output_name=EVALUATION.output_name,
+                                          source=f"{PROCESSING}/evaluation",
+                                          destination=_s3(self.config, self.execution,
+                                                          "evaluation"))],
+            ),
+            property_files=[evaluation_file],
+        )
+        return step, evaluation_file
+
+    def register(self, model_data, evaluate):
+        model = Model(
+            image_uri=self.inference_image, model_data=model_data, role=self.config.role_arn,
+            env={"SAGEMAKER_PROGRAM": "inference.py",
+                 "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"},
+            sagemaker_session=self.session)
+        metrics_uri = Join(on="/", values=[
+            evaluate.properties.ProcessingOutputConfig.Outputs[EVALUATION.output_name]
+            .S3Output.S3Uri, EVALUATION.file_name])
+        return ModelStep(
+            name=STEPS.register,
+            step_args=model.register(
+                content_types=["application/json", "application/x-npy"],
+                response_types=["application/json"],
+                inference_instances=["ml.m5.large", "ml.m5.xlarge", "ml.c5.large"],
+                transform_instances=["ml.m5.large"],
+                model_package_group_name=self.config.model_package_group,
+                approval_status=self.p["ModelApprovalStatus"],
+                model_metrics=ModelMetrics(model_statistics=MetricsSource(
+                    content_type="application/json", s3_uri=metrics_uri)),
+            ),
+        )
+
+    def deploy_and_cleanup(self, register_step, outputs):
+        p, execution = self.p, self.execution
+        deploy = ProcessingStep(
+            name=STEPS.deploy,
+            step_args=self.processor("mnist-deploy").run(
+                code=self.code["deploy.py"],
+                arguments=["--model-package-arn", register_step.properties.ModelPackageArn,
+                           "--endpoint-name", p["EndpointName"],
+                           "--instance-type", p["EndpointInstanceType"],
+                           "--execution-id", execution,
+                           "--role-arn", self.config.role_arn,
+                           "--test", f"{PROCESSING}/test"],
+                inputs=[ProcessingInput(source=outputs["test"].S3Output.S3Uri,
+                                        destination=f"{PROCESSING}/test")],
+            ),
+            depends_on=[register_step],
+        )
+        cleanup = ProcessingStep(
+            name=STEPS.cleanup,
+            step_args=self.processor("mnist-cleanup").run(
+                code=self.code["cleanup.py"],
+                arguments=["--endpoint-name", p["EndpointName"],
+                           "--keep-endpoint", Join(on="", values=[p["KeepEndpoint"]]),
+                           "--execution-id", execution],
+            ),
+            depends_on=[deploy],
+        )
+        return deploy, cleanup
 
 
 def definition_json(config: PipelineConfig, artifacts: Dict[str, Artifact] = None) -> str:
