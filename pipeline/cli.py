@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 the execution (or the operation) failed, 2 usage or inp
 """
 import argparse
 import json
-import os
 import sys
 import time
 

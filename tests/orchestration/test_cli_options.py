@@ -1,7 +1,6 @@
 """Every global option of run_pipeline.py reaches what it names (AWS side against moto, the
 local ones against a local service the test starts)."""
 import json
-import os
 
 import boto3
 import pytest
@@ -87,7 +86,8 @@ def test_profile_supplies_region_and_credentials(aws, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    assert cli.main(["--profile", "team", "--bucket", "team-bucket", "--role-arn", ROLE, "upsert"]) == 0
+    assert cli.main(["--profile", "team", "--bucket", "team-bucket", "--role-arn", ROLE,
+                     "upsert"]) == 0
     session = boto3.Session(profile_name="team")
     assert ":ap-southeast-2:" in session.client("sagemaker").describe_pipeline(
         PipelineName="mnist-mxnet")["PipelineArn"]
