@@ -167,7 +167,7 @@ def deploy(service):
             break
         time.sleep(0.5)
     if status != "Succeeded":
-        raise SystemExit(f"the pipeline {status}; see {service.home}/logs")
+        raise SystemExit(f"the pipeline {status}; see {service.home.logs_dir}")
 
 
 def main():
@@ -192,8 +192,8 @@ def main():
         script = os.path.join(home, "post.lua")
         with open(script, "w") as handle:
             handle.write(LUA.format(body=body))
-        model_dir = os.path.join(home, "endpoints", "bench", service.backend.describe_endpoint(
-            {"EndpointName": "bench"})["EndpointConfigName"])
+        model_dir = service.home.model_dir("bench", service.backend.describe_endpoint(
+            endpoint_name="bench")["EndpointConfigName"])
         aws_stack = AwsServingStack(model_dir, home)
         targets = [("ours, via service route", f"{service.url}/endpoints/bench/invocations"),
                    ("ours, model server",
