@@ -249,3 +249,21 @@ def test_local_and_local_home_start_find_and_stop_a_service(tmp_path, capsys):
         assert cli.main(base + ["local", "stop"]) == 0
     assert "stopped" in capsys.readouterr().out
     assert not os.path.exists(os.path.join(home, "service.json"))
+
+
+def test_names_that_would_leave_the_home_never_become_folders(service):
+    sm = service.client("sagemaker")
+    sm.create_model(ModelName="confined", ExecutionRoleArn=ROLE, PrimaryContainer={
+        "Image": "img", "ModelDataUrl": f"s3://{BUCKET}/nothing/model.tar.gz"})
+    sm.create_endpoint_config(EndpointConfigName="../../../escaped", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "confined", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    sm.create_endpoint(EndpointName="confined", EndpointConfigName="../../../escaped")
+    deadline = time.time() + 30
+    while (desc := sm.describe_endpoint(EndpointName="confined"))["EndpointStatus"] == "Creating":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert desc["EndpointStatus"] == "Failed"
+    assert "'../../../escaped' cannot be used as a file name" in desc["FailureReason"]
+    assert not os.path.exists(os.path.join(os.path.dirname(service.home), "escaped"))
+    sm.delete_endpoint(EndpointName="confined")
