@@ -7,6 +7,7 @@ import time
 from botocore.exceptions import ClientError
 
 from pipeline.config import EVALUATION, STEPS
+from pipeline.local.workflow.expressions import StepFailed, json_path
 
 FINAL_STATUSES = {"Succeeded", "Failed", "Stopped"}
 
@@ -62,13 +63,11 @@ def _accuracy(target, step, params):
     out = next(o for o in job["ProcessingOutputConfig"]["Outputs"]
                if o["OutputName"] == EVALUATION.output_name)
     uri = f"{out['S3Output']['S3Uri'].rstrip('/')}/{EVALUATION.file_name}"
-    try:
-        value = _read_s3_json(target.clients.s3, uri)
-        for key in EVALUATION.accuracy_path.split("."):
-            value = value[key]
+    try:  # the same JSON path the gate's JsonGet reads
+        value = json_path(_read_s3_json(target.clients.s3, uri), EVALUATION.accuracy_path)
         return (f"test accuracy: {value:.4f} "
                 f"(threshold {params.get('AccuracyThreshold')})")
-    except (ClientError, KeyError, ValueError, TypeError) as err:
+    except (ClientError, StepFailed, ValueError, TypeError) as err:
         return f"test accuracy: unavailable ({err})"
 
 

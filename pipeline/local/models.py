@@ -95,11 +95,17 @@ class SageMakerBackend:
         self.store.put(resource.kind, name, doc)
         self._set_tags(doc[resource.arn_field], tags)
 
-    def _transition(self, resource, name: str, status: str, **changes) -> dict:
-        """Move a resource to ``status`` (checked against its transitions) with changes."""
+    def _transition(self, resource, name: str, status: str, refusal=None, **changes) -> dict:
+        """Move a resource to ``status`` with changes; a move its transitions do not allow is a
+        ValidationException, with the API's own ``refusal`` message where it has one
+        (``{status}``: the current status, ``{arn}``: the resource's ARN)."""
         with self.lock:
             doc = self._get(resource, name)
-            resource.check_transition(doc[resource.status_field], status)
+            current = doc[resource.status_field]
+            if not resource.allows(current, status):
+                raise validation((refusal or "{kind} is {status}; it cannot become {new}")
+                                 .format(status=current, new=status, kind=resource.__name__,
+                                         arn=doc.get(resource.arn_field, "")))
             return self.store.update(resource.kind, name, **{resource.status_field: status},
                                      **changes)
 
@@ -256,21 +262,16 @@ class SageMakerBackend:
 
     def stop_pipeline_execution(self, pipeline_execution_arn, client_request_token=None):
         arn = pipeline_execution_arn
-        status = self._execution(arn)["PipelineExecutionStatus"]
-        if status != "Executing":
-            raise validation(f"Execution is {status}, not Executing")
-        self._transition(PipelineExecution, arn, "Stopping", LastModifiedTime=time.time())
+        self._transition(PipelineExecution, arn, "Stopping", "Execution is {status}, not "
+                         "Executing", LastModifiedTime=time.time())
         self.orchestrator.stop(arn)
         return {"PipelineExecutionArn": arn}
 
     def retry_pipeline_execution(self, pipeline_execution_arn, client_request_token=None,
                                  parallelism_configuration=None):
         arn = pipeline_execution_arn
-        status = self._execution(arn)["PipelineExecutionStatus"]
-        if status not in ("Failed", "Stopped"):
-            raise validation(f"Only a Failed or Stopped execution can be retried; this one is "
-                             f"{status}")
-        self._transition(PipelineExecution, arn, "Executing", FailureReason=None,
+        self._transition(PipelineExecution, arn, "Executing", "Only a Failed or Stopped "
+                         "execution can be retried; this one is {status}", FailureReason=None,
                          LastModifiedTime=time.time())
         self.orchestrator.start(arn)
         return {"PipelineExecutionArn": arn}
@@ -463,12 +464,10 @@ class SageMakerBackend:
 
     def update_endpoint(self, endpoint_name, endpoint_config_name):
         with self.lock:
-            doc = self._get(Endpoint, endpoint_name)
-            if doc["EndpointStatus"] not in ("InService", "Failed"):
-                raise validation(f"Cannot update in-progress endpoint \"{doc['EndpointArn']}\".")
             self._get(EndpointConfig, endpoint_config_name)
-            self._transition(Endpoint, endpoint_name, "Updating", FailureReason=None,
-                             LastModifiedTime=time.time())
+            doc = self._transition(Endpoint, endpoint_name, "Updating",
+                                   "Cannot update in-progress endpoint \"{arn}\".",
+                                   FailureReason=None, LastModifiedTime=time.time())
         self.hosting.deploy(endpoint_name, endpoint_config_name)
         return {"EndpointArn": doc["EndpointArn"]}
 
@@ -516,22 +515,21 @@ class SageMakerBackend:
             changes["Metadata"] = metadata
         with self.lock:
             doc = self.store.get(PipelineExecutionStep.kind, key)
-            PipelineExecutionStep.check_transition(doc["StepStatus"], status)
+            if not PipelineExecutionStep.allows(doc["StepStatus"], status):  # a bug if so
+                raise ValueError(f"step {key} cannot go from {doc['StepStatus']} to {status}")
             self.store.update(PipelineExecutionStep.kind, key, StepStatus=status, **changes)
 
     def execution_ended(self, arn: str, status: str, reason: Optional[str] = None):
         self._transition(PipelineExecution, arn, status, FailureReason=reason,
                          LastModifiedTime=time.time())
 
-    def job_started(self, resource, name: str, request: dict, execution_arn: str,
-                    **fields) -> dict:
+    def job_started(self, resource, name: str, request: dict, **fields) -> dict:
         """Record a job InProgress; its describe shape is the request plus its status."""
         arn = resource.arn(self.region, name)
         now = time.time()
         doc = dict(request, **{resource.name_field: name, resource.arn_field: arn,
                                resource.status_field: "InProgress"},
-                   CreationTime=now, LastModifiedTime=now, PipelineExecutionArn=execution_arn,
-                   **fields)
+                   CreationTime=now, LastModifiedTime=now, **fields)
         self.store.put(resource.kind, name, doc)
         return doc
 

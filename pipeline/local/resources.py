@@ -4,6 +4,7 @@ Describe and summary shapes come from botocore's service model: whatever the ser
 about a resource for itself (an execution's parameters, a step's properties) never leaks into an
 answer, and every answer has only members that AWS's own answer can have.
 """
+import functools
 from typing import Dict, Optional, Set, Tuple
 
 import botocore.session
@@ -14,6 +15,7 @@ ACCOUNT = "000000000000"
 SERVICE_MODEL = botocore.session.get_session().get_service_model("sagemaker")
 
 
+@functools.lru_cache(maxsize=None)
 def _members(operation: str, list_key: Optional[str] = None) -> Tuple[str, ...]:
     shape = SERVICE_MODEL.operation_model(operation).output_shape
     if list_key:
@@ -56,9 +58,9 @@ class Resource:
         return ServiceError(code, template.format(what=cls.what, name=name))
 
     @classmethod
-    def check_transition(cls, old: str, new: str):
-        if new != old and new not in cls.transitions.get(old, set()):
-            raise ValueError(f"{cls.__name__} cannot go from {old} to {new}")
+    def allows(cls, old: str, new: str) -> bool:
+        """Whether the resource may go from status ``old`` to ``new``."""
+        return new == old or new in cls.transitions.get(old, set())
 
 
 class Pipeline(Resource):
@@ -150,7 +152,7 @@ class Endpoint(Resource):
     status_field = "EndpointStatus"
     transitions = {"Creating": {"InService", "Failed"},
                    "Updating": {"InService", "Failed"},
-                   "InService": {"Updating", "Deleting"}, "Failed": {"Updating", "Deleting"}}
+                   "InService": {"Updating"}, "Failed": {"Updating"}}
     describe_operation = "DescribeEndpoint"
     list_operation = ("ListEndpoints", "Endpoints")
     what = "endpoint"

@@ -78,14 +78,14 @@ def _signed(request):
     return "Authorization" in request.headers
 
 
-# (methods or None for any, path pattern, a predicate on the request or None, handler)
+# (methods or None for any, path pattern, a predicate on the request or None, handler);
+# a request no route takes is path-style S3.
 ROUTES = [
     (None, r".*", lambda r: "X-Amz-Target" in r.headers, _sagemaker),
     ({"POST"}, r"/endpoints/(?P<endpoint>[^/]+)/invocations", None, _invoke),
     (None, r"/ping", None, _ping),
     ({"GET"}, r"/|/ui", lambda r: not _signed(r), _run_browser),
     ({"GET"}, r"/draw/(?P<endpoint>[^/]+)", lambda r: not _signed(r), _drawing_pad),
-    (None, r".*", None, _s3),
 ]
 _COMPILED = [(methods, re.compile(pattern), when, handler)
              for methods, pattern, when, handler in ROUTES]
@@ -130,8 +130,7 @@ class Handler(BaseHTTPRequestHandler):
                     (when is None or when(self)):
                 args = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
                 return handler(self.service, self, **args)
-        return error("UnknownOperationException", f"no route for {self.command} {parsed.path}",
-                     404)
+        return _s3(self.service, self)
 
     def _handle(self):
         try:

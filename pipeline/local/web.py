@@ -7,6 +7,7 @@ import time
 from html import escape
 
 from pipeline import drawpad
+from pipeline.config import render_value
 
 _STYLE = """<style>body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ddd;padding:.3rem .6rem;
@@ -43,11 +44,11 @@ def _changed_parameters(backend, arn):
     """The parameters an execution set to other values than the definition's defaults."""
     definition = json.loads(backend.describe_pipeline_definition_for_execution(arn)[
         "PipelineDefinition"])
-    defaults = {p["Name"]: str(p.get("DefaultValue")) for p in definition.get("Parameters", [])}
+    defaults = {p["Name"]: render_value(p.get("DefaultValue"))
+                for p in definition.get("Parameters", [])}
     values = _all(backend.list_pipeline_parameters_for_execution, "PipelineParameters",
                   pipeline_execution_arn=arn)
-    return [p for p in values if defaults.get(p["Name"]) not in (p["Value"],
-                                                                   p["Value"].capitalize())]
+    return [p for p in values if defaults.get(p["Name"]) != p["Value"]]
 
 
 def index(backend) -> bytes:

@@ -245,10 +245,14 @@ def test_local_and_local_home_start_find_and_stop_a_service(tmp_path, capsys):
         assert "Pipeline 'mnist-mxnet' does not exist" in capsys.readouterr().err
         assert cli.main(base + ["local", "status"]) == 0
         assert f"running at {url}" in capsys.readouterr().out
+        with open(os.path.join(home, "service.json")) as handle:
+            pid = json.load(handle)["pid"]
     finally:
         assert cli.main(base + ["local", "stop"]) == 0
     assert "stopped" in capsys.readouterr().out
     assert not os.path.exists(os.path.join(home, "service.json"))
+    with pytest.raises(ChildProcessError):  # stop reaped its own child: no zombie left
+        os.waitpid(pid, os.WNOHANG)
 
 
 def test_names_that_would_leave_the_home_never_become_folders(service):
@@ -267,3 +271,22 @@ def test_names_that_would_leave_the_home_never_become_folders(service):
     assert "'../../../escaped' cannot be used as a file name" in desc["FailureReason"]
     assert not os.path.exists(os.path.join(os.path.dirname(service.home), "escaped"))
     sm.delete_endpoint(EndpointName="confined")
+
+
+def test_stop_and_retry_follow_the_executions_status(service):
+    sm = service.client("sagemaker")
+    only_a_gate = {"Version": "2020-12-01", "Steps": [
+        {"Name": "Gate", "Type": "Condition", "Arguments": {"Conditions": []}}]}
+    sm.create_pipeline(PipelineName="gate-only", RoleArn=ROLE,
+                       PipelineDefinition=json.dumps(only_a_gate))
+    arn = sm.start_pipeline_execution(PipelineName="gate-only")["PipelineExecutionArn"]
+    assert wait_for(sm, arn, timeout=30) == "Succeeded"
+    with pytest.raises(ClientError) as err:
+        sm.stop_pipeline_execution(PipelineExecutionArn=arn, ClientRequestToken="s" * 32)
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+    assert "Execution is Succeeded, not Executing" in err.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as err:
+        sm.retry_pipeline_execution(PipelineExecutionArn=arn, ClientRequestToken="r" * 32)
+    assert "can be retried; this one is Succeeded" in err.value.response["Error"]["Message"]
+    assert sm.describe_pipeline_execution(PipelineExecutionArn=arn)[
+        "PipelineExecutionStatus"] == "Succeeded"

@@ -73,6 +73,7 @@ def test_json_get_reads_the_property_file(ctx):
     ("GreaterThanOrEqualTo", ACCURACY, {"Get": "Parameters.Threshold"}, True),
     ("GreaterThanOrEqualTo", ACCURACY, 0.99, False),
     ("GreaterThan", 0.98, 0.98, False),
+    ("GreaterThanOrEqualTo", 0.98, 0.98, True),  # the gate passes exactly at the threshold
     ("LessThan", 1, 2, True),
     ("LessThanOrEqualTo", 2, 2, True),
     ("Equals", {"Get": "Parameters.Name"}, "mnist", True),

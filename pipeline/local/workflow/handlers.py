@@ -18,8 +18,8 @@ from pipeline.local.workflow.expressions import Context, render
 
 
 class Status(str, enum.Enum):
-    EXECUTING = "Executing"
-    STOPPING = "Stopping"
+    """How a step (and so its execution) ended."""
+
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     STOPPED = "Stopped"
@@ -70,7 +70,7 @@ class StepHandler:
 class _JobHandler(StepHandler):
     """Processing and training: record the job, run it, record how it ended."""
 
-    resource = ProcessingJob
+    resource = None  # ProcessingJob or TrainingJob
 
     def __init__(self, backend, jobs: JobRunner):
         super().__init__(backend)
@@ -79,8 +79,7 @@ class _JobHandler(StepHandler):
     def run(self, step):
         request = step.arguments()
         name = step.job_name()
-        job = self.backend.job_started(self.resource, name, request, step.execution_arn,
-                                       **self.started_fields())
+        job = self.backend.job_started(self.resource, name, request, **self.started_fields())
         metadata = {self.resource.__name__: {"Arn": job[self.resource.arn_field]}}
         self.backend.step_metadata(step.record, metadata)
         try:
