@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
 import boto3
@@ -18,6 +19,8 @@ from botocore.exceptions import ClientError
 # The container contract: a processing job explains its failure in /opt/ml/output/message.
 FAILURE_FILE = os.path.join(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"), "message")
 TAG_KEY = "mnist-mxnet:endpoint"  # marks models and endpoint configs that belong to an endpoint
+PACKAGE_TAG = "mnist-mxnet:model-package"  # the package a model was made from
+TEST_DATA_KEY = "TestData"  # the package's CustomerMetadataProperties: its test split's S3 URI
 
 
 class DeployError(Exception):
@@ -78,6 +81,39 @@ def smoke_test(runtime, endpoint_name, test_dir, count, min_accuracy):
     return accuracy
 
 
+def latest_approved(sm, group):
+    """The newest Approved package of a group: what the approve -> deploy pipeline ships."""
+    page = sm.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="Approved",
+                                  SortBy="CreationTime", SortOrder="Descending", MaxResults=1)
+    if not page["ModelPackageSummaryList"]:
+        raise DeployError(f"no Approved model package in group {group}")
+    return page["ModelPackageSummaryList"][0]["ModelPackageArn"]
+
+
+def serving_package(sm, desc):
+    """The package an endpoint's model was made from (by its tag), or None."""
+    try:
+        config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
+        model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+        tags = sm.list_tags(ResourceArn=model["ModelArn"])["Tags"]
+    except ClientError:
+        return None
+    return next((t["Value"] for t in tags if t["Key"] == PACKAGE_TAG), None)
+
+
+def fetch_test_data(s3, uri, into):
+    """Download the .npz files under an s3:// URI (the smoke test's digits)."""
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])
+            if o["Key"].endswith(".npz")]
+    if not keys:
+        raise DeployError(f"no test data (.npz) under {uri} for the smoke test")
+    for key in keys:
+        s3.download_file(bucket, key, os.path.join(into, os.path.basename(key)))
+    return into
+
+
 def container_from_package(sm, package_arn):
     package = sm.describe_model_package(ModelPackageName=package_arn)
     status = package.get("ModelApprovalStatus")
@@ -108,18 +144,40 @@ def rollback(sm, endpoint_name, previous_config, new_name, timeout):
         print(f"rollback incomplete: {err}", file=sys.stderr, flush=True)
 
 
+def test_folder(sm, args, scratch):
+    """Where the smoke test's digits are, downloading them when they are in S3."""
+    uri = args.test
+    if uri == "package":
+        arn = args.model_package_arn or latest_approved(sm, args.model_package_group)
+        package = sm.describe_model_package(ModelPackageName=arn)
+        uri = package.get("CustomerMetadataProperties", {}).get(TEST_DATA_KEY)
+        if not uri:
+            raise DeployError(f"model package {arn} records no {TEST_DATA_KEY} for the smoke test")
+    if uri.startswith("s3://"):
+        return fetch_test_data(boto3.client("s3"), uri, scratch)
+    return uri
+
+
 def deploy(sm, runtime, args):
-    status, container = container_from_package(sm, args.model_package_arn)
+    package_arn = args.model_package_arn or latest_approved(sm, args.model_package_group)
+    status, container = container_from_package(sm, package_arn)
     if status != "Approved":
-        print(f"model package {args.model_package_arn} is {status}: not deployed. Approve it "
-              f"(run_pipeline.py approve) and run the pipeline again to deploy.", flush=True)
+        print(f"model package {package_arn} is {status}: not deployed. Approve it "
+              f"(run_pipeline.py approve) and the approve -> deploy pipeline deploys it.",
+              flush=True)
         return {"deployed": False, "approval_status": status}
     name = resource_name(args.endpoint_name, args.execution_id)
     tags = [{"Key": TAG_KEY, "Value": args.endpoint_name}]
     existing = describe_endpoint(sm, args.endpoint_name)
     previous_config = existing["EndpointConfigName"] if existing else None
+    if existing and existing["EndpointStatus"] == "InService" and \
+            serving_package(sm, existing) == package_arn:
+        print(f"endpoint {args.endpoint_name} already serves {package_arn}: nothing to do",
+              flush=True)
+        return {"deployed": False, "already_serving": package_arn}
+    print(f"deploying model package {package_arn}", flush=True)
     sm.create_model(ModelName=name, PrimaryContainer=container, ExecutionRoleArn=args.role_arn,
-                    Tags=tags + [{"Key": "mnist-mxnet:model-package", "Value": args.model_package_arn}])
+                    Tags=tags + [{"Key": PACKAGE_TAG, "Value": package_arn}])
     sm.create_endpoint_config(EndpointConfigName=name, Tags=tags, ProductionVariants=[{
         "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1,
         "InstanceType": args.instance_type}])
@@ -134,25 +192,31 @@ def deploy(sm, runtime, args):
         if desc["EndpointStatus"] != "InService" or desc.get("EndpointConfigName") != name:
             raise DeployError(f"endpoint {args.endpoint_name} is {desc['EndpointStatus']}: "
                               f"{desc.get('FailureReason', 'no reason given')}")
-        accuracy = smoke_test(runtime, args.endpoint_name, args.test, args.smoke_images,
+        accuracy = smoke_test(runtime, args.endpoint_name, args.test_dir, args.smoke_images,
                               args.min_smoke_accuracy)
     except (DeployError, ClientError) as err:
         rollback(sm, args.endpoint_name, previous_config, name, args.timeout)
         raise DeployError(f"{err} (rolled back: endpoint "
                           f"{'kept on ' + previous_config if previous_config else 'removed'})")
     print(f"endpoint {args.endpoint_name} is InService with {name}", flush=True)
-    return {"deployed": True, "endpoint_name": args.endpoint_name, "endpoint_config": name,
+    return {"deployed": True, "model_package_arn": package_arn,
+            "endpoint_name": args.endpoint_name, "endpoint_config": name,
             "previous_config": previous_config, "smoke_accuracy": accuracy}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-package-arn", required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model-package-arn", help="the package to deploy")
+    which.add_argument("--model-package-group",
+                       help="deploy the group's newest Approved package (approve -> deploy)")
     parser.add_argument("--endpoint-name", required=True)
     parser.add_argument("--instance-type", default="ml.m5.large")
     parser.add_argument("--execution-id", required=True)
     parser.add_argument("--role-arn", required=True)
-    parser.add_argument("--test", default="/opt/ml/processing/test")
+    parser.add_argument("--test", default="/opt/ml/processing/test",
+                        help="test digits for the smoke test: a folder, an s3:// URI, or "
+                             "'package' for the URI the model package records")
     parser.add_argument("--smoke-images", type=int, default=50)
     parser.add_argument("--min-smoke-accuracy", type=float, default=0.8)
     parser.add_argument("--timeout", type=float, default=1800)
@@ -160,7 +224,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     sm, runtime = boto3.client("sagemaker"), boto3.client("sagemaker-runtime")
     try:
-        result = deploy(sm, runtime, args)
+        with tempfile.TemporaryDirectory() as scratch:
+            args.test_dir = test_folder(sm, args, scratch)
+            result = deploy(sm, runtime, args)
     except (DeployError, ClientError) as err:
         message = f"DeployModel failed: {err}"
         print(message, file=sys.stderr, flush=True)

@@ -144,6 +144,7 @@ def run(source, output_dir, validation_fraction, seed):
     report = {
         "source": source,
         "seed": seed,
+        "sha256": dict(CANONICAL_SHA256),  # each file was verified against these above
         "counts": {"train": len(train_idx), "validation": len(val_idx), "test": len(test_y)},
         "class_counts": {
             split: np.bincount(y, minlength=10).tolist()

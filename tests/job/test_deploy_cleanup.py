@@ -54,9 +54,9 @@ def test_dir(tmp_path):
     return tmp_path
 
 
-def register(sm, status="Approved"):
+def register(sm, status="Approved", **extra):
     return sm.create_model_package(
-        ModelPackageGroupName="mnist", ModelApprovalStatus=status,
+        ModelPackageGroupName="mnist", ModelApprovalStatus=status, **extra,
         InferenceSpecification={
             "Containers": [{"Image": "mxnet-inference:1.9.0-cpu-py38",
                             "ModelDataUrl": "s3://bucket/model.tar.gz",
@@ -167,3 +167,39 @@ def test_cleanup_rejects_a_bad_flag(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cleanup.main(["--endpoint-name", ENDPOINT, "--keep-endpoint", "maybe"])
     assert exit_info.value.code == 2 and "expected true or false" in capsys.readouterr().err
+
+
+def test_group_mode_deploys_the_newest_approved_package_once(aws, test_dir, tmp_path, capsys):
+    """The approve -> deploy pipeline: the group's newest Approved package, its test digits read
+    from the S3 URI the package records; a second run finds it already served."""
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="data")
+    s3.upload_file(str(test_dir / "test.npz"), "data", "run1/test/test.npz")
+    approved = register(aws, CustomerMetadataProperties={"TestData": "s3://data/run1/test"})
+    register(aws, "PendingManualApproval")  # newer, but not approved: not shipped
+
+    def run(execution):
+        queue_answer(range(10))
+        return deploy.main(["--model-package-group", "mnist", "--endpoint-name", ENDPOINT,
+                            "--execution-id", execution, "--role-arn", ROLE, "--test", "package",
+                            "--smoke-images", "10", "--failure-file", str(tmp_path / "f")])
+
+    assert run("deploy1") == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["model_package_arn"] == approved
+    tags = aws.list_tags(ResourceArn=aws.describe_model(ModelName="mnist-test-deploy1")[
+        "ModelArn"])["Tags"]
+    assert {"Key": deploy.PACKAGE_TAG, "Value": approved} in tags
+    assert run("deploy2") == 0
+    assert "already serves" in capsys.readouterr().out
+    assert endpoint_config(aws) == "mnist-test-deploy1"
+    assert [c["EndpointConfigName"] for c in aws.list_endpoint_configs()["EndpointConfigs"]] == [
+        "mnist-test-deploy1"]
+
+
+def test_group_mode_without_an_approved_package_fails_clearly(aws, tmp_path):
+    register(aws, "PendingManualApproval")
+    failure = tmp_path / "failure"
+    code = deploy.main(["--model-package-group", "mnist", "--endpoint-name", ENDPOINT,
+                        "--execution-id", "x", "--role-arn", ROLE, "--test", "package",
+                        "--failure-file", str(failure)])
+    assert code == 1 and "no Approved model package in group mnist" in failure.read_text()

@@ -1,6 +1,8 @@
 """PrepareData on the real MNIST files: verification, split, outputs, and its failures."""
 import gzip
+import hashlib
 import json
+import pathlib
 import shutil
 
 import numpy as np
@@ -32,6 +34,10 @@ def test_outputs_cover_all_of_mnist_with_a_stratified_split(prepared):
     assert np.allclose(share, 0.1, atol=0.001), share
     report = json.loads((prepared / "report" / "report.json").read_text())
     assert report["counts"] == {"train": 54001, "validation": 5999, "test": 10000}
+    # the lineage the model package carries: digests of the decompressed files, as verified
+    assert report["sha256"]["t10k-labels-idx1-ubyte"] == hashlib.sha256(
+        gzip.decompress((pathlib.Path(MNIST) / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    ).hexdigest()
 
 
 def test_split_is_seeded_and_disjoint():

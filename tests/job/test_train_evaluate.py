@@ -2,7 +2,10 @@
 import json
 import re
 
+import numpy as np
 import pytest
+
+import evaluate
 
 from conftest import run_script
 
@@ -27,14 +30,32 @@ def test_two_epochs_reach_95_percent_test_accuracy(model_tar, prepared, tmp_path
     run_script("steps/evaluate.py", "--model", model_tar, "--test", prepared / "test",
                "--output-dir", tmp_path)
     report = json.loads((tmp_path / "evaluation.json").read_text())
-    metrics = report["metrics"]
+    assert list(report) == ["multiclass_classification_metrics"]  # the model-quality format
+    metrics = report["multiclass_classification_metrics"]
     assert metrics["accuracy"]["value"] >= 0.95
-    assert metrics["test_images"]["value"] == 10000
-    confusion = metrics["confusion_matrix"]["rows_true_columns_predicted"]
-    assert sum(map(sum, confusion)) == 10000
-    assert sum(confusion[d][d] for d in range(10)) / 10000 == pytest.approx(
+    for name in ("accuracy", "weighted_precision", "weighted_recall", "weighted_f1"):
+        assert 0.9 < metrics[name]["value"] <= 1
+        assert 0 < metrics[name]["standard_deviation"] < 0.01
+    confusion = metrics["confusion_matrix"]
+    assert sorted(confusion) == [str(d) for d in range(10)]
+    assert sum(sum(row.values()) for row in confusion.values()) == 10000
+    assert sum(confusion[str(d)][str(d)] for d in range(10)) / 10000 == pytest.approx(
         metrics["accuracy"]["value"])
-    assert all(metrics["per_class_accuracy"][str(d)]["value"] > 0.85 for d in range(10))
+    assert all(confusion[str(d)][str(d)] / sum(confusion[str(d)].values()) > 0.85
+               for d in range(10))
+
+
+def test_weighted_scores_match_a_hand_computed_case():
+    labels = np.array([0, 0, 0, 1])
+    predicted = np.array([0, 0, 1, 1])
+    report = evaluate.metrics(labels, predicted)["multiclass_classification_metrics"]
+    # class 0: precision 1, recall 2/3, weight 3/4; class 1: precision 1/2, recall 1, weight 1/4
+    assert report["accuracy"]["value"] == pytest.approx(0.75)
+    assert report["weighted_precision"]["value"] == pytest.approx(0.75 * 1 + 0.25 * 0.5)
+    assert report["weighted_recall"]["value"] == pytest.approx(0.75)
+    assert report["weighted_f1"]["value"] == pytest.approx(0.75 * 0.8 + 0.25 * (2 / 3))
+    assert report["accuracy"]["standard_deviation"] == "NaN"  # under 200 samples, as documented
+    assert report["confusion_matrix"]["0"] == {"0": 2, "1": 1, **{str(d): 0 for d in range(2, 10)}}
 
 
 def test_diverging_training_fails_clearly(prepared, tmp_path):
