@@ -46,6 +46,7 @@ class StepNames:
     evaluate: str = "EvaluateModel"
     check: str = "CheckAccuracy"
     register: str = "Register"  # a ModelStep: the SDK names the step "Register-RegisterModel"
+    approval: str = "CheckApproval"
     deploy: str = "DeployModel"
     cleanup: str = "Cleanup"
     fail: str = "AccuracyTooLow"
@@ -58,11 +59,35 @@ class EvaluationReport:
     property_file: str = "Evaluation"
     output_name: str = "evaluation"
     file_name: str = "evaluation.json"
-    accuracy_path: str = "metrics.accuracy.value"
+    accuracy_path: str = "multiclass_classification_metrics.accuracy.value"
+    metrics_key: str = "multiclass_classification_metrics"
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """PrepareData's property file: counts and the verified SHA-256 of each MNIST file."""
+
+    property_file: str = "DataReport"
+    output_name: str = "report"
+    file_name: str = "report.json"
 
 
 STEPS = StepNames()
 EVALUATION = EvaluationReport()
+DATA_REPORT = DataReport()
+# CustomerMetadataProperties keys of a registered package (its lineage, for reviewers)
+LINEAGE_KEYS = ("PipelineExecutionArn", "TrainingJobName", "TestData", "CodeSha256",
+                "DataSha256.train-images", "DataSha256.train-labels", "DataSha256.test-images",
+                "DataSha256.test-labels", "FinalValidationAccuracy", "FinalValidationLoss")
+
+# The approve -> deploy pipeline: its parameters (as PARAMETERS) and its name's suffix.
+DEPLOY_PIPELINE_SUFFIX = "-deploy"
+DEPLOY_PARAMETERS = {
+    "ProcessingInstanceType": PARAMETERS["ProcessingInstanceType"],
+    "EndpointName": PARAMETERS["EndpointName"],
+    "EndpointInstanceType": PARAMETERS["EndpointInstanceType"],
+    "KeepEndpoint": PARAMETERS["KeepEndpoint"],
+}
 
 
 def render_value(value) -> str:
@@ -92,3 +117,12 @@ class PipelineConfig:
     prefix: str = DEFAULT_PREFIX
     model_package_group: str = DEFAULT_MODEL_PACKAGE_GROUP
     parameter_defaults: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def deploy_pipeline_name(self) -> str:
+        return f"{self.pipeline_name}{DEPLOY_PIPELINE_SUFFIX}"
+
+    @property
+    def approval_rule_name(self) -> str:
+        """The EventBridge rule: an Approved package of the group starts the deploy pipeline."""
+        return f"{self.pipeline_name}-approved"

@@ -5,6 +5,7 @@ between machines (code upload, bucket discovery, timestamps) is kept out: code U
 ``packaging`` (content hashes), the bucket and role are inputs.
 """
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from sagemaker.model_metrics import MetricsSource, ModelMetrics
 from sagemaker.mxnet import MXNet
 from sagemaker.processing import ProcessingInput, ProcessingOutput, ScriptProcessor
 from sagemaker.workflow.condition_step import ConditionStep
-from sagemaker.workflow.conditions import ConditionGreaterThanOrEqualTo
+from sagemaker.workflow.conditions import ConditionEquals, ConditionGreaterThanOrEqualTo
 from sagemaker.workflow.execution_variables import ExecutionVariables
 from sagemaker.workflow.fail_step import FailStep
 from sagemaker.workflow.functions import Join, JsonGet
@@ -42,7 +43,8 @@ from sagemaker.inputs import TrainingInput
 
 import sagemaker.utils as sagemaker_utils  # noqa: E402
 
-from pipeline.config import EVALUATION, PARAMETERS, STEPS, PipelineConfig  # noqa: F401
+from pipeline.config import (DATA_REPORT, DEPLOY_PARAMETERS, EVALUATION, PARAMETERS,  # noqa
+                             STEPS, PipelineConfig)
 from pipeline.packaging import Artifact, build_artifacts
 
 _sdk_validate_config = sagemaker_utils.validate_sagemaker_config
@@ -64,13 +66,13 @@ METRIC_DEFINITIONS = [
 ]
 
 
-def _parameters(overrides):
-    unknown = sorted(set(overrides) - set(PARAMETERS))
+def _parameters(overrides, declared=PARAMETERS):
+    unknown = sorted(set(overrides) - set(declared))
     if unknown:
         raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
     return {
         name: _PARAMETER_CLASS[kind](name=name, default_value=overrides.get(name, default))
-        for name, (kind, default, _) in PARAMETERS.items()
+        for name, (kind, default, _) in declared.items()
     }
 
 
@@ -133,19 +135,31 @@ def _build_pipeline(config, artifacts):
     evaluate, evaluation_file = steps.evaluate(model_data, outputs)
     accuracy = JsonGet(step_name=evaluate.name, property_file=evaluation_file,
                        json_path=EVALUATION.accuracy_path)
-    register = steps.register(model_data, evaluate)
-    deploy, cleanup = steps.deploy_and_cleanup(register.steps[-1], outputs)
+    register = steps.register(model_data, evaluate, train, prepare)
+    deploy, cleanup = steps.deploy_and_cleanup(
+        ["--model-package-arn", register.steps[-1].properties.ModelPackageArn],
+        outputs["test"].S3Output.S3Uri, depends_on=[register.steps[-1]])
     p = steps.p
+    approval = ConditionStep(
+        name=STEPS.approval,
+        description="Deploy now only when the package was registered Approved; otherwise it "
+                    "waits for a reviewer, and approving it starts the deploy pipeline.",
+        conditions=[ConditionEquals(left=p["ModelApprovalStatus"], right="Approved")],
+        if_steps=[deploy, cleanup],
+        else_steps=[],
+    )
     fail = FailStep(
         name=STEPS.fail,
+        description="The gate refused the model: nothing is registered or deployed.",
         error_message=Join(on="", values=[
             "Test accuracy ", accuracy, " is below AccuracyThreshold ",
             p["AccuracyThreshold"], ": the model was not registered or deployed."]),
     )
     check = ConditionStep(
         name=STEPS.check,
+        description="The gate: test accuracy from evaluation.json >= AccuracyThreshold.",
         conditions=[ConditionGreaterThanOrEqualTo(left=accuracy, right=p["AccuracyThreshold"])],
-        if_steps=[register, deploy, cleanup],
+        if_steps=[register, approval],
         else_steps=[fail],
     )
     return Pipeline(
@@ -153,17 +167,32 @@ def _build_pipeline(config, artifacts):
         parameters=list(p.values()),
         steps=[prepare, train, evaluate, check],
         sagemaker_session=steps.session,
-        pipeline_experiment_config=None,
     )
+
+
+def build_deploy_pipeline(config: PipelineConfig,
+                          artifacts: Dict[str, Artifact] = None) -> Pipeline:
+    """The approve -> deploy pipeline: DeployModel (the group's newest Approved package) and
+    Cleanup. The EventBridge rule ``upsert`` creates starts it when a package is approved."""
+    with _offline(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Running within a PipelineSession")
+        steps = _Steps(config, artifacts or build_artifacts(config.prefix), DEPLOY_PARAMETERS)
+        deploy, cleanup = steps.deploy_and_cleanup(
+            ["--model-package-group", config.model_package_group], "package")
+        return Pipeline(name=config.deploy_pipeline_name, parameters=list(steps.p.values()),
+                        steps=[deploy, cleanup], sagemaker_session=steps.session)
 
 
 class _Steps:
     """The pipeline's steps, built from one config, one set of code artifacts and parameters."""
 
-    def __init__(self, config, artifacts):
+    def __init__(self, config, artifacts, declared=PARAMETERS):
         self.config = config
         self.code = {name: artifact.uri(config.bucket) for name, artifact in artifacts.items()}
-        self.p = _parameters(config.parameter_defaults)
+        # one digest of all the job code (each artifact's key holds its content hash)
+        self.code_sha256 = hashlib.sha256("\n".join(
+            sorted(a.key for a in artifacts.values())).encode()).hexdigest()
+        self.p = _parameters(config.parameter_defaults, declared)
         self.session = _session(config)
         self.execution = ExecutionVariables.PIPELINE_EXECUTION_ID
         self.image, self.inference_image = (
@@ -180,6 +209,11 @@ class _Steps:
     def prepare(self):
         return ProcessingStep(
             name=STEPS.prepare,
+            description="Fetch MNIST, verify each file's SHA-256, split off a stratified "
+                        "validation set, write train / validation / test.",
+            property_files=[PropertyFile(name=DATA_REPORT.property_file,
+                                         output_name=DATA_REPORT.output_name,
+                                         path=DATA_REPORT.file_name)],
             step_args=self.processor("mnist-prepare").run(
                 code=self.code["preprocess.py"],
                 arguments=["--source", self.p["MnistSourceUri"], "--output-dir", PROCESSING],
@@ -207,6 +241,8 @@ class _Steps:
             sagemaker_session=self.session)
         return TrainingStep(
             name=STEPS.train,
+            description="Train the Gluon MLP (MXNet 1.9 script mode); dist_sync on several "
+                        "instances.",
             step_args=estimator.fit({
                 "train": TrainingInput(outputs["train"].S3Output.S3Uri),
                 "validation": TrainingInput(outputs["validation"].S3Output.S3Uri),
@@ -219,6 +255,8 @@ class _Steps:
                                        path=EVALUATION.file_name)
         step = ProcessingStep(
             name=STEPS.evaluate,
+            description="Accuracy, weighted precision / recall / F1 and the confusion matrix on "
+                        "the test set, as SageMaker model-quality statistics.",
             step_args=self.processor("mnist-evaluate").run(
                 code=self.code["evaluate.py"],
                 arguments=["--model", f"{PROCESSING}/model", "--test", f"{PROCESSING}/test",
@@ -235,7 +273,7 @@ class _Steps:
         )
         return step, evaluation_file
 
-    def register(self, model_data, evaluate):
+    def register(self, model_data, evaluate, train, prepare):
         model = Model(
             image_uri=self.inference_image, model_data=model_data, role=self.config.role_arn,
             env={"SAGEMAKER_PROGRAM": "inference.py",
@@ -246,6 +284,7 @@ class _Steps:
             .S3Output.S3Uri, EVALUATION.file_name])
         return ModelStep(
             name=STEPS.register,
+            description="Register the model with its evaluation and lineage in the group.",
             step_args=model.register(
                 content_types=["application/json", "application/x-npy"],
                 response_types=["application/json"],
@@ -253,30 +292,60 @@ class _Steps:
                 transform_instances=["ml.m5.large"],
                 model_package_group_name=self.config.model_package_group,
                 approval_status=self.p["ModelApprovalStatus"],
+                description=Join(on="", values=[
+                    "MNIST MLP trained by ", ExecutionVariables.PIPELINE_EXECUTION_ARN]),
+                customer_metadata_properties=self.lineage(train, prepare),
                 model_metrics=ModelMetrics(model_statistics=MetricsSource(
                     content_type="application/json", s3_uri=metrics_uri)),
             ),
         )
 
-    def deploy_and_cleanup(self, register_step, outputs):
+    def lineage(self, train, prepare):
+        """What a reviewer needs to trace a package: run, job, data, code, final metrics."""
+        report = prepare.property_files[0]
+        metrics = train.properties.FinalMetricDataList
+        digests = {f"DataSha256.{split}-{kind}": JsonGet(
+            step_name=prepare.name, property_file=report,
+            json_path=f"sha256['{prefix}-{kind}-idx{1 if kind == 'labels' else 3}-ubyte']")
+            for split, prefix in (("train", "train"), ("test", "t10k"))
+            for kind in ("images", "labels")}
+        test_uri = prepare.properties.ProcessingOutputConfig.Outputs["test"].S3Output.S3Uri
+        return {
+            "PipelineExecutionArn": ExecutionVariables.PIPELINE_EXECUTION_ARN,
+            "TrainingJobName": train.properties.TrainingJobName,
+            "TestData": test_uri,
+            "CodeSha256": self.code_sha256,
+            **digests,
+            "FinalValidationAccuracy": Join(on="", values=[
+                metrics["validation_accuracy"].Value]),
+            "FinalValidationLoss": Join(on="", values=[metrics["validation_loss"].Value]),
+        }
+
+    def deploy_and_cleanup(self, package, test_data, depends_on=None):
+        """DeployModel (``package``: which package, as deploy.py's arguments) and Cleanup."""
         p, execution = self.p, self.execution
+        test = (["--test", f"{PROCESSING}/test"], [ProcessingInput(
+            source=test_data, destination=f"{PROCESSING}/test")]) if test_data != "package" \
+            else (["--test", "package"], [])
         deploy = ProcessingStep(
             name=STEPS.deploy,
+            description="Create or update the endpoint, smoke-test it on real test digits, "
+                        "roll back on any failure.",
             step_args=self.processor("mnist-deploy").run(
                 code=self.code["deploy.py"],
-                arguments=["--model-package-arn", register_step.properties.ModelPackageArn,
+                arguments=[*package,
                            "--endpoint-name", p["EndpointName"],
                            "--instance-type", p["EndpointInstanceType"],
                            "--execution-id", execution,
-                           "--role-arn", self.config.role_arn,
-                           "--test", f"{PROCESSING}/test"],
-                inputs=[ProcessingInput(source=outputs["test"].S3Output.S3Uri,
-                                        destination=f"{PROCESSING}/test")],
+                           "--role-arn", self.config.role_arn, *test[0]],
+                inputs=test[1],
             ),
-            depends_on=[register_step],
+            depends_on=depends_on,
         )
         cleanup = ProcessingStep(
             name=STEPS.cleanup,
+            description="Delete earlier models and endpoint configs no endpoint uses; the "
+                        "endpoint too when KeepEndpoint is false.",
             step_args=self.processor("mnist-cleanup").run(
                 code=self.code["cleanup.py"],
                 arguments=["--endpoint-name", p["EndpointName"],
@@ -288,12 +357,17 @@ class _Steps:
         return deploy, cleanup
 
 
-def definition_json(config: PipelineConfig, artifacts: Dict[str, Artifact] = None) -> str:
-    """The definition as canonical JSON text (sorted keys), what ``upsert`` sends."""
-    pipeline = build_pipeline(config, artifacts)
+def _canonical(pipeline) -> str:
     with _offline():  # the SDK compiles the steps here, with the same lookups
         definition = json.loads(pipeline.definition())
-    # The SDK writes "PipelineExperimentConfig": null when it is disabled; the schema has no such key.
-    if definition.get("PipelineExperimentConfig") is None:
-        definition.pop("PipelineExperimentConfig", None)
     return json.dumps(definition, indent=2, sort_keys=True) + "\n"
+
+
+def definition_json(config: PipelineConfig, artifacts: Dict[str, Artifact] = None) -> str:
+    """The definition as canonical JSON text (sorted keys), what ``upsert`` sends."""
+    return _canonical(build_pipeline(config, artifacts))
+
+
+def deploy_definition_json(config: PipelineConfig, artifacts: Dict[str, Artifact] = None) -> str:
+    """The approve -> deploy pipeline's definition, canonical as ``definition_json``."""
+    return _canonical(build_deploy_pipeline(config, artifacts))

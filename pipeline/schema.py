@@ -47,6 +47,14 @@ SCHEMA_EXTENSIONS = [
     ("ProfilerConfig on Training steps", "CreateTrainingJob field; we send DisableProfiler=true"),
     ("ModelApprovalStatus and SkipModelValidation on RegisterModel, Environment on its containers",
      "CreateModelPackage fields; Environment carries SAGEMAKER_PROGRAM for the MXNet container"),
+    ("CustomerMetadataProperties on RegisterModel",
+     "CreateModelPackage field: the package's lineage (execution, training job, data and code "
+     "digests, final metrics) for reviewers"),
+    ("Condition steps inside a condition's IfSteps / ElseSteps",
+     "nested conditions (the SDK emits them): CheckApproval runs inside the accuracy gate"),
+    ("PipelineExperimentConfig (ExperimentName, TrialName) at the top level",
+     "SageMaker Experiments integration, on by default in Pipelines and emitted by the SDK: an "
+     "experiment per pipeline and a run group per execution, which Studio compares"),
 ]
 
 
@@ -83,6 +91,16 @@ def extended_schema() -> dict:
     register["InferenceSpecification"]["properties"]["Containers"]["items"]["properties"][
         "Environment"] = {"type": "object",
                           "additionalProperties": {"$ref": "#/definitions/StringArgumentValue"}}
+    register["CustomerMetadataProperties"] = {
+        "type": "object", "additionalProperties": {"$ref": "#/definitions/StringArgumentValue"}}
+    for branch in ("IfSteps", "ElseSteps"):
+        defs["ConditionStep"]["properties"]["Arguments"]["properties"][branch]["items"][
+            "oneOf"].append({"$ref": "#/definitions/ConditionStep"})
+    schema["properties"]["PipelineExperimentConfig"] = {
+        "type": "object", "additionalProperties": False,
+        "required": ["ExperimentName", "TrialName"],
+        "properties": {"ExperimentName": {"$ref": "#/definitions/StringArgumentValue"},
+                       "TrialName": {"$ref": "#/definitions/StringArgumentValue"}}}
     return schema
 
 

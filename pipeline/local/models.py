@@ -22,6 +22,7 @@ from pipeline.local.resources import (Endpoint, EndpointConfig, Model, ModelPack
                                       PipelineExecutionStep, ProcessingJob, SERVICE_MODEL,
                                       TrainingJob)
 from pipeline.local.store import Store
+from pipeline.local.workflow.expressions import Context
 from pipeline.local.workflow.graph import DefinitionError, check_definition, coerce_parameter
 
 INTERRUPTED = "interrupted: the local SageMaker service stopped while this ran; retry it"
@@ -82,6 +83,7 @@ class SageMakerBackend:
         self.store, self.region = store, region
         self.orchestrator = None  # set by the service: workflow.orchestrator.Orchestrator
         self.hosting = None  # set by the service: endpoints.Hosting
+        self.events = None  # set by the service: events.EventsBackend (approve -> deploy)
         self.lock = threading.RLock()
 
     # ------------------------------------------------------------- helpers
@@ -219,15 +221,25 @@ class SageMakerBackend:
         execution_id = secrets.token_hex(6)
         arn = PipelineExecution.arn_of(pipeline["PipelineArn"], execution_id)
         now = time.time()
-        self.store.put(PipelineExecution.kind, arn, {
+        doc = {
             "PipelineArn": pipeline["PipelineArn"], "PipelineExecutionArn": arn,
             "PipelineExecutionDisplayName": pipeline_execution_display_name or execution_id,
             "PipelineExecutionDescription": pipeline_execution_description,
             "PipelineExecutionStatus": "Executing", "CreationTime": now, "LastModifiedTime": now,
             "PipelineDefinition": pipeline["PipelineDefinition"], "Parameters": values,
-            "RoleArn": pipeline["RoleArn"]})
+            "RoleArn": pipeline["RoleArn"]}
+        if definition.get("PipelineExperimentConfig"):  # an experiment and a run group, named
+            doc["PipelineExperimentConfig"] = Context(doc, {}, {}, None).resolve(
+                definition["PipelineExperimentConfig"])
+        self.store.put(PipelineExecution.kind, arn, doc)
         self.orchestrator.start(arn)
         return {"PipelineExecutionArn": arn}
+
+    def start_from_event(self, pipeline_name, parameters):
+        """An EventBridge target: start the pipeline with the target's parameters."""
+        return self.start_pipeline_execution(
+            pipeline_name, parameters,
+            pipeline_execution_description="started by an EventBridge rule")
 
     def _execution(self, arn) -> dict:
         return self._get(PipelineExecution, arn)
@@ -363,15 +375,20 @@ class SageMakerBackend:
 
     def update_model_package(self, model_package_arn, model_approval_status=None,
                              approval_description=None, customer_metadata_properties=None):
-        doc = self._package(model_package_arn)
-        for key, value in (("ModelApprovalStatus", model_approval_status),
-                           ("ApprovalDescription", approval_description),
-                           ("CustomerMetadataProperties", customer_metadata_properties)):
-            if value is not None:
-                doc[key] = value
-        doc["LastModifiedTime"] = time.time()
-        self.store.put(ModelPackage.kind, model_package_arn, doc)
-        return {"ModelPackageArn": model_package_arn}
+        with self.lock:
+            doc = self._package(model_package_arn)
+            changed = model_approval_status not in (None, doc["ModelApprovalStatus"])
+            for key, value in (("ModelApprovalStatus", model_approval_status),
+                               ("ApprovalDescription", approval_description),
+                               ("CustomerMetadataProperties", customer_metadata_properties)):
+                if value is not None:
+                    doc[key] = value
+            doc["LastModifiedTime"] = time.time()
+            self.store.put(ModelPackage.kind, doc["ModelPackageArn"], doc)
+        if changed and self.events is not None:  # as the registry does on AWS
+            self.events.emit("aws.sagemaker", "SageMaker Model Package State Change",
+                             [doc["ModelPackageArn"]], ModelPackage.describe(doc))
+        return {"ModelPackageArn": doc["ModelPackageArn"]}
 
     def delete_model_package(self, model_package_name):
         doc = self._package(model_package_name)

@@ -89,7 +89,7 @@ class PipelineExecution(Resource):
 
     @classmethod
     def describe(cls, doc):
-        return {**super().describe(doc), "PipelineExperimentConfig": {}}
+        return {"PipelineExperimentConfig": {}, **super().describe(doc)}
 
     @classmethod
     def summary(cls, doc):

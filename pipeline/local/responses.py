@@ -11,6 +11,7 @@ from email.utils import formatdate
 from typing import Tuple
 
 import botocore
+import botocore.session
 from botocore.validate import ParamValidator
 
 from pipeline.local.endpoints import INVOCATION_LIMIT, HostingError
@@ -19,7 +20,7 @@ from pipeline.local.models import as_kwargs
 from pipeline.local.resources import ACCOUNT, SERVICE_MODEL
 
 Response = Tuple[int, dict, bytes]
-_SNAKE = {name: botocore.xform_name(name) for name in SERVICE_MODEL.operation_names}
+EVENTS_MODEL = botocore.session.get_session().get_service_model("events")
 
 
 def _json(status, body, headers=None) -> Response:
@@ -41,24 +42,29 @@ def _parameters(method):
     return named, required, any(p.kind == p.VAR_KEYWORD for p in params)
 
 
-class SageMakerProtocol:
-    def __init__(self, backend):
-        self.backend = backend
+class JsonProtocol:
+    """An AWS JSON 1.1 service (``X-Amz-Target: <prefix>.<Operation>``) over a backend with one
+    keyword-argument method per operation, as botocore names it."""
+
+    def __init__(self, backend, service_model=SERVICE_MODEL):
+        self.backend, self.model = backend, service_model
+        self.prefix = service_model.metadata["targetPrefix"] + "."
+        self.snake = {name: botocore.xform_name(name) for name in service_model.operation_names}
         self.validator = ParamValidator()
 
     def handle(self, target: str, body: bytes) -> Response:
         operation = target.rpartition(".")[2]
-        if not target.startswith("SageMaker.") or operation not in _SNAKE:
+        if not target.startswith(self.prefix) or operation not in self.snake:
             return error("UnknownOperationException", f"Unknown operation {target!r}")
-        method = getattr(self.backend, _SNAKE[operation], None)
+        method = getattr(self.backend, self.snake[operation], None)
         if method is None:
             return error("UnknownOperationException",
-                         f"{operation} is not implemented by the local SageMaker service")
+                         f"{operation} is not implemented by the local service")
         try:
             params = json.loads(body or b"{}")
         except ValueError as err:
             return error("SerializationException", f"request body is not JSON: {err}")
-        input_shape = SERVICE_MODEL.operation_model(operation).input_shape
+        input_shape = self.model.operation_model(operation).input_shape
         report = self.validator.validate(params, input_shape)
         if report.has_errors():
             return error("ValidationException", report.generate_report())

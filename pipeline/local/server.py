@@ -1,6 +1,7 @@
 """The local SageMaker service: the route table (as moto's ``urls``) and the wiring of its parts.
 
-Routes, first match wins: ``POST /`` with ``X-Amz-Target: SageMaker.*`` (the SageMaker API);
+Routes, first match wins: ``POST /`` with ``X-Amz-Target: SageMaker.*`` (the SageMaker API) or
+``AWSEvents.*`` (the EventBridge subset of ``events``);
 ``POST /endpoints/{name}/invocations`` (sagemaker-runtime); ``GET /ping`` (health); unsigned
 ``GET /`` and ``GET /draw/{endpoint}`` (the run browser and the drawing pad, for browsers);
 everything else is path-style S3.
@@ -23,7 +24,9 @@ from pipeline.local.endpoints import Hosting
 from pipeline.local.home import ServiceHome
 from pipeline.local.jobs import JobRunner
 from pipeline.local.models import SageMakerBackend
-from pipeline.local.responses import RuntimeProtocol, S3Protocol, SageMakerProtocol, error
+from pipeline.local.events import EventsBackend
+from pipeline.local.responses import (EVENTS_MODEL, JsonProtocol, RuntimeProtocol, S3Protocol,
+                                      error)
 from pipeline.local.s3 import LocalS3
 from pipeline.local.store import Store
 from pipeline.local.workflow.handlers import default_handlers
@@ -47,8 +50,11 @@ def read_chunked(stream) -> bytes:
         stream.readline()
 
 
-def _sagemaker(svc, request):
-    return svc.sagemaker.handle(request.headers["X-Amz-Target"], request.body)
+def _json_api(svc, request):
+    """SageMaker (``SageMaker.*``) or EventBridge (``AWSEvents.*``), by the target's prefix."""
+    target = request.headers["X-Amz-Target"]
+    api = svc.events_api if target.startswith(svc.events_api.prefix) else svc.sagemaker
+    return api.handle(target, request.body)
 
 
 def _invoke(svc, request, endpoint):
@@ -81,7 +87,7 @@ def _signed(request):
 # (methods or None for any, path pattern, a predicate on the request or None, handler);
 # a request no route takes is path-style S3.
 ROUTES = [
-    (None, r".*", lambda r: "X-Amz-Target" in r.headers, _sagemaker),
+    (None, r".*", lambda r: "X-Amz-Target" in r.headers, _json_api),
     ({"POST"}, r"/endpoints/(?P<endpoint>[^/]+)/invocations", None, _invoke),
     (None, r"/ping", None, _ping),
     ({"GET"}, r"/|/ui", lambda r: not _signed(r), _run_browser),
@@ -178,7 +184,10 @@ class LocalSageMaker:
                                          self._read_json, jobs)
         self.hosting = Hosting(self.backend, self.s3, self.home, job_python)
         self.backend.orchestrator, self.backend.hosting = self.orchestrator, self.hosting
-        self.sagemaker = SageMakerProtocol(self.backend)
+        self.events = EventsBackend(self.backend.store, region, self.backend.start_from_event)
+        self.backend.events = self.events
+        self.sagemaker = JsonProtocol(self.backend)
+        self.events_api = JsonProtocol(self.events, EVENTS_MODEL)
         self.runtime = RuntimeProtocol(self.backend, self.hosting)
         self.s3_api = S3Protocol(self.s3)
         self.backend.recover_interrupted()

@@ -12,7 +12,9 @@ import pytest
 
 from conftest import ROOT
 from pipeline import packaging, schema
-from pipeline.definition import PARAMETERS, PipelineConfig, build_pipeline, definition_json
+from pipeline.config import LINEAGE_KEYS
+from pipeline.definition import (PARAMETERS, PipelineConfig, build_pipeline, definition_json,
+                                 deploy_definition_json)
 
 CONFIG = PipelineConfig(bucket="example-bucket")
 
@@ -22,11 +24,11 @@ def definition():
     return json.loads(definition_json(CONFIG))
 
 
-def all_steps(definition):
-    for step in definition["Steps"]:
+def all_steps(definition, steps=None):
+    for step in definition["Steps"] if steps is None else steps:
         yield step
         for branch in ("IfSteps", "ElseSteps"):
-            yield from step.get("Arguments", {}).get(branch, [])
+            yield from all_steps(None, step.get("Arguments", {}).get(branch, []))
 
 
 def test_building_makes_no_network_calls(monkeypatch):
@@ -67,6 +69,45 @@ def test_identical_across_checkout_paths(tmp_path):
 
 def test_valid_against_the_published_schema_with_the_listed_extensions(definition):
     assert schema.validate(definition) == []
+    assert schema.validate(json.loads(deploy_definition_json(CONFIG))) == []
+    broken = json.loads(json.dumps(definition))
+    broken["PipelineExperimentConfig"]["Extra"] = 1  # the extension is exact, not a free pass
+    assert schema.validate(broken) == [
+        "$.PipelineExperimentConfig: Additional properties are not allowed ('Extra' was "
+        "unexpected)"]
+
+
+def test_experiments_are_on_as_sagemaker_defaults_them(definition):
+    assert definition["PipelineExperimentConfig"] == {
+        "ExperimentName": {"Get": "Execution.PipelineName"},
+        "TrialName": {"Get": "Execution.PipelineExecutionId"}}
+
+
+def test_the_approve_then_deploy_pipeline_is_offline_deterministic_and_small():
+    first = deploy_definition_json(CONFIG)
+    assert first == deploy_definition_json(CONFIG)
+    deploy = json.loads(first)
+    assert [p["Name"] for p in deploy["Parameters"]] == [
+        "ProcessingInstanceType", "EndpointName", "EndpointInstanceType", "KeepEndpoint"]
+    steps = {s["Name"]: s for s in all_steps(deploy)}
+    assert list(steps) == ["DeployModel", "Cleanup"]
+    arguments = steps["DeployModel"]["Arguments"]["AppSpecification"]["ContainerArguments"]
+    assert arguments[:2] == ["--model-package-group", CONFIG.model_package_group]
+    assert arguments[-2:] == ["--test", "package"]  # digits from the package's lineage
+
+
+def test_the_package_carries_its_lineage_and_description(definition):
+    steps = {s["Name"]: s for s in all_steps(definition)}
+    register = steps["Register-RegisterModel"]["Arguments"]
+    lineage = register["CustomerMetadataProperties"]
+    assert set(lineage) == set(LINEAGE_KEYS)
+    assert lineage["PipelineExecutionArn"] == {"Get": "Execution.PipelineExecutionArn"}
+    assert lineage["TrainingJobName"] == {"Get": "Steps.TrainModel.TrainingJobName"}
+    assert lineage["DataSha256.test-labels"]["Std:JsonGet"]["Path"] == \
+        "sha256['t10k-labels-idx1-ubyte']"
+    assert len(lineage["CodeSha256"]) == 64
+    assert "Execution.PipelineExecutionArn" in json.dumps(register["ModelPackageDescription"])
+    assert all(step.get("Description") for step in steps.values())
 
 
 @pytest.mark.parametrize("breakage,expected", [
@@ -95,13 +136,20 @@ def test_parameters_are_the_designed_ones_with_working_defaults(definition):
 def test_steps_dag_and_gate(definition):
     steps = {s["Name"]: s for s in all_steps(definition)}
     assert list(steps) == ["PrepareData", "TrainModel", "EvaluateModel", "CheckAccuracy",
-                           "Register-RegisterModel", "DeployModel", "Cleanup", "AccuracyTooLow"]
+                           "Register-RegisterModel", "CheckApproval", "DeployModel", "Cleanup",
+                           "AccuracyTooLow"]
     assert [s["Type"] for s in steps.values()] == [
-        "Processing", "Training", "Processing", "Condition", "RegisterModel", "Processing",
-        "Processing", "Fail"]
+        "Processing", "Training", "Processing", "Condition", "RegisterModel", "Condition",
+        "Processing", "Processing", "Fail"]
     condition = steps["CheckAccuracy"]["Arguments"]["Conditions"][0]
     assert condition["Type"] == "GreaterThanOrEqualTo"
-    assert condition["LeftValue"]["Std:JsonGet"]["Path"] == "metrics.accuracy.value"
+    assert condition["LeftValue"]["Std:JsonGet"]["Path"] == \
+        "multiclass_classification_metrics.accuracy.value"
+    approval = steps["CheckApproval"]["Arguments"]
+    assert approval["Conditions"] == [{"Type": "Equals", "LeftValue": {
+        "Get": "Parameters.ModelApprovalStatus"}, "RightValue": "Approved"}]
+    assert [s["Name"] for s in approval["IfSteps"]] == ["DeployModel", "Cleanup"]
+    assert approval["ElseSteps"] == []  # pending approval: registered, waiting for a reviewer
     assert condition["RightValue"] == {"Get": "Parameters.AccuracyThreshold"}
     message = json.dumps(steps["AccuracyTooLow"]["Arguments"]["ErrorMessage"])
     assert "Std:JsonGet" in message and "Parameters.AccuracyThreshold" in message

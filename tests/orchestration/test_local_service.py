@@ -126,7 +126,7 @@ def test_the_sagemaker_sdks_own_objects_work(service):
     execution.wait(delay=1, max_attempts=300)
     assert execution.describe()["PipelineExecutionStatus"] == "Succeeded"
     steps = {s["StepName"]: s["StepStatus"] for s in execution.list_steps()}
-    assert steps["Cleanup"] == "Succeeded" and len(steps) == 7
+    assert steps["Cleanup"] == "Succeeded" and len(steps) == 8
     with pytest.raises(ClientError):  # KeepEndpoint=false: Cleanup deleted it
         service.client("sagemaker").describe_endpoint(EndpointName="sdk-endpoint")
 
