@@ -1,4 +1,5 @@
 """AWS client helpers: one place that knows about profiles, regions, endpoints and buckets."""
+import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ class Clients:
     sagemaker: object
     runtime: object
     s3: object
+    events: object
     endpoint_url: Optional[str] = None
 
     @classmethod
@@ -43,6 +45,7 @@ class Clients:
                    sagemaker=session.client("sagemaker", **kwargs),
                    runtime=session.client("sagemaker-runtime", **kwargs),
                    s3=session.client("s3", **s3_kwargs),
+                   events=session.client("events", **kwargs),
                    endpoint_url=endpoint_url)
 
     @property
@@ -73,27 +76,95 @@ def role_from_environment() -> Optional[str]:
     return os.environ.get("SAGEMAKER_ROLE_ARN")
 
 
-def install_pipeline(clients: Clients, config):
-    """Upload the job code (what is missing), then create or update the pipeline with exactly
-    our definition JSON. Returns (pipeline ARN, "created" or "updated", URIs uploaded)."""
-    from pipeline.definition import definition_json
-    from pipeline.packaging import build_artifacts, upload_artifacts
+PIPELINE_TAGS = [{"Key": "project", "Value": "mnist-mxnet"}]
+DESCRIPTIONS = {
+    "main": "MNIST with MXNet: prepare, train, evaluate, gate on test accuracy, register, "
+            "deploy when Approved, clean up",
+    "deploy": "Approve -> deploy: put the group's newest Approved model package behind the "
+              "endpoint, then clean up (started by an EventBridge rule)",
+}
+# What EventBridge may do with the role upsert gives it: start the deploy pipeline, no more.
+EVENTS_TRUST = {"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+    "Action": "sts:AssumeRole"}]}
 
-    artifacts = build_artifacts(config.prefix)
-    ensure_bucket(clients, config.bucket)
-    uploaded = upload_artifacts(clients.s3, config.bucket, artifacts)
-    body = definition_json(config, artifacts)
-    sm = clients.sagemaker
+
+def approval_pattern(group: str) -> dict:
+    """The rule's pattern: a package of the group changed state and is Approved."""
+    return {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Model Package State Change"],
+            "detail": {"ModelPackageGroupName": [group], "ModelApprovalStatus": ["Approved"]}}
+
+
+def _upsert_pipeline(sm, name, body, role_arn, description):
+    """Update the pipeline; create it only when it does not exist."""
     try:
-        arn = sm.update_pipeline(PipelineName=config.pipeline_name, PipelineDefinition=body,
-                                 RoleArn=config.role_arn)["PipelineArn"]
-        return arn, "updated", uploaded
+        arn = sm.update_pipeline(PipelineName=name, PipelineDefinition=body, RoleArn=role_arn,
+                                 PipelineDescription=description)["PipelineArn"]
+        return arn, "updated"
     except ClientError as err:
         if err.response["Error"]["Code"] not in ("ResourceNotFound", "ValidationException"):
             raise
     arn = sm.create_pipeline(
-        PipelineName=config.pipeline_name, PipelineDefinition=body, RoleArn=config.role_arn,
-        ClientRequestToken=str(uuid.uuid4()),
-        PipelineDescription="MNIST with MXNet: prepare, train, evaluate, gate, register, "
-                            "deploy, clean up")["PipelineArn"]
-    return arn, "created", uploaded
+        PipelineName=name, PipelineDefinition=body, RoleArn=role_arn,
+        ClientRequestToken=str(uuid.uuid4()), PipelineDescription=description,
+        Tags=PIPELINE_TAGS)["PipelineArn"]
+    return arn, "created"
+
+
+def events_role(clients: Clients, config, deploy_pipeline_arn) -> str:
+    """The role EventBridge assumes to start the deploy pipeline (created or updated)."""
+    iam = clients.session.client("iam")
+    name = f"{config.pipeline_name}-events"[:64]
+    try:
+        arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "NoSuchEntity":
+            raise
+        arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(EVENTS_TRUST),
+                              Description="EventBridge starts the approve -> deploy pipeline",
+                              Tags=PIPELINE_TAGS)["Role"]["Arn"]
+    iam.put_role_policy(RoleName=name, PolicyName="start-deploy-pipeline",
+                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+                            "Effect": "Allow", "Action": "sagemaker:StartPipelineExecution",
+                            "Resource": deploy_pipeline_arn}]}))
+    return arn
+
+
+def install_approval_rule(clients: Clients, config, deploy_pipeline_arn, role_arn) -> str:
+    """The EventBridge rule: an Approved package of the group starts the deploy pipeline."""
+    events = clients.events
+    rule_arn = events.put_rule(
+        Name=config.approval_rule_name, EventPattern=json.dumps(
+            approval_pattern(config.model_package_group)), State="ENABLED",
+        Description=f"Deploy approved packages of {config.model_package_group}",
+        Tags=PIPELINE_TAGS)["RuleArn"]
+    answer = events.put_targets(Rule=config.approval_rule_name, Targets=[{
+        "Id": "deploy-pipeline", "Arn": deploy_pipeline_arn, "RoleArn": role_arn,
+        "SageMakerPipelineParameters": {"PipelineParameterList": []}}])
+    if answer["FailedEntryCount"]:
+        raise RuntimeError(f"EventBridge refused the target: {answer['FailedEntries']}")
+    return rule_arn
+
+
+def install_pipeline(clients: Clients, config, local=False):
+    """Upload the job code (what is missing), then create or update both pipelines with exactly
+    our definitions, and the approve -> deploy rule (with its role on AWS). Returns the lines
+    to report: what was uploaded, created and updated."""
+    from pipeline.definition import definition_json, deploy_definition_json
+    from pipeline.packaging import build_artifacts, upload_artifacts
+
+    artifacts = build_artifacts(config.prefix)
+    ensure_bucket(clients, config.bucket)
+    report = [f"uploaded {uri}" for uri in upload_artifacts(clients.s3, config.bucket, artifacts)]
+    sm = clients.sagemaker
+    arn, action = _upsert_pipeline(sm, config.pipeline_name, definition_json(config, artifacts),
+                                   config.role_arn, DESCRIPTIONS["main"])
+    report.append(f"{action} pipeline {arn}")
+    deploy_arn, action = _upsert_pipeline(
+        sm, config.deploy_pipeline_name, deploy_definition_json(config, artifacts),
+        config.role_arn, DESCRIPTIONS["deploy"])
+    report.append(f"{action} pipeline {deploy_arn}")
+    role = config.role_arn if local else events_role(clients, config, deploy_arn)
+    rule = install_approval_rule(clients, config, deploy_arn, role)
+    report.append(f"approve -> deploy: rule {rule} starts {config.deploy_pipeline_name}")
+    return report

@@ -58,10 +58,8 @@ def cmd_definition(target):
 def cmd_upsert(target):
     """Upload code, then create or update the pipeline with exactly our definition JSON."""
     config = target.pipeline_config(role_required=target.role_required())
-    arn, action, uploaded = aws.install_pipeline(target.clients, config)
-    for uri in uploaded:
-        print(f"uploaded {uri}")
-    print(f"{action} pipeline {arn}")
+    for line in aws.install_pipeline(target.clients, config, local=target.local):
+        print(line)
     return EXIT_OK
 
 
@@ -220,7 +218,8 @@ _PACKAGE_OPTIONS = [(("package",), {"help": "model package ARN, or 'latest' in t
 COMMANDS = {
     "definition": (cmd_definition, "print (or write) the pipeline definition JSON",
                    [(("--output", "-o"), {"help": "write to this file instead of stdout"})]),
-    "upsert": (cmd_upsert, "upload the code and create or update the pipeline", []),
+    "upsert": (cmd_upsert, "upload the code; create or update the pipeline, the approve -> "
+               "deploy pipeline and its EventBridge rule", []),
     "start": (cmd_start, "upsert, then start an execution", [
         (("--param",), {"action": "append", "metavar": "Name=Value",
                         "help": "override a pipeline parameter (repeatable)"}),

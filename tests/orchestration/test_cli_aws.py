@@ -6,7 +6,7 @@ import pytest
 from moto import mock_aws
 
 from pipeline import cli
-from pipeline.definition import PipelineConfig, definition_json
+from pipeline.definition import PipelineConfig, definition_json, deploy_definition_json
 from pipeline.packaging import build_artifacts
 
 REGION = "us-east-1"
@@ -41,6 +41,39 @@ def test_upsert_uploads_code_then_sends_exactly_our_definition(aws, capsys):
     assert cli.main(BASE + ["upsert"]) == 0  # second time: update, nothing re-uploaded
     out = capsys.readouterr().out
     assert "uploaded" not in out and "updated pipeline" in out
+
+
+def test_upsert_installs_approve_then_deploy(aws, capsys):
+    """The deploy pipeline, the EventBridge rule on the group's Approved packages whose target
+    it is, and the role EventBridge assumes (allowed to start that pipeline only)."""
+    sm, _ = aws
+    assert cli.main(BASE + ["upsert"]) == 0
+    out = capsys.readouterr().out
+    config = PipelineConfig(bucket=BUCKET, role_arn=ROLE, region=REGION)
+    deploy = sm.describe_pipeline(PipelineName="mnist-mxnet-deploy")
+    assert deploy["PipelineDefinition"] == deploy_definition_json(config)
+    events = boto3.client("events", region_name=REGION)
+    rule = events.describe_rule(Name="mnist-mxnet-approved")
+    assert json.loads(rule["EventPattern"]) == {
+        "source": ["aws.sagemaker"], "detail-type": ["SageMaker Model Package State Change"],
+        "detail": {"ModelPackageGroupName": ["mnist-mxnet-models"],
+                   "ModelApprovalStatus": ["Approved"]}}
+    (target,) = events.list_targets_by_rule(Rule="mnist-mxnet-approved")["Targets"]
+    assert target["Arn"] == deploy["PipelineArn"]
+    iam = boto3.client("iam", region_name=REGION)
+    role = iam.get_role(RoleName="mnist-mxnet-events")["Role"]
+    assert target["RoleArn"] == role["Arn"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "events.amazonaws.com"}
+    policy = iam.get_role_policy(RoleName="mnist-mxnet-events",
+                                 PolicyName="start-deploy-pipeline")["PolicyDocument"]
+    assert policy["Statement"] == [{"Effect": "Allow", "Action": "sagemaker:StartPipelineExecution",
+                                    "Resource": deploy["PipelineArn"]}]
+    assert f"rule {rule['Arn']} starts mnist-mxnet-deploy" in out
+    assert cli.main(BASE + ["upsert"]) == 0  # again: everything updated in place
+    assert len(events.list_targets_by_rule(Rule="mnist-mxnet-approved")["Targets"]) == 1
+    assert "updated pipeline arn:aws:sagemaker:us-east-1:123456789012:pipeline/mnist-mxnet-deploy" \
+        in capsys.readouterr().out
 
 
 def test_upsert_on_aws_needs_a_role(aws, capsys):

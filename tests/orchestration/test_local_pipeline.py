@@ -34,7 +34,7 @@ def service(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clients(service):
     install_pipeline(Clients.create(endpoint_url=service.url, local=True),
-                     PipelineConfig(bucket=BUCKET))
+                     PipelineConfig(bucket=BUCKET), local=True)
     return service.client("sagemaker"), service.client("s3"), service.client("sagemaker-runtime")
 
 

@@ -196,7 +196,7 @@ def test_several_training_instances_train_with_dist_sync(service):
     from pipeline.aws import Clients, install_pipeline
 
     install_pipeline(Clients.create(endpoint_url=service.url, local=True),
-                     PipelineConfig(bucket=BUCKET, pipeline_name="dist"))
+                     PipelineConfig(bucket=BUCKET, pipeline_name="dist"), local=True)
     sm = service.client("sagemaker")
     arn = sm.start_pipeline_execution(PipelineName="dist", PipelineParameters=[
         {"Name": "MnistSourceUri", "Value": MNIST}, {"Name": "TrainingInstanceCount", "Value": "2"},
