@@ -19,6 +19,7 @@ class Clients:
     runtime: object
     s3: object
     events: object
+    logs: object
     endpoint_url: Optional[str] = None
 
     @classmethod
@@ -46,6 +47,7 @@ class Clients:
                    runtime=session.client("sagemaker-runtime", **kwargs),
                    s3=session.client("s3", **s3_kwargs),
                    events=session.client("events", **kwargs),
+                   logs=session.client("logs", **kwargs),
                    endpoint_url=endpoint_url)
 
     @property

@@ -13,9 +13,10 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from pipeline import aws, report
 from pipeline.config import (DEFAULT_MODEL_PACKAGE_GROUP, DEFAULT_PIPELINE_NAME, DEFAULT_PREFIX,
-                             PARAMETERS, parse_bool, render_value)
+                             DEPLOY_PIPELINE_SUFFIX, PARAMETERS, parse_bool, render_value)
 from pipeline.local import launcher
 from pipeline.payloads import read_payloads
+from pipeline.review import pages, runs
 from pipeline.target import UsageError, target_for
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -35,11 +36,25 @@ def parse_param(text):
         raise UsageError(f"parameter {name} needs a {kind.__name__}, got {raw!r}")
 
 
+def _pipelines(target):
+    """The project's two pipelines: the main one and its approve -> deploy pipeline."""
+    name = target.args.pipeline_name
+    return [name, f"{name}{DEPLOY_PIPELINE_SUFFIX}"]
+
+
 def execution_arn(target, ref):
+    """An execution by ARN, or by id in either of the project's pipelines."""
     if ref.startswith("arn:"):
         return ref
-    pipeline = target.clients.sagemaker.describe_pipeline(PipelineName=target.args.pipeline_name)
-    return f"{pipeline['PipelineArn']}/execution/{ref}"
+    sm = target.clients.sagemaker
+    for name in _pipelines(target):
+        try:
+            arn = f"{sm.describe_pipeline(PipelineName=name)['PipelineArn']}/execution/{ref}"
+            sm.describe_pipeline_execution(PipelineExecutionArn=arn)
+            return arn
+        except ClientError:
+            continue
+    raise UsageError(f"no execution {ref!r} of {' or '.join(_pipelines(target))}")
 
 
 def cmd_definition(target):
@@ -82,13 +97,28 @@ def cmd_start(target):
 
 
 def cmd_executions(target):
-    report.executions(target.clients.sagemaker, target.args.pipeline_name, target.args.limit)
+    report.executions(target, _pipelines(target), target.args.limit)
     return EXIT_OK
 
 
 def cmd_describe(target):
-    desc = report.describe(target, execution_arn(target, target.args.execution))
-    return EXIT_OK if desc["PipelineExecutionStatus"] != "Failed" else EXIT_FAILED
+    run = report.describe(target, execution_arn(target, target.args.execution))
+    return EXIT_OK if run.status != "Failed" else EXIT_FAILED
+
+
+def cmd_compare(target):
+    report.compare(target, execution_arn(target, target.args.a),
+                   execution_arn(target, target.args.b))
+    return EXIT_OK
+
+
+def cmd_report(target):
+    """One self-contained HTML file: DAG, steps, curves, evaluation, package."""
+    html = pages.report(target.review_sources(), execution_arn(target, target.args.execution))
+    with open(target.args.output, "wb") as handle:
+        handle.write(html)
+    print(f"wrote {target.args.output} ({len(html) // 1024} KiB)")
+    return EXIT_OK
 
 
 def _package_arn(target, ref):
@@ -186,8 +216,21 @@ def cmd_draw(target):
 
 
 def cmd_logs(target):
-    """A job's log, as kept by the local service (on AWS: CloudWatch /aws/sagemaker/*Jobs)."""
-    sys.stdout.write(target.job_log(target.args.job))
+    """The job logs of an execution's steps (one step, or all that ran a job): the local
+    service's log files, CloudWatch Logs on AWS."""
+    run = runs.execution(target.review_sources(), execution_arn(target, target.args.execution))
+    steps = [s for s in run.steps if s.job_name]
+    if target.args.step:
+        steps = [s for s in run.steps if s.name == target.args.step]
+        if not steps:
+            raise UsageError(f"no step {target.args.step!r} in {run.id}; steps: "
+                             f"{', '.join(s.name for s in run.steps)}")
+        if not steps[0].job_name:
+            raise UsageError(f"step {target.args.step} ran no job ({steps[0].kind})")
+    for step in steps:
+        if len(steps) > 1:
+            print(f"===== {step.name} ({step.job_name})", flush=True)
+        sys.stdout.write(target.job_log(step.job_name))
     return EXIT_OK
 
 
@@ -228,7 +271,7 @@ COMMANDS = {
         (("--display-name",), {"help": "execution display name"}),
         (("--poll-seconds",), {"type": float, "default": None,
                                "help": "status poll interval (default 1 locally, 10 on AWS)"})]),
-    "executions": (cmd_executions, "list recent executions",
+    "executions": (cmd_executions, "list recent executions of both pipelines",
                    [(("--limit",), {"type": int, "default": 20})]),
     "describe": (cmd_describe, "status, parameters and steps of one execution",
                  [(("execution",), {"help": "execution ARN or id"})]),
@@ -247,8 +290,15 @@ COMMANDS = {
                        "help": "loopback port (default: a free one)"}),
         (("--proxy",), {"action": "store_true",
                         "help": "with --local: serve through the proxy too (as for AWS)"})]),
-    "logs": (cmd_logs, "print a job's log (local service)",
-             [(("job",), {"help": "processing or training job name"})]),
+    "logs": (cmd_logs, "print the job logs of an execution's steps", [
+        (("execution",), {"help": "execution ARN or id"}),
+        (("step",), {"nargs": "?", "help": "only this step (e.g. TrainModel)"})]),
+    "compare": (cmd_compare, "two executions side by side: parameters, durations, metrics",
+                [(("a",), {"help": "execution ARN or id"}),
+                 (("b",), {"help": "execution ARN or id"})]),
+    "report": (cmd_report, "write one execution as a self-contained HTML file", [
+        (("execution",), {"help": "execution ARN or id"}),
+        (("--output", "-o"), {"default": "run.html", "help": "file to write (run.html)"})]),
     "local": (cmd_local, "the local service: status|start|stop",
               [(("action",), {"choices": ["status", "start", "stop"]})]),
 }

@@ -1,28 +1,13 @@
-"""What the CLI prints about executions: live step status, the summary after a run, one
-execution in detail, the list. Steps, outputs and the evaluation report are found by the names
-the definition is built from (``pipeline.config``), on AWS and locally alike."""
-import json
+"""What the CLI prints about executions: live step status and training progress, the summary
+after a run, one execution in detail, the list, two executions side by side, a job's log.
+Everything is read through ``pipeline.review.runs``, on AWS and locally alike."""
 import time
 
-from botocore.exceptions import ClientError
+from pipeline.config import STEPS
+from pipeline.review import runs
+from pipeline.review.pages import accuracy_text, took, when
 
-from pipeline.config import EVALUATION, STEPS
-from pipeline.local.workflow.expressions import StepFailed, json_path
-
-FINAL_STATUSES = {"Succeeded", "Failed", "Stopped"}
-
-
-def list_steps(sm, arn):
-    """Every step of an execution, oldest first."""
-    pages = sm.get_paginator("list_pipeline_execution_steps").paginate(
-        PipelineExecutionArn=arn, SortOrder="Ascending")
-    return [step for page in pages for step in page["PipelineExecutionSteps"]]
-
-
-def parameters(sm, arn):
-    pages = sm.get_paginator("list_pipeline_parameters_for_execution").paginate(
-        PipelineExecutionArn=arn)
-    return {p["Name"]: p["Value"] for page in pages for p in page["PipelineParameters"]}
+FINAL_STATUSES = runs.FINAL_STATUSES
 
 
 def step_line(step):
@@ -32,13 +17,43 @@ def step_line(step):
     return line
 
 
+class TrainingProgress:
+    """Prints each new epoch of a training job from its log: epoch n/N, loss, accuracy."""
+
+    def __init__(self, target, sm):
+        self.target, self.sm, self.shown, self.epochs = target, sm, {}, {}
+
+    def update(self, step, started):
+        job = step.get("Metadata", {}).get("TrainingJob", {}).get("Arn", "").split("/")[-1]
+        if not job:
+            return
+        if job not in self.epochs:
+            hyper = self.sm.describe_training_job(TrainingJobName=job).get("HyperParameters", {})
+            self.epochs[job] = hyper.get("epochs", "?").strip('"')
+        try:
+            series = runs.curves(self.target.job_log(job))
+        except Exception:  # noqa: BLE001 - the log may not exist yet
+            return
+        for index in range(self.shown.get(job, 0), len(series.get("epoch", []))):
+            values = ", ".join(f"{name}={series[name][index]:.4f}" for name in (
+                "train_loss", "validation_loss", "validation_accuracy") if name in series)
+            print(f"[{time.time() - started:6.1f}s]    epoch {series['epoch'][index]}/"
+                  f"{self.epochs[job]}: {values}", flush=True)
+        self.shown[job] = len(series.get("epoch", []))
+
+
 def wait(target, arn, poll):
-    """Print step status changes until the execution ends; its final description."""
+    """Print step status changes and training epochs until the execution ends."""
     sm = target.clients.sagemaker
     seen, started = {}, time.time()
+    progress = TrainingProgress(target, sm)
     while True:
         desc = sm.describe_pipeline_execution(PipelineExecutionArn=arn)
-        for step in list_steps(sm, arn):
+        steps = runs.all_items(sm.list_pipeline_execution_steps, "PipelineExecutionSteps",
+                               PipelineExecutionArn=arn, SortOrder="Ascending")
+        for step in steps:
+            if "TrainingJob" in step.get("Metadata", {}):
+                progress.update(step, started)
             if seen.get(step["StepName"]) != step["StepStatus"]:
                 seen[step["StepName"]] = step["StepStatus"]
                 print(f"[{time.time() - started:6.1f}s]{step_line(step)}", flush=True)
@@ -51,88 +66,97 @@ def wait(target, arn, poll):
     return desc
 
 
-def _read_s3_json(s3, uri):
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
-def _accuracy(target, step, params):
-    sm = target.clients.sagemaker
-    job = sm.describe_processing_job(
-        ProcessingJobName=step["Metadata"]["ProcessingJob"]["Arn"].split("/")[-1])
-    out = next(o for o in job["ProcessingOutputConfig"]["Outputs"]
-               if o["OutputName"] == EVALUATION.output_name)
-    uri = f"{out['S3Output']['S3Uri'].rstrip('/')}/{EVALUATION.file_name}"
-    try:  # the same JSON path the gate's JsonGet reads
-        value = json_path(_read_s3_json(target.clients.s3, uri), EVALUATION.accuracy_path)
-        return (f"test accuracy: {value:.4f} "
-                f"(threshold {params.get('AccuracyThreshold')})")
-    except (ClientError, StepFailed, ValueError, TypeError) as err:
-        return f"test accuracy: unavailable ({err})"
+def _gate(run):
+    check = run.step(STEPS.check)
+    return check.condition[0] if check and check.condition else None
 
 
 def summarize(target, arn):
-    """What a person wants after a run: accuracy, the model package, the endpoint."""
-    sm = target.clients.sagemaker
-    steps = {s["StepName"]: s for s in list_steps(sm, arn)}
-    params = parameters(sm, arn)
-    evaluate = steps.get(STEPS.evaluate, {})
-    if evaluate.get("StepStatus") == "Succeeded" and "ProcessingJob" in evaluate["Metadata"]:
-        print(_accuracy(target, evaluate, params))
-    register = next((s["Metadata"]["RegisterModel"]["Arn"] for s in steps.values()
-                     if "RegisterModel" in s.get("Metadata", {})), None)
-    if register:
-        print(f"model package: {register}")
-    name = params.get("EndpointName")
-    if steps.get(STEPS.deploy, {}).get("StepStatus") != "Succeeded" or not name:
+    """What a person wants after a run: accuracy and the gate, the package, the endpoint."""
+    run = runs.execution(target.review_sources(), arn)
+    if run.accuracy is not None:
+        print(f"test accuracy: {run.accuracy:.4f} (threshold "
+              f"{run.parameters.get('AccuracyThreshold')})")
+    if run.package:
+        print(f"model package: {run.package['ModelPackageArn']} "
+              f"({run.package['ModelApprovalStatus']})")
+        if run.package["ModelApprovalStatus"] == "PendingManualApproval":
+            print(f"  waiting for approval: {target.command('approve latest')} deploys it")
+    name = run.parameters.get("EndpointName")
+    deploy = run.step(STEPS.deploy)
+    if not deploy or deploy.status != "Succeeded" or not name:
         return
-    try:
-        endpoint = sm.describe_endpoint(EndpointName=name)
-    except ClientError:
+    if run.endpoint is None:
         print(f"endpoint {name}: deleted by {STEPS.cleanup} (KeepEndpoint=false)")
         return
-    print(f"endpoint: {name} ({endpoint['EndpointStatus']}, config "
-          f"{endpoint['EndpointConfigName']})")
+    print(f"endpoint: {name} ({run.endpoint['EndpointStatus']}, config "
+          f"{run.endpoint['EndpointConfigName']})")
     for line in target.invoke_hints(name):
         print(f"  {line}")
     print(f"  delete it: {target.command(f'delete-endpoint {name}')}")
 
 
 def describe(target, arn):
-    """One execution: status, parameters, steps with their jobs, metrics and outcomes."""
-    sm = target.clients.sagemaker
-    desc = sm.describe_pipeline_execution(PipelineExecutionArn=arn)
+    """One execution: status, parameters, steps with durations, jobs, the gate's values, the
+    evaluation, the package and its approval, the endpoint."""
+    run = runs.execution(target.review_sources(), arn)
     print(f"execution {arn}")
-    print(f"status    {desc['PipelineExecutionStatus']}")
-    if desc.get("FailureReason"):
-        print(f"reason    {desc['FailureReason']}")
-    print("parameters: " + ", ".join(f"{k}={v}" for k, v in parameters(sm, arn).items()))
+    print(f"status    {run.status}  (started {when(run.start)}, took {took(run.duration)})")
+    if run.failure:
+        print(f"reason    {run.failure}")
+    print("parameters: " + ", ".join(f"{k}={v}" for k, v in run.parameters.items()))
     print("steps:")
-    for step in list_steps(sm, arn):
-        print(step_line(step))
-        meta = step.get("Metadata", {})
-        for kind, value in meta.items():
-            if isinstance(value, dict) and "Arn" in value:
-                print(f"    {kind}: {value['Arn']}")
-        if "TrainingJob" in meta:
-            job = sm.describe_training_job(
-                TrainingJobName=meta["TrainingJob"]["Arn"].split("/")[-1])
-            metrics = ", ".join(f"{m['MetricName']}={m['Value']:.4f}"
-                                for m in job.get("FinalMetricDataList", []))
-            if metrics:
-                print(f"    final metrics: {metrics}")
-        if "Condition" in meta:
-            print(f"    outcome: {meta['Condition'].get('Outcome')}")
-    return desc
+    for step in run.steps:
+        print(f"  {step.name:<24} {step.status:<10} {took(step.duration):>8}"
+              + (f"  {step.failure}" if step.failure else ""))
+        if step.job_name:
+            print(f"    {step.job_kind}: {step.job_name}")
+        metrics = ", ".join(f"{m['MetricName']}={m['Value']:.4f}"
+                            for m in step.job.get("FinalMetricDataList", []))
+        if metrics:
+            print(f"    final metrics: {metrics}")
+        for line in step.condition:
+            print(f"    condition: {line}")
+    if run.metrics:
+        m = run.metrics
+        print("evaluation: " + ", ".join(f"{name}={m[name]['value']:.4f}" for name in (
+            "accuracy", "weighted_precision", "weighted_recall", "weighted_f1") if name in m))
+    if run.package:
+        print(f"model package: {run.package['ModelPackageArn']} "
+              f"({run.package['ModelApprovalStatus']})")
+    if run.endpoint:
+        print(f"endpoint: {run.endpoint['EndpointName']} ({run.endpoint['EndpointStatus']}, "
+              f"config {run.endpoint['EndpointConfigName']})")
+    return run
 
 
-def executions(sm, pipeline_name, limit):
-    rows = sm.list_pipeline_executions(PipelineName=pipeline_name, SortBy="CreationTime",
-                                       SortOrder="Descending", MaxResults=limit)[
-        "PipelineExecutionSummaries"]
+def executions(target, pipeline_names, limit):
+    sources = target.review_sources()
+    rows = runs.execution_arns(sources.sagemaker, pipeline_names, limit)
     if not rows:
-        print(f"no executions of {pipeline_name}")
+        print(f"no executions of {', '.join(pipeline_names)}")
+        return
+    print(f"{'execution':<14} {'pipeline':<20} {'status':<10} {'started':<19} "
+          f"{'duration':>9} {'accuracy':>8}")
     for row in rows:
-        print(f"{row['PipelineExecutionArn'].split('/')[-1]:<16} "
-              f"{row['PipelineExecutionStatus']:<10} {row['StartTime']:%Y-%m-%d %H:%M:%S} "
-              f"{row.get('PipelineExecutionDisplayName', '')}")
+        run = runs.execution(sources, row["PipelineExecutionArn"])
+        print(f"{run.id:<14} {run.pipeline:<20} {run.status:<10} {when(run.start):<19} "
+              f"{took(run.duration):>9} {accuracy_text(run.accuracy):>8}")
+
+
+def compare(target, arn_a, arn_b):
+    sources = target.review_sources()
+    a, b = runs.execution(sources, arn_a), runs.execution(sources, arn_b)
+    rows = [("status", a.status, b.status), ("duration", took(a.duration), took(b.duration))]
+    rows += [(k, a.parameters.get(k, ""), b.parameters.get(k, ""))
+             for k in dict.fromkeys([*a.parameters, *b.parameters])
+             if a.parameters.get(k) != b.parameters.get(k)]
+    for name in ("accuracy", "weighted_precision", "weighted_recall", "weighted_f1"):
+        values = [f"{r.metrics[name]['value']:.4f}" if r.metrics and name in r.metrics else ""
+                  for r in (a, b)]
+        rows.append((name, *values))
+    width = max(len(str(cell)) for row in rows for cell in row[1:] + (a.id, b.id))
+    print(f"{'':<24} {a.id:>{width}} {b.id:>{width}}")
+    for label, left, right in rows:
+        print(f"{label:<24} {left:>{width}} {right:>{width}}")
+    return a, b

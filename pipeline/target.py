@@ -8,6 +8,7 @@ from pipeline import aws
 from pipeline.config import LOCAL_MNIST, PLACEHOLDER_ROLE, PipelineConfig
 from pipeline.local import launcher
 from pipeline.local.home import ServiceHome
+from pipeline.review.runs import Sources
 
 LOCAL_BUCKET = "sagemaker-local"
 
@@ -64,8 +65,36 @@ class Target:
         return {}
 
     def job_log(self, job: str) -> str:
-        raise UsageError("logs reads the local service's job logs; on AWS use CloudWatch "
-                         "(log groups /aws/sagemaker/ProcessingJobs and TrainingJobs)")
+        """A job's log from CloudWatch Logs (SageMaker writes one stream per instance, named
+        after the job, in /aws/sagemaker/TrainingJobs or /aws/sagemaker/ProcessingJobs)."""
+        logs = self.clients.logs
+        for group in ("/aws/sagemaker/TrainingJobs", "/aws/sagemaker/ProcessingJobs"):
+            try:
+                streams = logs.describe_log_streams(
+                    logGroupName=group, logStreamNamePrefix=f"{job}/")["logStreams"]
+            except logs.exceptions.ResourceNotFoundException:
+                continue
+            lines = []
+            for stream in sorted(s["logStreamName"] for s in streams):
+                token = None
+                while True:
+                    page = logs.get_log_events(logGroupName=group, logStreamName=stream,
+                                               startFromHead=True,
+                                               **({"nextToken": token} if token else {}))
+                    lines += [event["message"] for event in page["events"]]
+                    if not page["events"] or page.get("nextForwardToken") == token:
+                        break
+                    token = page.get("nextForwardToken")
+            if lines:
+                return "\n".join(lines) + "\n"
+        raise UsageError(f"no CloudWatch log for job {job!r}")
+
+    def read_s3(self, uri: str) -> bytes:
+        bucket, _, key = uri[len("s3://"):].partition("/")
+        return self.clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def review_sources(self) -> Sources:
+        return Sources(self.clients.sagemaker, self.read_s3, self.job_log)
 
     def drawing_pad_url(self, endpoint: str) -> Optional[str]:
         """A page that already serves the pad for this endpoint, if the target has one."""

@@ -3,7 +3,8 @@
 Routes, first match wins: ``POST /`` with ``X-Amz-Target: SageMaker.*`` (the SageMaker API) or
 ``AWSEvents.*`` (the EventBridge subset of ``events``);
 ``POST /endpoints/{name}/invocations`` (sagemaker-runtime); ``GET /ping`` (health); unsigned
-``GET /`` and ``GET /draw/{endpoint}`` (the run browser and the drawing pad, for browsers);
+``GET /draw/{endpoint}`` (the drawing pad) and the run browser's pages and forms (``/``,
+``/executions``, ``/jobs``, ``/packages``, ``/endpoints``, ``/compare``), for browsers;
 everything else is path-style S3.
 """
 import io
@@ -68,7 +69,11 @@ def _ping(svc, request):
 
 
 def _run_browser(svc, request):
-    return 200, _HTML, web.index(svc.backend)
+    return svc.browser.get(request.url_path, urllib.parse.parse_qs(request.query))
+
+
+def _run_browser_form(svc, request):
+    return svc.browser.post(request.url_path, request.headers, request.body)
 
 
 def _drawing_pad(svc, request, endpoint):
@@ -90,8 +95,11 @@ ROUTES = [
     (None, r".*", lambda r: "X-Amz-Target" in r.headers, _json_api),
     ({"POST"}, r"/endpoints/(?P<endpoint>[^/]+)/invocations", None, _invoke),
     (None, r"/ping", None, _ping),
-    ({"GET"}, r"/|/ui", lambda r: not _signed(r), _run_browser),
     ({"GET"}, r"/draw/(?P<endpoint>[^/]+)", lambda r: not _signed(r), _drawing_pad),
+    ({"GET"}, r"/|/(executions|jobs|packages|endpoints|compare)(/.*)?",
+     lambda r: not _signed(r), _run_browser),
+    ({"POST"}, r"/packages/approval|/endpoints/delete", lambda r: not _signed(r),
+     _run_browser_form),
 ]
 _COMPILED = [(methods, re.compile(pattern), when, handler)
              for methods, pattern, when, handler in ROUTES]
@@ -190,6 +198,7 @@ class LocalSageMaker:
         self.events_api = JsonProtocol(self.events, EVENTS_MODEL)
         self.runtime = RuntimeProtocol(self.backend, self.hosting)
         self.s3_api = S3Protocol(self.s3)
+        self.browser = web.RunBrowser(self.backend, self.s3, self.home, self.url)
         self.backend.recover_interrupted()
         self.hosting.restore()
 

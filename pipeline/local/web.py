@@ -1,96 +1,124 @@
-"""The local run browser: pipelines, executions and their steps, the registry, endpoints.
+"""The local run browser (the local Studio) and the drawing pad, for browsers.
 
-Plain server-side HTML (no build step), in the same terms as SageMaker Studio's pages.
+Pages come from ``pipeline.review``, read through the backend's own API operations (called as
+boto3 calls them, so the review code is the one that reads AWS), S3 and the job logs. Forms post
+back here: approve / reject a model package (``UpdateModelPackage``, which fires the approve ->
+deploy rule) and delete an endpoint. A POST from another origin is refused.
 """
-import json
-import time
-from html import escape
+import urllib.parse
+
+import botocore
 
 from pipeline import drawpad
-from pipeline.config import render_value
+from pipeline.local.errors import ServiceError
+from pipeline.local.models import as_kwargs
+from pipeline.local.resources import ACCOUNT
+from pipeline.review import pages
+from pipeline.review.runs import Sources, all_items
 
-_STYLE = """<style>body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ddd;padding:.3rem .6rem;
-text-align:left;font-size:.9rem}th{background:#f5f5f5}.Succeeded,.InService,.Approved,.Completed{color:#16a34a}
-.Failed,.Rejected{color:#dc2626}.Executing,.Creating,.Updating,.InProgress{color:#2563eb}</style>"""
-
-
-def _when(epoch):
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else ""
+HTML = {"Content-Type": "text/html; charset=utf-8"}
 
 
-def _table(headers, rows):
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+class BackendClient:
+    """The backend with boto3's call shape: ``describe_endpoint(EndpointName=...)``."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def __getattr__(self, operation):
+        method = getattr(self._backend, operation)
+        return lambda **request: method(**as_kwargs(request))
 
 
-def _status(value):
-    return f'<span class="{escape(value)}">{escape(value)}</span>'
+class RunBrowser:
+    def __init__(self, backend, s3, home, url):
+        self.backend, self.url = backend, url
+        self.sources = Sources(BackendClient(backend), lambda uri: _read_object(s3, uri),
+                               lambda job: _read_log(home.job_log(job)))
+
+    def _pipelines(self):
+        return [p["PipelineName"] for p in all_items(self.sources.sagemaker.list_pipelines,
+                                                       "PipelineSummaries")]
+
+    def _execution_arn(self, ref):
+        """An execution by ARN or by id (any pipeline's)."""
+        if ref.startswith("arn:"):
+            return ref
+        for name in self._pipelines():
+            arn = f"{self.backend.describe_pipeline(name)['PipelineArn']}/execution/{ref}"
+            try:
+                self.backend.describe_pipeline_execution(arn)
+                return arn
+            except ServiceError:
+                continue
+        raise ServiceError("ValidationException", f"no execution {ref}", 404)
+
+    def _package_arn(self, group, version):
+        return (f"arn:aws:sagemaker:{self.backend.region}:{ACCOUNT}:model-package/"
+                f"{group}/{version}")
+
+    def get(self, path, query) -> tuple:
+        parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/") if p]
+        try:
+            return 200, HTML, self._get(parts, query)
+        except ServiceError as err:
+            return err.status if err.status != 400 else 404, HTML, pages.page(
+                "Not found", f"<p>{pages.escape(err.message)}</p>")
+
+    def _get(self, parts, query):
+        s = self.sources
+        if not parts:
+            return pages.executions_page(s, self._pipelines())
+        if parts[0] == "executions" and len(parts) == 3:
+            return pages.execution_page(s, self._execution_arn(parts[2]))
+        if parts[0] == "jobs" and len(parts) == 2:
+            return pages.job_page(s, parts[1])
+        if parts == ["packages"]:
+            return pages.packages_page(s)
+        if parts[0] == "packages" and len(parts) == 4 and parts[1] == "model-package":
+            arn = self._package_arn(parts[2], parts[3])
+            return pages.package_page(s, arn, query.get("message", [""])[0])
+        if parts == ["endpoints"]:
+            return pages.endpoints_page(s)
+        if parts == ["compare"]:
+            a, b = (self._execution_arn(query.get(k, [""])[0].strip()) for k in ("a", "b"))
+            return pages.compare_page(s, a, b)
+        raise ServiceError("NotFound", f"no page at /{'/'.join(parts)}", 404)
+
+    def post(self, path, headers, body) -> tuple:
+        origin = headers.get("Origin")
+        if origin and origin not in (self.url, "null"):
+            return 403, HTML, pages.page("Refused", "<p>cross-origin form post refused</p>")
+        form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
+        try:
+            if path == "/packages/approval" and form.get("status") in ("Approved", "Rejected"):
+                arn = form.get("arn", "")
+                self.backend.update_model_package(arn, model_approval_status=form["status"])
+                message = urllib.parse.quote(f"{form['status']}")
+                return _redirect(f"/packages/{urllib.parse.quote(arn.split('/', 1)[1])}"
+                                 f"?message={message}")
+            if path == "/endpoints/delete" and form.get("name"):
+                self.backend.delete_endpoint(form["name"])
+                return _redirect("/endpoints")
+        except (ServiceError, botocore.exceptions.ClientError) as err:
+            return 400, HTML, pages.page("Refused", f"<p>{pages.escape(str(err))}</p>")
+        return 400, HTML, pages.page("Bad request", "<p>unknown form</p>")
 
 
-def _all(list_call, key, **query):
-    """Every item of a List* operation of the backend, page after page."""
-    items, token = [], None
-    while True:
-        page = list_call(**query, **({"next_token": token} if token else {}))
-        items += page[key]
-        token = page.get("NextToken")
-        if not token:
-            return items
+def _redirect(location):
+    return 303, {"Location": location, "Content-Type": "text/plain"}, b""
 
 
-def _changed_parameters(backend, arn):
-    """The parameters an execution set to other values than the definition's defaults."""
-    definition = json.loads(backend.describe_pipeline_definition_for_execution(arn)[
-        "PipelineDefinition"])
-    defaults = {p["Name"]: render_value(p.get("DefaultValue"))
-                for p in definition.get("Parameters", [])}
-    values = _all(backend.list_pipeline_parameters_for_execution, "PipelineParameters",
-                  pipeline_execution_arn=arn)
-    return [p for p in values if defaults.get(p["Name"]) != p["Value"]]
+def _read_object(s3, uri) -> bytes:
+    data = s3.get(*s3.split(uri))
+    if data is None:
+        raise FileNotFoundError(f"no object {uri}")
+    return data
 
 
-def index(backend) -> bytes:
-    """The run browser's front page, read through the backend's API operations."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Local SageMaker</title>"
-             f"{_STYLE}</head><body><h1>Local SageMaker</h1>"]
-    endpoints = _all(backend.list_endpoints, "Endpoints", sort_order="Ascending")
-    parts.append("<h2>Endpoints</h2>" + _table(["name", "status", "config", "updated", ""], [
-        [escape(e["EndpointName"]), _status(e["EndpointStatus"]),
-         escape(backend.describe_endpoint(e["EndpointName"])["EndpointConfigName"]),
-         _when(e["LastModifiedTime"]),
-         f'<a href="/draw/{escape(e["EndpointName"])}">draw a digit</a>']
-        for e in endpoints]))
-    executions = [e for p in _all(backend.list_pipelines, "PipelineSummaries")
-                  for e in _all(backend.list_pipeline_executions, "PipelineExecutionSummaries",
-                                pipeline_name=p["PipelineName"])]
-    executions.sort(key=lambda e: e["StartTime"], reverse=True)
-    rows = []
-    for e in executions[:50]:
-        arn = e["PipelineExecutionArn"]
-        steps = _all(backend.list_pipeline_execution_steps, "PipelineExecutionSteps",
-                     pipeline_execution_arn=arn, sort_order="Ascending")
-        rows.append([
-            escape(arn.split("/")[-1]), _status(e["PipelineExecutionStatus"]),
-            _when(e["StartTime"]),
-            escape(", ".join(f"{p['Name']}={p['Value']}"
-                             for p in _changed_parameters(backend, arn))),
-            "<br>".join(f"{escape(s['StepName'])}: {_status(s['StepStatus'])}" for s in steps),
-            escape(e.get("PipelineExecutionFailureReason", ""))])
-    parts.append("<h2>Executions</h2>" + _table(
-        ["execution", "status", "started", "parameters", "steps", "reason"], rows))
-    packages = _all(backend.list_model_packages, "ModelPackageSummaryList")
-    parts.append("<h2>Model registry</h2>" + _table(
-        ["group", "version", "approval", "created", "metrics"], [
-            [escape(p["ModelPackageGroupName"]), str(p["ModelPackageVersion"]),
-             _status(p["ModelApprovalStatus"]), _when(p["CreationTime"]),
-             escape(json.dumps(backend.describe_model_package(p["ModelPackageArn"])
-                               .get("ModelMetrics", {}).get("ModelQuality", {})
-                               .get("Statistics", {}).get("S3Uri", "")))]
-            for p in packages]))
-    parts.append("</body></html>")
-    return "".join(parts).encode("utf-8")
+def _read_log(path) -> str:
+    with open(path, errors="replace") as handle:
+        return handle.read()
 
 
 def draw(endpoint) -> bytes:

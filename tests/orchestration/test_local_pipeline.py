@@ -1,7 +1,9 @@
 """The whole pipeline on the local service, for real, on the shipped full MNIST, through boto3."""
+import contextlib
 import gzip
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -64,7 +66,7 @@ def test_default_parameters_succeed_register_and_deploy(clients, default_run):
     steps = steps_of(sm, arn)
     assert status == "Succeeded", {n: s.get("FailureReason") for n, s in steps.items()}
     assert set(steps) == {"PrepareData", "TrainModel", "EvaluateModel", "CheckAccuracy",
-                          "Register-RegisterModel", "DeployModel", "Cleanup"}
+                          "Register-RegisterModel", "CheckApproval", "DeployModel", "Cleanup"}
     assert all(s["StepStatus"] == "Succeeded" for s in steps.values())
     assert steps["CheckAccuracy"]["Metadata"]["Condition"]["Outcome"] == "True"
 
@@ -79,7 +81,7 @@ def test_default_parameters_succeed_register_and_deploy(clients, default_run):
     assert package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == \
         training["ModelArtifacts"]["S3ModelArtifacts"]
     evaluation = read_s3_json(s3, package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"])
-    assert evaluation["metrics"]["accuracy"]["value"] >= 0.97
+    assert evaluation["multiclass_classification_metrics"]["accuracy"]["value"] >= 0.97
 
     endpoint = sm.describe_endpoint(EndpointName="mnist-mlp")
     assert endpoint["EndpointStatus"] == "InService"
@@ -224,30 +226,214 @@ def test_predict_command_reads_pictures_and_arrays(service, default_run, tmp_pat
     assert cli.main(base + ["predict", "--endpoint", "mnist-mlp", "/nonexistent.png"]) == 2
 
 
-def test_review_commands_describe_executions_and_logs(service, default_run, capsys):
+def test_review_commands_describe_executions_logs_compare_and_report(service, default_run,
+                                                                     pending_run, capsys,
+                                                                     tmp_path):
     from pipeline import cli
 
     arn, _ = default_run
+    run_id, other = arn.split("/")[-1], pending_run.split("/")[-1]
     base = ["--local", "--endpoint-url", service.url, "--local-home", service.home]
-    assert cli.main(base + ["describe", arn.split("/")[-1]]) == 0
+    assert cli.main(base + ["describe", run_id]) == 0
     out = capsys.readouterr().out
-    assert "status    Succeeded" in out and "outcome: True" in out
+    assert "status    Succeeded  (started " in out
+    assert re.search(r"TrainModel\s+Succeeded\s+[0-9.]+ s", out)  # step durations
+    assert re.search(r"condition: 0\.9[0-9]{3} >= 0\.97 -> true", out)  # the gate's values
+    assert "condition: Approved == Approved -> true" in out
+    assert re.search(r"evaluation: accuracy=0\.9[0-9]{3}, weighted_precision=", out)
+    assert "(Approved)" in out and "endpoint: mnist-mlp (InService" in out
     assert "final metrics: train_loss=" in out and "validation_accuracy=0.9" in out
+
     assert cli.main(base + ["executions"]) == 0
-    assert arn.split("/")[-1] in capsys.readouterr().out
-    job = steps_of(service.client("sagemaker"), arn)["TrainModel"]["Metadata"]["TrainingJob"][
-        "Arn"].split("/")[-1]
-    assert cli.main(base + ["logs", job]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split() == ["execution", "pipeline", "status", "started", "duration",
+                               "accuracy"]
+    mine = next(r for r in rows if r.startswith(run_id)).split()
+    assert mine[1:3] == ["mnist-mxnet", "Succeeded"] and mine[-2] == "s"
+    assert 0.97 <= float(mine[-1]) <= 1
+    assert rows.index(next(r for r in rows if r.startswith(other))) < rows.index(
+        next(r for r in rows if r.startswith(run_id)))  # newest first
+
+    assert cli.main(base + ["logs", run_id, "TrainModel"]) == 0
     assert capsys.readouterr().out.count("epoch=") == 20
-    assert cli.main(base + ["logs", "no-such-job"]) == 2
-    assert "no log for job" in capsys.readouterr().err
+    assert cli.main(base + ["logs", run_id]) == 0
+    out = capsys.readouterr().out
+    assert "===== PrepareData (" in out and "===== DeployModel (" in out
+    assert cli.main(base + ["logs", run_id, "CheckAccuracy"]) == 2
+    assert "ran no job (Condition)" in capsys.readouterr().err
+    assert cli.main(base + ["logs", "no-such-run"]) == 2
+    assert "no execution 'no-such-run'" in capsys.readouterr().err
+
+    assert cli.main(base + ["compare", run_id, other]) == 0
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()
+             if line.strip()}
+    assert lines["Epochs"] == ["20", "2"]
+    assert lines["ModelApprovalStatus"] == ["Approved", "PendingManualApproval"]
+    assert float(lines["accuracy"][0]) > float(lines["accuracy"][1]) > 0.9
+
+    report = tmp_path / "run.html"
+    assert cli.main(base + ["report", run_id, "-o", str(report)]) == 0
+    html = report.read_text()
+    assert not re.search(r"(src|href)=[\"']?(https?:)?//", html)  # nothing fetched from elsewhere
+    assert "http://" not in html.replace("http://www.w3.org/", "")  # only SVG namespaces
+    assert html.count("<svg") >= 4  # the DAG, the curves, the confusion matrix (+ its colorbar)
+    assert "0.9" in html and "CheckAccuracy" in html
+    shots = _artifacts()
+    with _browser() as browser:
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(report.as_uri())
+        assert page.locator("svg.dag g.step").count() == 9
+        assert page.locator(".curves svg").count() == 1
+        assert page.locator(".confusion svg").count() == 1
+        page.screenshot(path=os.path.join(shots, "report.png"), full_page=True)
 
 
-def test_run_browser_lists_endpoints_executions_and_packages(service, default_run):
-    import urllib.request
+def _artifacts():
+    folder = os.path.join(ROOT, "test-artifacts")
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
+
+@contextlib.contextmanager
+def _browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def pending_run(clients):
+    """A run registered PendingManualApproval: it stops short of deploying."""
+    sm, _, _ = clients
+    arn = start(sm, ModelApprovalStatus="PendingManualApproval", Epochs=2,
+                AccuracyThreshold=0.9)
+    assert wait_for(sm, arn) == "Succeeded"
+    steps = steps_of(sm, arn)
+    assert steps["CheckApproval"]["Metadata"]["Condition"]["Outcome"] == "False"
+    assert "DeployModel" not in steps
+    return arn
+
+
+def _package_of(sm, arn):
+    return steps_of(sm, arn)["Register-RegisterModel"]["Metadata"]["RegisterModel"]["Arn"]
+
+
+def _deployed_by_rule(sm, runtime, package):
+    """The deploy pipeline's execution the approval started: it succeeds and the endpoint
+    answers, served by the approved package's model."""
+    runs = sm.list_pipeline_executions(PipelineName="mnist-mxnet-deploy", SortBy="CreationTime",
+                                       SortOrder="Descending")["PipelineExecutionSummaries"]
+    assert runs, "approving started no deploy pipeline execution"
+    assert wait_for(sm, runs[0]["PipelineExecutionArn"]) == "Succeeded"
+    endpoint = sm.describe_endpoint(EndpointName="mnist-mlp")
+    config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    assert {"Key": "mnist-mxnet:model-package", "Value": package} in sm.list_tags(
+        ResourceArn=model["ModelArn"])["Tags"]
+    images, labels = idx("t10k-images-idx3-ubyte")[:20], idx("t10k-labels-idx1-ubyte")[:20]
+    answer = json.loads(runtime.invoke_endpoint(
+        EndpointName="mnist-mlp", ContentType="application/json",
+        Body=json.dumps({"instances": images.tolist()}))["Body"].read())
+    digits = [p["digit"] for p in answer["predictions"]]
+    assert sum(d == int(label) for d, label in zip(digits, labels)) >= 17
+    return runs[0]["PipelineExecutionArn"]
+
+
+def test_approve_from_the_cli_deploys_through_the_rule(service, clients, pending_run, capsys):
+    from pipeline import cli
+
+    sm, _, runtime = clients
+    package = _package_of(sm, pending_run)
+    assert sm.describe_model_package(ModelPackageName=package)["CustomerMetadataProperties"][
+        "PipelineExecutionArn"] == pending_run
+    before = len(sm.list_pipeline_executions(PipelineName="mnist-mxnet-deploy")[
+        "PipelineExecutionSummaries"])
+    base = ["--local", "--endpoint-url", service.url, "--local-home", service.home]
+    assert cli.main(base + ["approve", "latest"]) == 0
+    assert f"{package}: Approved" in capsys.readouterr().out
+    _deployed_by_rule(sm, runtime, package)
+    assert len(sm.list_pipeline_executions(PipelineName="mnist-mxnet-deploy")[
+        "PipelineExecutionSummaries"]) == before + 1
+
+
+def test_run_browser_pages_and_approving_from_the_page(service, clients, default_run):
+    """Every page in headless Chromium, with a screenshot each; Approve on a package page
+    starts the deploy pipeline through the rule, and the endpoint then answers."""
+    sm, _, runtime = clients
     arn, _ = default_run
-    page = urllib.request.urlopen(service.url + "/").read().decode()
-    assert "mnist-mlp" in page and 'href="/draw/mnist-mlp"' in page
-    assert arn.split("/")[-1] in page and "Succeeded" in page
-    assert "mnist-mxnet-models" in page and "evaluation.json" in page
+    pending = start(sm, ModelApprovalStatus="PendingManualApproval", Epochs=2,
+                    AccuracyThreshold=0.9)
+    assert wait_for(sm, pending) == "Succeeded"
+    package = _package_of(sm, pending)
+    run_id = arn.split("/")[-1]
+    shots = _artifacts()
+    with _browser() as browser:
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(service.url + "/")
+        rows = page.locator("table.executions tr")
+        assert rows.count() >= 3
+        assert pending.split("/")[-1] in rows.nth(1).inner_text()  # newest first
+        assert re.search(r"Succeeded.*0\.9\d{3}", page.locator(
+            f"tr:has-text('{run_id}')").inner_text(), re.S)
+        page.screenshot(path=os.path.join(shots, "executions.png"), full_page=True)
+
+        page.click(f"text={run_id}")
+        statuses = {page.locator("svg.dag g.step").nth(i).get_attribute("data-step"):
+                    page.locator("svg.dag g.step").nth(i).get_attribute("data-status")
+                    for i in range(page.locator("svg.dag g.step").count())}
+        assert statuses == {"PrepareData": "Succeeded", "TrainModel": "Succeeded",
+                            "EvaluateModel": "Succeeded", "CheckAccuracy": "Succeeded",
+                            "Register-RegisterModel": "Succeeded", "CheckApproval": "Succeeded",
+                            "DeployModel": "Succeeded", "Cleanup": "Succeeded",
+                            "AccuracyTooLow": "not run"}
+        assert re.search(r"0\.9\d{3} >= 0\.97 -> true",
+                         page.locator("table.steps").inner_text())
+        page.screenshot(path=os.path.join(shots, "execution.png"), full_page=True)
+
+        page.click("text=pipelines-" + run_id + "-trainmodel")
+        log = page.locator("pre.log").inner_text()
+        assert log.count("epoch=") == 20 and "model saved to" in log
+        assert page.locator(".curves svg").count() == 1
+        assert "validation" in page.locator(".curves").inner_text()  # the chart's legend
+        page.screenshot(path=os.path.join(shots, "job.png"), full_page=True)
+
+        page.goto(service.url + "/packages/" + package.split("/", 1)[1])
+        assert "PendingManualApproval" in page.locator("body").inner_text()
+        heat = page.locator(".confusion svg")
+        assert heat.count() == 1 and "predicted" in heat.inner_text()
+        lineage = page.locator("table.lineage").inner_text()
+        assert pending.split("/")[-1] in lineage and "DataSha256.test-labels" in lineage
+        page.screenshot(path=os.path.join(shots, "package.png"), full_page=True)
+        page.click("#approve")
+        assert "Approved" in page.locator("table").first.inner_text()
+        page.screenshot(path=os.path.join(shots, "package-approved.png"), full_page=True)
+        deploy_arn = _deployed_by_rule(sm, runtime, package)
+
+        page.goto(service.url + "/endpoints")
+        row = page.locator("table.endpoints").inner_text()
+        assert "mnist-mlp" in row and "InService" in row and package.split("/", 1)[1] in row
+        page.screenshot(path=os.path.join(shots, "endpoints.png"), full_page=True)
+
+        page.goto(f"{service.url}/compare?a={run_id}&b={pending.split('/')[-1]}")
+        assert page.locator(".curves svg").count() == 1
+        assert "Epochs" in page.locator("body").inner_text()
+        page.screenshot(path=os.path.join(shots, "compare.png"), full_page=True)
+
+        page.goto(service.url + "/")
+        assert deploy_arn.split("/")[-1] in page.locator("table.executions").inner_text()
+
+    import urllib.error
+    import urllib.request
+    forged = urllib.request.Request(service.url + "/packages/approval", method="POST",
+                                    data=f"arn={package}&status=Rejected".encode(),
+                                    headers={"Origin": "http://evil.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(forged)
+    assert refused.value.code == 403
+    assert sm.describe_model_package(ModelPackageName=package)["ModelApprovalStatus"] == \
+        "Approved"

@@ -1,0 +1,59 @@
+"""Charts as inline SVG, drawn by matplotlib on the server: no script, nothing fetched."""
+import io
+from typing import Dict, List, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render to files only
+import matplotlib.pyplot as plt  # noqa: E402
+
+matplotlib.rcParams["svg.hashsalt"] = "mnist-mxnet"  # the same chart, the same SVG ids
+matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text (searchable, small)
+
+
+def _svg(figure) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(figure)
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]  # inline: no XML prolog or doctype
+
+
+def training_curves(runs: Dict[str, Dict[str, List[float]]]) -> str:
+    """Loss and accuracy per epoch, train and validation; several runs overlaid by label."""
+    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for label, series in runs.items():
+        epochs = series.get("epoch", [])
+        prefix = f"{label} " if len(runs) > 1 else ""
+        for axis, metric in ((loss, "loss"), (accuracy, "accuracy")):
+            for split, style in (("train", "--"), ("validation", "-")):
+                values = series.get(f"{split}_{metric}")
+                if values:
+                    axis.plot(epochs[:len(values)], values, style, marker=".",
+                              label=f"{prefix}{split}")
+    for axis, title in ((loss, "loss"), (accuracy, "accuracy")):
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        if axis.lines:
+            axis.legend(fontsize="small")
+    return _svg(figure)
+
+
+def confusion_matrix(matrix: Dict[str, Dict[str, int]]) -> str:
+    """The confusion matrix as a heat map: rows the true digit, columns the predicted one."""
+    labels: Sequence[str] = sorted(matrix, key=lambda x: int(x) if x.isdigit() else x)
+    values = [[matrix[t].get(p, 0) for p in labels] for t in labels]
+    figure, axis = plt.subplots(figsize=(4.6, 4.2))
+    image = axis.imshow(values, cmap="Blues")
+    peak = max(max(row) for row in values) or 1
+    for i, row in enumerate(values):
+        for j, count in enumerate(row):
+            axis.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                      color="white" if count > peak / 2 else "black")
+    axis.set_xticks(range(len(labels)), labels)
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    return _svg(figure)

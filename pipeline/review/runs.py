@@ -1,0 +1,293 @@
+"""What a reviewer reads about runs, gathered through SageMaker's own API (boto3-shaped calls),
+so the same code reviews an AWS execution, a local one from the CLI, and a local one inside the
+service: executions, steps with their jobs and durations, the gate's values, the evaluation, the
+model package, the endpoint, and training curves from the job's metric lines.
+"""
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Dict, List, Optional
+
+from pipeline.config import EVALUATION, STEPS, render_value
+from pipeline.local.workflow.expressions import StepFailed, json_path
+from pipeline.local.workflow.graph import dependencies, flatten
+
+FINAL_STATUSES = {"Succeeded", "Failed", "Stopped"}
+METRIC_LINE = re.compile(r"^epoch=(\d+)\s+(.*)$")
+METRIC_VALUE = re.compile(r"(\w+)=(-?[0-9.]+(?:e[-+]?[0-9]+)?|nan|inf)")
+OPERATORS = {"GreaterThanOrEqualTo": ">=", "GreaterThan": ">", "LessThan": "<",
+             "LessThanOrEqualTo": "<=", "Equals": "==", "NotEquals": "!="}
+
+
+def epoch(value) -> Optional[float]:
+    """A time as seconds: boto3 gives datetimes, the local backend numbers."""
+    if value is None:
+        return None
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+@dataclass
+class Sources:
+    """Where a review reads from: a boto3-shaped SageMaker client, S3 bytes by URI, job logs by
+    job name (CloudWatch on AWS, the service's log files locally)."""
+
+    sagemaker: object
+    read_s3: Callable[[str], bytes]
+    job_log: Callable[[str], str]
+
+    def read_json(self, uri):
+        return json.loads(self.read_s3(uri))
+
+
+def all_items(call, key, **query) -> list:
+    items, token = [], None
+    while True:
+        page = call(**query, **({"NextToken": token} if token else {}))
+        items += page[key]
+        token = page.get("NextToken")
+        if not token:
+            return items
+
+
+def curves(log: str) -> Dict[str, List[float]]:
+    """Per-epoch metrics from the training log's ``epoch=N name=value ...`` lines."""
+    found: Dict[str, List[float]] = {}
+    for line in log.splitlines():
+        match = METRIC_LINE.match(line.strip())
+        if not match:
+            continue
+        found.setdefault("epoch", []).append(int(match.group(1)))
+        for name, value in METRIC_VALUE.findall(match.group(2)):
+            found.setdefault(name, []).append(float(value))
+    return found
+
+
+@dataclass
+class Step:
+    name: str
+    kind: str
+    status: str
+    start: Optional[float]
+    end: Optional[float]
+    description: str = ""
+    failure: str = ""
+    job_kind: str = ""  # TrainingJob or ProcessingJob
+    job_name: str = ""
+    job: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+    condition: List[str] = field(default_factory=list)  # "0.9811 >= 0.97 -> true"
+
+    @property
+    def duration(self) -> Optional[float]:
+        return self.end - self.start if self.start and self.end else None
+
+
+@dataclass
+class Execution:
+    arn: str
+    pipeline: str
+    status: str
+    start: Optional[float]
+    end: Optional[float]
+    display_name: str
+    failure: str
+    parameters: Dict[str, str]
+    defaults: Dict[str, str]
+    steps: List[Step]
+    edges: List[tuple]  # (from step, to step)
+    experiment: dict
+    evaluation: Optional[dict] = None
+    package: Optional[dict] = None
+    endpoint: Optional[dict] = None
+
+    @property
+    def id(self) -> str:
+        return self.arn.split("/")[-1]
+
+    @property
+    def duration(self) -> Optional[float]:
+        return (self.end - self.start) if self.start and self.end else None
+
+    @property
+    def changed(self) -> Dict[str, str]:
+        return {k: v for k, v in self.parameters.items() if self.defaults.get(k) != v}
+
+    @property
+    def metrics(self) -> Optional[dict]:
+        return (self.evaluation or {}).get(EVALUATION.metrics_key)
+
+    @property
+    def accuracy(self) -> Optional[float]:
+        try:
+            return float(json_path(self.evaluation, EVALUATION.accuracy_path))
+        except (StepFailed, TypeError, ValueError):
+            return None
+
+    def step(self, name) -> Optional[Step]:
+        return next((s for s in self.steps if s.name == name), None)
+
+    @property
+    def training(self) -> Optional[Step]:
+        return next((s for s in self.steps if s.job_kind == "TrainingJob"), None)
+
+
+def execution_arns(sm, pipeline_names, limit=50) -> List[dict]:
+    """Execution summaries of these pipelines, newest first."""
+    rows = []
+    for name in pipeline_names:
+        rows += sm.list_pipeline_executions(PipelineName=name, SortBy="CreationTime",
+                                            SortOrder="Descending", MaxResults=limit)[
+            "PipelineExecutionSummaries"]
+    rows.sort(key=lambda r: epoch(r["StartTime"]), reverse=True)
+    return rows[:limit]
+
+
+def _job(sm, kind, name) -> dict:
+    call = sm.describe_training_job if kind == "TrainingJob" else sm.describe_processing_job
+    try:
+        return call(**{f"{kind[:-3]}JobName": name})
+    except Exception:  # noqa: BLE001 - a review shows what it can; the job may be gone
+        return {}
+
+
+def _step(sm, record, spec) -> Step:
+    meta = record.get("Metadata", {})
+    step = Step(name=record["StepName"], kind=spec.get("Type", ""), status=record["StepStatus"],
+                start=epoch(record.get("StartTime")), end=epoch(record.get("EndTime")),
+                description=spec.get("Description", record.get("StepDescription", "")),
+                failure=record.get("FailureReason", ""), metadata=meta)
+    for kind in ("TrainingJob", "ProcessingJob"):
+        if kind in meta:
+            step.job_kind, step.job_name = kind, meta[kind]["Arn"].split("/")[-1]
+            step.job = _job(sm, kind, step.job_name)
+    return step
+
+
+def output_uri(job: dict, name: str) -> Optional[str]:
+    for out in job.get("ProcessingOutputConfig", {}).get("Outputs", []):
+        if out["OutputName"] == name:
+            return out["S3Output"]["S3Uri"].rstrip("/")
+    return None
+
+
+class _Values:
+    """Values of a condition's operands, read the way the executor reads them."""
+
+    def __init__(self, sources, parameters, steps, specs):
+        self.sources, self.parameters, self.steps, self.specs = (
+            sources, parameters, steps, specs)
+
+    def value(self, expr):
+        if not isinstance(expr, dict):
+            return expr
+        if "Get" in expr and expr["Get"].startswith("Parameters."):
+            return self.parameters.get(expr["Get"].split(".", 1)[1])
+        if "Std:JsonGet" in expr:
+            spec = expr["Std:JsonGet"]
+            step_name, _, file_name = spec["PropertyFile"]["Get"].split(".", 1)[1].partition(
+                ".PropertyFiles.")
+            declared = next(p for p in self.specs[step_name].get("PropertyFiles", [])
+                            if p["PropertyFileName"] == file_name)
+            base = output_uri(self.steps[step_name].job, declared["OutputName"])
+            return json_path(self.sources.read_json(f"{base}/{declared['FilePath']}"),
+                             spec["Path"])
+        raise ValueError("not readable here")
+
+    def describe(self, condition, outcome) -> str:
+        try:
+            left, right = (self.value(condition[k]) for k in ("LeftValue", "RightValue"))
+        except (KeyError, ValueError, StepFailed, StopIteration, OSError, AttributeError):
+            return f"{condition['Type']} -> {outcome.lower()}"
+        show = (lambda v: f"{v:.4f}" if isinstance(v, float) else render_value(v))
+        return (f"{show(left)} {OPERATORS.get(condition['Type'], condition['Type'])} "
+                f"{show(right)} -> {outcome.lower()}")
+
+
+def execution(sources: Sources, arn: str) -> Execution:
+    """One execution, as a reviewer reads it."""
+    sm = sources.sagemaker
+    desc = sm.describe_pipeline_execution(PipelineExecutionArn=arn)
+    definition = json.loads(sm.describe_pipeline_definition_for_execution(
+        PipelineExecutionArn=arn)["PipelineDefinition"])
+    specs = {name: entry["step"] for name, entry in flatten(definition).items()}
+    edges = sorted((dep, name) for name, deps in dependencies(flatten(definition)).items()
+                   for dep in deps)
+    parameters = {p["Name"]: p["Value"] for p in all_items(
+        sm.list_pipeline_parameters_for_execution, "PipelineParameters",
+        PipelineExecutionArn=arn)}
+    defaults = {p["Name"]: render_value(p.get("DefaultValue"))
+                for p in definition.get("Parameters", [])}
+    records = all_items(sm.list_pipeline_execution_steps, "PipelineExecutionSteps",
+                        PipelineExecutionArn=arn, SortOrder="Ascending")
+    steps = [_step(sm, r, specs.get(r["StepName"], {})) for r in records]
+    by_name = {s.name: s for s in steps}
+    values = _Values(sources, parameters, by_name, specs)
+    for step in steps:
+        if "Condition" in step.metadata:
+            outcome = step.metadata["Condition"].get("Outcome", "")
+            step.condition = [values.describe(c, outcome)
+                              for c in specs[step.name]["Arguments"]["Conditions"]]
+    run = Execution(
+        arn=arn, pipeline=arn.split("/")[1], status=desc["PipelineExecutionStatus"],
+        start=epoch(desc.get("CreationTime")),
+        end=epoch(desc.get("LastModifiedTime"))
+        if desc["PipelineExecutionStatus"] in FINAL_STATUSES else None,
+        display_name=desc.get("PipelineExecutionDisplayName", ""),
+        failure=desc.get("FailureReason", ""), parameters=parameters, defaults=defaults,
+        steps=steps, edges=edges, experiment=desc.get("PipelineExperimentConfig", {}))
+    _attach_results(sources, run)
+    return run
+
+
+def _attach_results(sources, run):
+    sm = sources.sagemaker
+    evaluate = run.step(STEPS.evaluate)
+    if evaluate and evaluate.status == "Succeeded":
+        uri = output_uri(evaluate.job, EVALUATION.output_name)
+        try:
+            run.evaluation = sources.read_json(f"{uri}/{EVALUATION.file_name}")
+        except Exception:  # noqa: BLE001 - shown as missing
+            run.evaluation = None
+    register = next((s for s in run.steps if "RegisterModel" in s.metadata), None)
+    if register:
+        try:
+            run.package = sm.describe_model_package(
+                ModelPackageName=register.metadata["RegisterModel"]["Arn"])
+        except Exception:  # noqa: BLE001
+            run.package = None
+    name = run.parameters.get("EndpointName")
+    if name and run.step(STEPS.deploy):
+        try:
+            run.endpoint = sm.describe_endpoint(EndpointName=name)
+        except Exception:  # noqa: BLE001 - deleted (KeepEndpoint=false) or never made
+            run.endpoint = None
+
+
+def package_evaluation(sources: Sources, package: dict) -> Optional[dict]:
+    """The model-quality statistics a package carries (its ModelMetrics)."""
+    uri = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get(
+        "S3Uri")
+    if not uri:
+        return None
+    try:
+        return sources.read_json(uri)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def per_class(metrics: dict) -> List[dict]:
+    """Per digit: support, precision, recall, F1, from the confusion matrix."""
+    confusion = metrics["confusion_matrix"]
+    labels = sorted(confusion, key=lambda x: int(x) if x.isdigit() else x)
+    rows = []
+    for label in labels:
+        support = sum(confusion[label].values())
+        predicted = sum(confusion[other].get(label, 0) for other in labels)
+        hits = confusion[label].get(label, 0)
+        precision = hits / predicted if predicted else 0.0
+        recall = hits / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"label": label, "support": support, "precision": precision,
+                     "recall": recall, "f1": f1})
+    return rows
