@@ -47,12 +47,14 @@ def execution_arn(target, ref):
     if ref.startswith("arn:"):
         return ref
     sm = target.clients.sagemaker
-    for name in _pipelines(target):
+    for index, name in enumerate(_pipelines(target)):
         try:
             arn = f"{sm.describe_pipeline(PipelineName=name)['PipelineArn']}/execution/{ref}"
             sm.describe_pipeline_execution(PipelineExecutionArn=arn)
             return arn
         except ClientError:
+            if index == 0:  # the main pipeline must exist: say so if it does not
+                sm.describe_pipeline(PipelineName=name)
             continue
     raise UsageError(f"no execution {ref!r} of {' or '.join(_pipelines(target))}")
 

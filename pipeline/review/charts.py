@@ -13,7 +13,8 @@ matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text (searchable, sma
 
 def _svg(figure) -> str:
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    figure.savefig(buffer, format="svg", bbox_inches="tight",  # no RDF metadata block
+                   metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     plt.close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg"):]  # inline: no XML prolog or doctype

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Dict, List, Optional
 
+from botocore.exceptions import ClientError
+
 from pipeline.config import EVALUATION, STEPS, render_value
 from pipeline.local.workflow.expressions import StepFailed, json_path
 from pipeline.local.workflow.graph import dependencies, flatten
@@ -133,12 +135,17 @@ class Execution:
 
 
 def execution_arns(sm, pipeline_names, limit=50) -> List[dict]:
-    """Execution summaries of these pipelines, newest first."""
-    rows = []
+    """Execution summaries of these pipelines (those that exist), newest first."""
+    rows, missing = [], []
     for name in pipeline_names:
-        rows += sm.list_pipeline_executions(PipelineName=name, SortBy="CreationTime",
-                                            SortOrder="Descending", MaxResults=limit)[
-            "PipelineExecutionSummaries"]
+        try:
+            rows += sm.list_pipeline_executions(PipelineName=name, SortBy="CreationTime",
+                                                SortOrder="Descending", MaxResults=limit)[
+                "PipelineExecutionSummaries"]
+        except ClientError as err:  # e.g. no deploy pipeline yet: list the others
+            missing.append(err)
+    if len(missing) == len(pipeline_names) and missing:
+        raise missing[0]
     rows.sort(key=lambda r: epoch(r["StartTime"]), reverse=True)
     return rows[:limit]
 

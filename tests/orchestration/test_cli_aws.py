@@ -1,5 +1,6 @@
 """run_pipeline.py on the AWS path, against moto: upsert, start, review, approve, endpoints."""
 import json
+import time
 
 import boto3
 import pytest
@@ -153,3 +154,23 @@ def test_definition_command_writes_a_file(tmp_path):
     target = tmp_path / "definition.json"
     assert cli.main(["--bucket", BUCKET, "definition", "-o", str(target)]) == 0
     assert json.loads(target.read_text())["Version"] == "2020-12-01"
+
+
+def test_job_logs_on_aws_come_from_cloudwatch(aws):
+    """`logs` on AWS: every stream of the job in SageMaker's log group, in order."""
+    from pipeline.target import Target, UsageError
+
+    logs = boto3.client("logs", region_name=REGION)
+    group = "/aws/sagemaker/TrainingJobs"
+    logs.create_log_group(logGroupName=group)
+    for stream, lines in (("job-1/algo-1-1700000000", ["epoch=1 train_loss=0.5",
+                                                         "epoch=2 train_loss=0.3"]),
+                          ("job-10/algo-1-1700000000", ["another job"])):
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+        logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[
+            {"timestamp": int(time.time() * 1000) + i, "message": line}
+            for i, line in enumerate(lines)])
+    target = Target(cli.build_parser().parse_args(BASE + ["executions"]))
+    assert target.job_log("job-1") == "epoch=1 train_loss=0.5\nepoch=2 train_loss=0.3\n"
+    with pytest.raises(UsageError, match="no CloudWatch log for job 'job-2'"):
+        target.job_log("job-2")
