@@ -33,7 +33,7 @@ def main():
     service = LocalSageMaker(home).start_background()
     try:
         clients = Clients.create(endpoint_url=service.url, local=True)
-        install_pipeline(clients, PipelineConfig(bucket=BUCKET))
+        install_pipeline(clients, PipelineConfig(bucket=BUCKET), local=True)
         sm = clients.sagemaker
         start = time.time()
         arn = sm.start_pipeline_execution(PipelineName="mnist-mxnet", PipelineParameters=[

@@ -155,7 +155,7 @@ class AwsServingStack:
 
 def deploy(service):
     clients = Clients.create(endpoint_url=service.url, local=True)
-    install_pipeline(clients, PipelineConfig(bucket="sagemaker-local"))
+    install_pipeline(clients, PipelineConfig(bucket="sagemaker-local"), local=True)
     sm = clients.sagemaker
     arn = sm.start_pipeline_execution(PipelineName="mnist-mxnet", PipelineParameters=[
         {"Name": "MnistSourceUri", "Value": MNIST}, {"Name": "Epochs", "Value": "5"},

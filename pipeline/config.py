@@ -34,6 +34,8 @@ PARAMETERS = {
     "EndpointName": (str, "mnist-mlp", "endpoint DeployModel creates or updates"),
     "EndpointInstanceType": (str, "ml.m5.large", "instance type of the endpoint"),
     "KeepEndpoint": (bool, True, "false deletes the endpoint in Cleanup (the lab's last step)"),
+    "CodeCommit": (str, "unknown", "git commit of the code, recorded in the model package; "
+                                   "`start` sets it from the checkout"),
 }
 
 
@@ -76,7 +78,7 @@ STEPS = StepNames()
 EVALUATION = EvaluationReport()
 DATA_REPORT = DataReport()
 # CustomerMetadataProperties keys of a registered package (its lineage, for reviewers)
-LINEAGE_KEYS = ("PipelineExecutionArn", "TrainingJobName", "TestData", "CodeSha256",
+LINEAGE_KEYS = ("PipelineExecutionArn", "TrainingJobName", "TestData", "CodeSha256", "CodeCommit",
                 "DataSha256.train-images", "DataSha256.train-labels", "DataSha256.test-images",
                 "DataSha256.test-labels", "FinalValidationAccuracy", "FinalValidationLoss")
 

@@ -315,6 +315,7 @@ class _Steps:
             "TrainingJobName": train.properties.TrainingJobName,
             "TestData": test_uri,
             "CodeSha256": self.code_sha256,
+            "CodeCommit": self.p["CodeCommit"],
             **digests,
             "FinalValidationAccuracy": Join(on="", values=[
                 metrics["validation_accuracy"].Value]),

@@ -8,9 +8,10 @@ import gzip
 import hashlib
 import io
 import os
+import subprocess
 import tarfile
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from pipeline.config import ROOT
 
@@ -82,3 +83,19 @@ def upload_artifacts(s3_client, bucket: str, artifacts: Dict[str, Artifact]) -> 
         s3_client.put_object(Bucket=bucket, Key=artifact.key, Body=artifact.data)
         uploaded.append(artifact.uri(bucket))
     return uploaded
+
+
+def source_commit() -> Optional[str]:
+    """The checkout's git commit (with "+changes" when files differ from it), or None when the
+    code is not a git checkout. Recorded per execution, never in the definition."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10)
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() + ("+changes" if dirty else "")

@@ -8,6 +8,7 @@ from pipeline import aws
 from pipeline.config import LOCAL_MNIST, PLACEHOLDER_ROLE, PipelineConfig
 from pipeline.local import launcher
 from pipeline.local.home import ServiceHome
+from pipeline.packaging import source_commit
 from pipeline.review.runs import Sources
 
 LOCAL_BUCKET = "sagemaker-local"
@@ -61,8 +62,9 @@ class Target:
                               model_package_group=self.args.model_package_group)
 
     def parameter_overrides(self) -> Dict[str, object]:
-        """Parameters this target sets unless the user does."""
-        return {}
+        """Parameters this target sets unless the user does: the code's commit, when known."""
+        commit = source_commit()
+        return {"CodeCommit": commit} if commit else {}
 
     def job_log(self, job: str) -> str:
         """A job's log from CloudWatch Logs (SageMaker writes one stream per instance, named
@@ -130,7 +132,8 @@ class LocalTarget(Target):
         return False
 
     def parameter_overrides(self):
-        return {"MnistSourceUri": LOCAL_MNIST}  # the shipped copy: no network needed
+        # the shipped copy: no network needed
+        return {**super().parameter_overrides(), "MnistSourceUri": LOCAL_MNIST}
 
     def job_log(self, job):
         try:

@@ -75,8 +75,8 @@ class RunBrowser:
             return pages.job_page(s, parts[1])
         if parts == ["packages"]:
             return pages.packages_page(s)
-        if parts[0] == "packages" and len(parts) == 4 and parts[1] == "model-package":
-            arn = self._package_arn(parts[2], parts[3])
+        if parts[0] == "packages" and len(parts) == 3:  # /packages/GROUP/VERSION
+            arn = self._package_arn(parts[1], parts[2])
             return pages.package_page(s, arn, query.get("message", [""])[0])
         if parts == ["endpoints"]:
             return pages.endpoints_page(s)

@@ -10,7 +10,6 @@ from html import escape
 from typing import List, Optional
 from urllib.parse import quote
 
-from pipeline.config import STEPS
 from pipeline.review import charts, dag
 from pipeline.review.runs import (Execution, Sources, all_items, curves, epoch, execution,
                                   execution_arns, package_evaluation, per_class)
@@ -290,12 +289,15 @@ def endpoints_page(sources: Sources) -> bytes:
         desc = sm.describe_endpoint(EndpointName=name)
         live |= desc["EndpointStatus"] in ("Creating", "Updating")
         serving = _serving(sm, desc)
+        trained_by = _trained_by(sm, serving)
         history = [c["EndpointConfigName"] for c in configs
                    if c["EndpointConfigName"].startswith(f"{name}-")]
-        parts.append(table(["endpoint", "status", "config", "serves", "updated", ""], [[
+        parts.append(table(["endpoint", "status", "config", "serves", "trained by", "updated",
+                            ""], [[
             escape(name), status(desc["EndpointStatus"]),
             escape(desc.get("EndpointConfigName", "")),
             Links().package(serving) if serving else "",
+            Links().execution(trained_by) if trained_by else "",
             when(desc.get("LastModifiedTime")),
             f'<a href="/draw/{quote(name)}">draw a digit</a> '
             f'<form method="post" action="/endpoints/delete"><input type="hidden" name="name" '
@@ -304,6 +306,18 @@ def endpoints_page(sources: Sources) -> bytes:
             parts.append(f"<p>Config history of {escape(name)}: "
                          f"{escape(', '.join(history))}</p>")
     return page("Endpoints", "".join(parts) or "<p>No endpoints.</p>", live=live)
+
+
+def _trained_by(sm, package_arn) -> Optional[str]:
+    """The execution that registered a package (its lineage), if known."""
+    if not package_arn:
+        return None
+    try:
+        package = sm.describe_model_package(ModelPackageName=package_arn)
+    except Exception:  # noqa: BLE001
+        return None
+    arn = package.get("CustomerMetadataProperties", {}).get("PipelineExecutionArn", "")
+    return arn if arn.startswith("arn:") else None
 
 
 def _serving(sm, desc) -> Optional[str]:
@@ -344,6 +358,3 @@ def compare_page(sources: Sources, arn_a: str, arn_b: str) -> bytes:
     a, b = execution(sources, arn_a), execution(sources, arn_b)
     return page(f"Compare {a.id} and {b.id}", compare_body(sources, a, b, Links()))
 
-
-__all__ = ["executions_page", "execution_page", "job_page", "packages_page", "package_page",
-           "endpoints_page", "compare_page", "report", "STEPS"]

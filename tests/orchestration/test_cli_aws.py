@@ -8,7 +8,7 @@ from moto import mock_aws
 
 from pipeline import cli
 from pipeline.definition import PipelineConfig, definition_json, deploy_definition_json
-from pipeline.packaging import build_artifacts
+from pipeline.packaging import build_artifacts, source_commit
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
@@ -88,8 +88,10 @@ def test_start_passes_typed_overrides_and_lists_executions(aws, capsys):
                             "--param", "AccuracyThreshold=0.9"]) == 0
     arn = capsys.readouterr().out.split("started ")[1].split()[0]
     params = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)
+    commit = source_commit()  # recorded for the package's lineage, when in a checkout
     assert {p["Name"]: p["Value"] for p in params["PipelineParameters"]} == {
-        "Epochs": "3", "KeepEndpoint": "false", "AccuracyThreshold": "0.9"}
+        "Epochs": "3", "KeepEndpoint": "false", "AccuracyThreshold": "0.9",
+        **({"CodeCommit": commit} if commit else {})}
     assert cli.main(BASE + ["executions"]) == 0
     assert arn.split("/")[-1] in capsys.readouterr().out
 

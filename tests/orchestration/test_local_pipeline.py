@@ -13,6 +13,7 @@ from conftest import ROOT
 from localservice import ServiceProcess, steps_of, wait_for
 from pipeline.aws import Clients, install_pipeline
 from pipeline.definition import PipelineConfig
+from pipeline.packaging import source_commit
 
 BUCKET = "sagemaker-local"
 MNIST = os.path.join(ROOT, "data", "mnist")
@@ -365,8 +366,12 @@ def test_approve_from_the_cli_deploys_through_the_rule(service, clients, pending
 
     sm, _, runtime = clients
     package = _package_of(sm, pending_run)
-    assert sm.describe_model_package(ModelPackageName=package)["CustomerMetadataProperties"][
-        "PipelineExecutionArn"] == pending_run
+    lineage = sm.describe_model_package(ModelPackageName=package)["CustomerMetadataProperties"]
+    assert lineage["PipelineExecutionArn"] == pending_run
+    assert lineage["CodeCommit"] == (source_commit() or "unknown")  # `start` recorded it
+    assert lineage["DataSha256.train-images"] == \
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"
+    assert float(lineage["FinalValidationAccuracy"]) > 0.9
     before = len(sm.list_pipeline_executions(PipelineName="mnist-mxnet-deploy")[
         "PipelineExecutionSummaries"])
     base = ["--local", "--endpoint-url", service.url, "--local-home", service.home]
@@ -421,7 +426,7 @@ def test_run_browser_pages_and_approving_from_the_page(service, clients, default
         page.goto(service.url + "/packages/" + package.split("/", 1)[1])
         assert "PendingManualApproval" in page.locator("body").inner_text()
         heat = page.locator(".confusion svg")
-        assert heat.count() == 1 and "predicted" in heat.inner_text()
+        assert heat.count() == 1 and "predicted" in heat.text_content()
         lineage = page.locator("table.lineage").inner_text()
         assert pending.split("/")[-1] in lineage and "DataSha256.test-labels" in lineage
         page.screenshot(path=os.path.join(shots, "package.png"), full_page=True)
@@ -433,6 +438,7 @@ def test_run_browser_pages_and_approving_from_the_page(service, clients, default
         page.goto(service.url + "/endpoints")
         row = page.locator("table.endpoints").inner_text()
         assert "mnist-mlp" in row and "InService" in row and package.split("/", 1)[1] in row
+        assert pending.split("/")[-1] in row  # the execution that trained what it serves
         page.screenshot(path=os.path.join(shots, "endpoints.png"), full_page=True)
 
         page.goto(f"{service.url}/compare?a={run_id}&b={pending.split('/')[-1]}")
