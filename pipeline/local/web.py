@@ -79,7 +79,7 @@ class RunBrowser:
             arn = self._package_arn(parts[1], parts[2])
             return pages.package_page(s, arn, query.get("message", [""])[0])
         if parts == ["endpoints"]:
-            return pages.endpoints_page(s)
+            return pages.endpoints_page(s, self._pipelines())
         if parts == ["compare"]:
             a, b = (self._execution_arn(query.get(k, [""])[0].strip()) for k in ("a", "b"))
             return pages.compare_page(s, a, b)

@@ -10,14 +10,15 @@ from html import escape
 from typing import List, Optional
 from urllib.parse import quote
 
+from pipeline.config import STEPS
 from pipeline.review import charts, dag
 from pipeline.review.runs import (Execution, Sources, all_items, curves, epoch, execution,
                                   execution_arns, package_evaluation, per_class)
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem 2rem;color:#222}
 a{color:#1d4ed8}nav a{margin-right:1rem}h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.6rem}
-table{border-collapse:collapse;margin:.4rem 0 1rem}td,th{border:1px solid #ddd;padding:.25rem .55rem;
-text-align:left;font-size:.88rem;vertical-align:top}th{background:#f5f5f5}
+table{border-collapse:collapse;margin:.4rem 0 1rem}
+td,th{border:1px solid #ddd;padding:.25rem .55rem;text-align:left;font-size:.88rem;vertical-align:top}th{background:#f5f5f5}
 .Succeeded,.InService,.Approved,.Completed{color:#16a34a}.Failed,.Rejected{color:#dc2626}
 .Executing,.Creating,.Updating,.InProgress,.Starting{color:#2563eb}
 .PendingManualApproval,.Stopped,.Stopping{color:#d97706}
@@ -279,10 +280,27 @@ def package_page(sources: Sources, arn: str, message: str = "") -> bytes:
 
 
 # ---------------------------------------------------------------------- endpoints
-def endpoints_page(sources: Sources) -> bytes:
+def deployments(sources: Sources, pipelines: List[str]) -> List[tuple]:
+    """(endpoint, execution ARN, when) of every DeployModel that succeeded, newest first: an
+    endpoint's history (AWS keeps none; Cleanup deletes the configs it replaced)."""
+    sm, found = sources.sagemaker, []
+    for summary in execution_arns(sm, pipelines):
+        arn = summary["PipelineExecutionArn"]
+        steps = all_items(sm.list_pipeline_execution_steps, "PipelineExecutionSteps",
+                          PipelineExecutionArn=arn)
+        deploy = next((s for s in steps if s["StepName"] == STEPS.deploy
+                       and s["StepStatus"] == "Succeeded"), None)
+        if deploy:
+            parameters = {p["Name"]: p["Value"] for p in all_items(
+                sm.list_pipeline_parameters_for_execution, "PipelineParameters",
+                PipelineExecutionArn=arn)}
+            found.append((parameters.get("EndpointName"), arn, deploy.get("EndTime")))
+    return found
+
+
+def endpoints_page(sources: Sources, pipelines: List[str]) -> bytes:
     sm = sources.sagemaker
-    configs = all_items(sm.list_endpoint_configs, "EndpointConfigs", SortBy="CreationTime",
-                        SortOrder="Descending")
+    history = deployments(sources, pipelines)
     parts, live = [], False
     for e in all_items(sm.list_endpoints, "Endpoints"):
         name = e["EndpointName"]
@@ -290,8 +308,6 @@ def endpoints_page(sources: Sources) -> bytes:
         live |= desc["EndpointStatus"] in ("Creating", "Updating")
         serving = _serving(sm, desc)
         trained_by = _trained_by(sm, serving)
-        history = [c["EndpointConfigName"] for c in configs
-                   if c["EndpointConfigName"].startswith(f"{name}-")]
         parts.append(table(["endpoint", "status", "config", "serves", "trained by", "updated",
                             ""], [[
             escape(name), status(desc["EndpointStatus"]),
@@ -302,9 +318,10 @@ def endpoints_page(sources: Sources) -> bytes:
             f'<a href="/draw/{quote(name)}">draw a digit</a> '
             f'<form method="post" action="/endpoints/delete"><input type="hidden" name="name" '
             f'value="{escape(name)}"><button>delete</button></form>']], "endpoints"))
-        if history:
-            parts.append(f"<p>Config history of {escape(name)}: "
-                         f"{escape(', '.join(history))}</p>")
+        mine = [(arn, at) for endpoint, arn, at in history if endpoint == name]
+        if mine:
+            parts.append(f"<p>Deployed to {escape(name)} by (newest first): " + ", ".join(
+                f"{Links().execution(arn)} at {when(at)}" for arn, at in mine) + "</p>")
     return page("Endpoints", "".join(parts) or "<p>No endpoints.</p>", live=live)
 
 

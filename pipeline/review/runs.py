@@ -206,9 +206,12 @@ class _Values:
             left, right = (self.value(condition[k]) for k in ("LeftValue", "RightValue"))
         except (KeyError, ValueError, StepFailed, StopIteration, OSError, AttributeError):
             return f"{condition['Type']} -> {outcome.lower()}"
-        show = (lambda v: f"{v:.4f}" if isinstance(v, float) else render_value(v))
-        return (f"{show(left)} {OPERATORS.get(condition['Type'], condition['Type'])} "
-                f"{show(right)} -> {outcome.lower()}")
+        return (f"{_shown(left)} {OPERATORS.get(condition['Type'], condition['Type'])} "
+                f"{_shown(right)} -> {outcome.lower()}")
+
+
+def _shown(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else render_value(value)
 
 
 def execution(sources: Sources, arn: str) -> Execution:

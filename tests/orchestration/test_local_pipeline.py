@@ -439,6 +439,8 @@ def test_run_browser_pages_and_approving_from_the_page(service, clients, default
         row = page.locator("table.endpoints").inner_text()
         assert "mnist-mlp" in row and "InService" in row and package.split("/", 1)[1] in row
         assert pending.split("/")[-1] in row  # the execution that trained what it serves
+        history = page.locator("p:has-text('Deployed to mnist-mlp by')").inner_text()
+        assert history.index(deploy_arn.split("/")[-1]) < history.index(run_id)
         page.screenshot(path=os.path.join(shots, "endpoints.png"), full_page=True)
 
         page.goto(f"{service.url}/compare?a={run_id}&b={pending.split('/')[-1]}")
