@@ -142,7 +142,8 @@ def install_approval_rule(clients: Clients, config, deploy_pipeline_arn, role_ar
         Tags=PIPELINE_TAGS)["RuleArn"]
     answer = events.put_targets(Rule=config.approval_rule_name, Targets=[{
         "Id": "deploy-pipeline", "Arn": deploy_pipeline_arn, "RoleArn": role_arn,
-        "SageMakerPipelineParameters": {"PipelineParameterList": []}}])
+        "SageMakerPipelineParameters": {"PipelineParameterList": [
+            {"Name": "ApprovalEvent", "Value": "true"}]}}])
     if answer["FailedEntryCount"]:
         raise RuntimeError(f"EventBridge refused the target: {answer['FailedEntries']}")
     return rule_arn

@@ -79,6 +79,7 @@ EVALUATION = EvaluationReport()
 DATA_REPORT = DataReport()
 # CustomerMetadataProperties keys of a registered package (its lineage, for reviewers)
 LINEAGE_KEYS = ("PipelineExecutionArn", "TrainingJobName", "TestData", "CodeSha256", "CodeCommit",
+                "RegisteredApproval",
                 "DataSha256.train-images", "DataSha256.train-labels", "DataSha256.test-images",
                 "DataSha256.test-labels", "FinalValidationAccuracy", "FinalValidationLoss")
 
@@ -89,6 +90,8 @@ DEPLOY_PARAMETERS = {
     "EndpointName": PARAMETERS["EndpointName"],
     "EndpointInstanceType": PARAMETERS["EndpointInstanceType"],
     "KeepEndpoint": PARAMETERS["KeepEndpoint"],
+    "ApprovalEvent": (bool, False, "true when the approval rule started the run: a package "
+                                   "registered Approved is left to the run that registered it"),
 }
 
 

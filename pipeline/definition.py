@@ -178,7 +178,8 @@ def build_deploy_pipeline(config: PipelineConfig,
         warnings.filterwarnings("ignore", message="Running within a PipelineSession")
         steps = _Steps(config, artifacts or build_artifacts(config.prefix), DEPLOY_PARAMETERS)
         deploy, cleanup = steps.deploy_and_cleanup(
-            ["--model-package-group", config.model_package_group], "package")
+            ["--model-package-group", config.model_package_group, "--approval-event",
+             Join(on="", values=[steps.p["ApprovalEvent"]])], "package")
         return Pipeline(name=config.deploy_pipeline_name, parameters=list(steps.p.values()),
                         steps=[deploy, cleanup], sagemaker_session=steps.session)
 
@@ -316,6 +317,7 @@ class _Steps:
             "TestData": test_uri,
             "CodeSha256": self.code_sha256,
             "CodeCommit": self.p["CodeCommit"],
+            "RegisteredApproval": self.p["ModelApprovalStatus"],
             **digests,
             "FinalValidationAccuracy": Join(on="", values=[
                 metrics["validation_accuracy"].Value]),

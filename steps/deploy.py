@@ -21,6 +21,7 @@ FAILURE_FILE = os.path.join(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"), "
 TAG_KEY = "mnist-mxnet:endpoint"  # marks models and endpoint configs that belong to an endpoint
 PACKAGE_TAG = "mnist-mxnet:model-package"  # the package a model was made from
 TEST_DATA_KEY = "TestData"  # the package's CustomerMetadataProperties: its test split's S3 URI
+REGISTERED_KEY = "RegisteredApproval"  # ... and the approval status it was registered with
 
 
 class DeployError(Exception):
@@ -101,6 +102,13 @@ def serving_package(sm, desc):
     return next((t["Value"] for t in tags if t["Key"] == PACKAGE_TAG), None)
 
 
+def registered_approved(sm, package_arn):
+    """Whether a package was Approved when registered (its own run deploys it). SageMaker emits
+    state-change events on creation too, so the approval rule also fires for such packages."""
+    package = sm.describe_model_package(ModelPackageName=package_arn)
+    return package.get("CustomerMetadataProperties", {}).get(REGISTERED_KEY) == "Approved"
+
+
 def fetch_test_data(s3, uri, into):
     """Download the .npz files under an s3:// URI (the smoke test's digits)."""
     bucket, _, prefix = uri[len("s3://"):].partition("/")
@@ -175,6 +183,10 @@ def deploy(sm, runtime, args):
         print(f"endpoint {args.endpoint_name} already serves {package_arn}: nothing to do",
               flush=True)
         return {"deployed": False, "already_serving": package_arn}
+    if args.approval_event == "true" and registered_approved(sm, package_arn):
+        print(f"model package {package_arn} was registered Approved: the pipeline run that "
+              "registered it deploys it; nothing to do", flush=True)
+        return {"deployed": False, "left_to_its_run": package_arn}
     print(f"deploying model package {package_arn}", flush=True)
     sm.create_model(ModelName=name, PrimaryContainer=container, ExecutionRoleArn=args.role_arn,
                     Tags=tags + [{"Key": PACKAGE_TAG, "Value": package_arn}])
@@ -210,6 +222,10 @@ def main(argv=None):
     which.add_argument("--model-package-arn", help="the package to deploy")
     which.add_argument("--model-package-group",
                        help="deploy the group's newest Approved package (approve -> deploy)")
+    parser.add_argument("--approval-event", type=str.lower, choices=["true", "false"],
+                        default="false",
+                        help="true when an approval event started this: leave a package that "
+                             "was registered Approved to the run that registered it")
     parser.add_argument("--endpoint-name", required=True)
     parser.add_argument("--instance-type", default="ml.m5.large")
     parser.add_argument("--execution-id", required=True)

@@ -356,7 +356,15 @@ class SageMakerBackend:
                         "ModelPackageStatusDetails": {"ValidationStatuses": [],
                                                       "ImageScanStatuses": []}})
             self._put_new(ModelPackage, arn, doc, tags)
+        self._package_changed(doc)
         return {"ModelPackageArn": arn}
+
+    def _package_changed(self, doc):
+        """SageMaker's "Model Package State Change" event, as the registry emits it on AWS (on
+        creation and on approval changes), to the EventBridge rules."""
+        if self.events is not None:
+            self.events.emit("aws.sagemaker", "SageMaker Model Package State Change",
+                             [doc["ModelPackageArn"]], ModelPackage.describe(doc))
 
     def _package(self, ref) -> dict:
         return self._get(ModelPackage, ref)
@@ -385,9 +393,8 @@ class SageMakerBackend:
                     doc[key] = value
             doc["LastModifiedTime"] = time.time()
             self.store.put(ModelPackage.kind, doc["ModelPackageArn"], doc)
-        if changed and self.events is not None:  # as the registry does on AWS
-            self.events.emit("aws.sagemaker", "SageMaker Model Package State Change",
-                             [doc["ModelPackageArn"]], ModelPackage.describe(doc))
+        if changed:
+            self._package_changed(doc)
         return {"ModelPackageArn": doc["ModelPackageArn"]}
 
     def delete_model_package(self, model_package_name):

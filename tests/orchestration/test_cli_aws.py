@@ -61,6 +61,8 @@ def test_upsert_installs_approve_then_deploy(aws, capsys):
                    "ModelApprovalStatus": ["Approved"]}}
     (target,) = events.list_targets_by_rule(Rule="mnist-mxnet-approved")["Targets"]
     assert target["Arn"] == deploy["PipelineArn"]
+    assert target["SageMakerPipelineParameters"]["PipelineParameterList"] == [
+        {"Name": "ApprovalEvent", "Value": "true"}]
     iam = boto3.client("iam", region_name=REGION)
     role = iam.get_role(RoleName="mnist-mxnet-events")["Role"]
     assert target["RoleArn"] == role["Arn"]

@@ -88,11 +88,14 @@ def test_the_approve_then_deploy_pipeline_is_offline_deterministic_and_small():
     assert first == deploy_definition_json(CONFIG)
     deploy = json.loads(first)
     assert [p["Name"] for p in deploy["Parameters"]] == [
-        "ProcessingInstanceType", "EndpointName", "EndpointInstanceType", "KeepEndpoint"]
+        "ProcessingInstanceType", "EndpointName", "EndpointInstanceType", "KeepEndpoint",
+        "ApprovalEvent"]
     steps = {s["Name"]: s for s in all_steps(deploy)}
     assert list(steps) == ["DeployModel", "Cleanup"]
     arguments = steps["DeployModel"]["Arguments"]["AppSpecification"]["ContainerArguments"]
-    assert arguments[:2] == ["--model-package-group", CONFIG.model_package_group]
+    assert arguments[:3] == ["--model-package-group", CONFIG.model_package_group,
+                             "--approval-event"]
+    assert "Parameters.ApprovalEvent" in json.dumps(arguments[3])
     assert arguments[-2:] == ["--test", "package"]  # digits from the package's lineage
 
 
@@ -103,6 +106,7 @@ def test_the_package_carries_its_lineage_and_description(definition):
     assert set(lineage) == set(LINEAGE_KEYS)
     assert lineage["PipelineExecutionArn"] == {"Get": "Execution.PipelineExecutionArn"}
     assert lineage["TrainingJobName"] == {"Get": "Steps.TrainModel.TrainingJobName"}
+    assert lineage["RegisteredApproval"] == {"Get": "Parameters.ModelApprovalStatus"}
     assert lineage["DataSha256.test-labels"]["Std:JsonGet"]["Path"] == \
         "sha256['t10k-labels-idx1-ubyte']"
     assert len(lineage["CodeSha256"]) == 64

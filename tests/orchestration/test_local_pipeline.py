@@ -62,7 +62,7 @@ def default_run(clients):
     return arn, wait_for(sm, arn)
 
 
-def test_default_parameters_succeed_register_and_deploy(clients, default_run):
+def test_default_parameters_succeed_register_and_deploy(clients, default_run, service):
     sm, s3, runtime = clients
     arn, status = default_run
     steps = steps_of(sm, arn)
@@ -71,6 +71,16 @@ def test_default_parameters_succeed_register_and_deploy(clients, default_run):
                           "Register-RegisterModel", "CheckApproval", "DeployModel", "Cleanup"}
     assert all(s["StepStatus"] == "Succeeded" for s in steps.values())
     assert steps["CheckAccuracy"]["Metadata"]["Condition"]["Outcome"] == "True"
+    # Registering fired the package state-change event (as on AWS): the approval rule started
+    # the deploy pipeline, which left the package, registered Approved, to this run.
+    (event_run,) = sm.list_pipeline_executions(PipelineName="mnist-mxnet-deploy")[
+        "PipelineExecutionSummaries"]
+    assert wait_for(sm, event_run["PipelineExecutionArn"]) == "Succeeded"
+    job = steps_of(sm, event_run["PipelineExecutionArn"])["DeployModel"]["Metadata"][
+        "ProcessingJob"]["Arn"].split("/")[-1]
+    with open(os.path.join(service.home, "logs", f"{job}.log")) as handle:
+        assert "was registered Approved: the pipeline run that registered it deploys it" in \
+            handle.read()
 
     training = sm.describe_training_job(
         TrainingJobName=steps["TrainModel"]["Metadata"]["TrainingJob"]["Arn"].split("/")[-1])

@@ -290,3 +290,96 @@ def test_stop_and_retry_follow_the_executions_status(service):
     assert "can be retried; this one is Succeeded" in err.value.response["Error"]["Message"]
     assert sm.describe_pipeline_execution(PipelineExecutionArn=arn)[
         "PipelineExecutionStatus"] == "Succeeded"
+
+
+def test_eventbridge_rules_start_pipelines_on_package_state_changes(service):
+    """The EventBridge subset, through boto3's events client: a rule on Approved packages of a
+    group starts its pipeline target with the target's parameters; other changes do not."""
+    sm, events = service.client("sagemaker"), service.client("events")
+    sm.create_pipeline(PipelineName="on-approval", RoleArn=ROLE, PipelineDefinition=json.dumps({
+        "Version": "2020-12-01", "Parameters": [{"Name": "Why", "Type": "String",
+                                                 "DefaultValue": "by hand"}],
+        "Steps": [{"Name": "Gate", "Type": "Condition", "Arguments": {"Conditions": []}}]}))
+    pattern = {"source": ["aws.sagemaker"],
+               "detail-type": ["SageMaker Model Package State Change"],
+               "detail": {"ModelPackageGroupName": ["events-group"],
+                          "ModelApprovalStatus": ["Approved"]}}
+    arn = events.put_rule(Name="approved", EventPattern=json.dumps(pattern))["RuleArn"]
+    assert arn == "arn:aws:events:us-east-1:000000000000:rule/approved"
+    pipeline_arn = sm.describe_pipeline(PipelineName="on-approval")["PipelineArn"]
+    assert events.put_targets(Rule="approved", Targets=[{
+        "Id": "t", "Arn": pipeline_arn, "RoleArn": ROLE, "SageMakerPipelineParameters": {
+            "PipelineParameterList": [{"Name": "Why", "Value": "approved"}]}}])[
+        "FailedEntryCount"] == 0
+    refused = events.put_targets(Rule="approved", Targets=[
+        {"Id": "q", "Arn": "arn:aws:sqs:us-east-1:000000000000:queue"}])
+    assert refused["FailedEntryCount"] == 1
+    assert [t["Id"] for t in events.list_targets_by_rule(Rule="approved")["Targets"]] == ["t"]
+    with pytest.raises(ClientError) as err:
+        events.put_rule(Name="bad", EventPattern='{"source": "aws.sagemaker"}')
+    assert err.value.response["Error"]["Code"] == "InvalidEventPatternException"
+
+    def runs():
+        return sm.list_pipeline_executions(PipelineName="on-approval")[
+            "PipelineExecutionSummaries"]
+
+    sm.create_model_package_group(ModelPackageGroupName="events-group")
+    package = sm.create_model_package(
+        ModelPackageGroupName="events-group", ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={"Containers": [{"Image": "img"}],
+                                "SupportedContentTypes": ["application/json"],
+                                "SupportedResponseMIMETypes": ["application/json"]})[
+        "ModelPackageArn"]
+    assert runs() == []  # created pending: the pattern wants Approved
+    sm.update_model_package(ModelPackageArn=package, ApprovalDescription="no status change")
+    assert runs() == []
+    sm.update_model_package(ModelPackageArn=package, ModelApprovalStatus="Approved")
+    (started,) = runs()
+    assert started["PipelineExecutionDescription"] == "started by an EventBridge rule"
+    params = sm.list_pipeline_parameters_for_execution(
+        PipelineExecutionArn=started["PipelineExecutionArn"])["PipelineParameters"]
+    assert params == [{"Name": "Why", "Value": "approved"}]
+    events.disable_rule(Name="approved")
+    sm.update_model_package(ModelPackageArn=package, ModelApprovalStatus="Rejected")
+    sm.update_model_package(ModelPackageArn=package, ModelApprovalStatus="Approved")
+    assert len(runs()) == 1  # a disabled rule starts nothing
+    with pytest.raises(ClientError) as err:
+        events.delete_rule(Name="approved")
+    assert "has targets" in err.value.response["Error"]["Message"]
+    events.remove_targets(Rule="approved", Ids=["t"])
+    events.delete_rule(Name="approved")
+    with pytest.raises(ClientError) as err:
+        events.describe_rule(Name="approved")
+    assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_experiment_config_is_accepted_and_returned_resolved(service):
+    sm = service.client("sagemaker")
+    sm.create_pipeline(PipelineName="with-experiments", RoleArn=ROLE,
+                       PipelineDefinition=json.dumps({
+                           "Version": "2020-12-01",
+                           "PipelineExperimentConfig": {
+                               "ExperimentName": {"Get": "Execution.PipelineName"},
+                               "TrialName": {"Get": "Execution.PipelineExecutionId"}},
+                           "Steps": [{"Name": "Gate", "Type": "Condition",
+                                      "Arguments": {"Conditions": []}}]}))
+    arn = sm.start_pipeline_execution(PipelineName="with-experiments")["PipelineExecutionArn"]
+    assert sm.describe_pipeline_execution(PipelineExecutionArn=arn)[
+        "PipelineExperimentConfig"] == {"ExperimentName": "with-experiments",
+                                        "TrialName": arn.split("/")[-1]}
+
+
+def test_event_patterns_match_as_eventbridge_documents():
+    from pipeline.local.events import matches
+
+    event = {"source": "aws.sagemaker", "resources": ["arn:a", "arn:b"],
+             "detail": {"ModelPackageGroupName": "g", "ModelApprovalStatus": "Approved"}}
+    assert matches({"source": ["aws.sagemaker", "aws.s3"]}, event)
+    assert matches({"resources": ["arn:b"]}, event)  # any item of a list-valued field
+    assert matches({"detail": {"ModelPackageGroupName": [{"prefix": "g"}]}}, event)
+    assert matches({"detail": {"ApprovalDescription": [{"exists": False}]}}, event)
+    assert not matches({"detail": {"ModelApprovalStatus": ["Rejected"]}}, event)
+    assert not matches({"detail": {"Missing": ["x"]}}, event)
+    assert not matches({"detail": {"ModelApprovalStatus": [{"exists": False}]}}, event)
+    with pytest.raises(ValueError):
+        matches({"source": "aws.sagemaker"}, event)  # values must be lists
