@@ -143,7 +143,7 @@ def executions(target, pipeline_names, limit):
     for row in rows:
         arn = row["PipelineExecutionArn"]
         try:
-            run = runs.execution(sources, arn)
+            run = runs.execution(sources, arn, detail=False)
             duration, accuracy = took(run.duration), accuracy_text(run.accuracy)
         except (ClientError, NotImplementedError):  # an API without step listing (moto)
             duration = accuracy = ""

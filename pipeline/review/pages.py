@@ -88,7 +88,7 @@ def executions_page(sources: Sources, pipelines: List[str]) -> bytes:
     rows, live = [], False
     for summary in execution_arns(sm, pipelines):
         arn = summary["PipelineExecutionArn"]
-        run = execution(sources, arn)
+        run = execution(sources, arn, detail=False)
         live |= run.status == "Executing"
         rows.append([links.execution(arn), escape(run.pipeline), status(run.status),
                      when(run.start), took(run.duration), accuracy_text(run.accuracy),

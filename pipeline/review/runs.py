@@ -158,7 +158,7 @@ def _job(sm, kind, name) -> dict:
         return {}
 
 
-def _step(sm, record, spec) -> Step:
+def _step(sm, record, spec, describe_job=True) -> Step:
     meta = record.get("Metadata", {})
     step = Step(name=record["StepName"], kind=spec.get("Type", ""), status=record["StepStatus"],
                 start=epoch(record.get("StartTime")), end=epoch(record.get("EndTime")),
@@ -167,7 +167,7 @@ def _step(sm, record, spec) -> Step:
     for kind in ("TrainingJob", "ProcessingJob"):
         if kind in meta:
             step.job_kind, step.job_name = kind, meta[kind]["Arn"].split("/")[-1]
-            step.job = _job(sm, kind, step.job_name)
+            step.job = _job(sm, kind, step.job_name) if describe_job else {}
     return step
 
 
@@ -214,8 +214,9 @@ def _shown(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else render_value(value)
 
 
-def execution(sources: Sources, arn: str) -> Execution:
-    """One execution, as a reviewer reads it."""
+def execution(sources: Sources, arn: str, detail: bool = True) -> Execution:
+    """One execution, as a reviewer reads it. ``detail=False`` (a list's row) reads only what a
+    row shows: status, times, parameters and the evaluation, in a handful of calls."""
     sm = sources.sagemaker
     desc = sm.describe_pipeline_execution(PipelineExecutionArn=arn)
     definition = json.loads(sm.describe_pipeline_definition_for_execution(
@@ -230,10 +231,11 @@ def execution(sources: Sources, arn: str) -> Execution:
                 for p in definition.get("Parameters", [])}
     records = all_items(sm.list_pipeline_execution_steps, "PipelineExecutionSteps",
                         PipelineExecutionArn=arn, SortOrder="Ascending")
-    steps = [_step(sm, r, specs.get(r["StepName"], {})) for r in records]
+    steps = [_step(sm, r, specs.get(r["StepName"], {}),
+                   detail or r["StepName"] == STEPS.evaluate) for r in records]
     by_name = {s.name: s for s in steps}
     values = _Values(sources, parameters, by_name, specs)
-    for step in steps:
+    for step in steps if detail else []:
         if "Condition" in step.metadata:
             outcome = step.metadata["Condition"].get("Outcome", "")
             step.condition = [values.describe(c, outcome)
@@ -246,11 +248,11 @@ def execution(sources: Sources, arn: str) -> Execution:
         display_name=desc.get("PipelineExecutionDisplayName", ""),
         failure=desc.get("FailureReason", ""), parameters=parameters, defaults=defaults,
         steps=steps, edges=edges, experiment=desc.get("PipelineExperimentConfig", {}))
-    _attach_results(sources, run)
+    _attach_results(sources, run, detail)
     return run
 
 
-def _attach_results(sources, run):
+def _attach_results(sources, run, detail):
     sm = sources.sagemaker
     evaluate = run.step(STEPS.evaluate)
     if evaluate and evaluate.status == "Succeeded":
@@ -259,6 +261,8 @@ def _attach_results(sources, run):
             run.evaluation = sources.read_json(f"{uri}/{EVALUATION.file_name}")
         except Exception:  # noqa: BLE001 - shown as missing
             run.evaluation = None
+    if not detail:
+        return
     register = next((s for s in run.steps if "RegisterModel" in s.metadata), None)
     if register:
         try:
