@@ -42,8 +42,9 @@ def test_building_makes_no_network_calls(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     text = definition_json(CONFIG)
+    deploy_text = deploy_definition_json(CONFIG)
     assert attempts == []  # nothing even tried (the SDK swallows some failures, e.g. telemetry)
-    assert json.loads(text)["Version"] == "2020-12-01"
+    assert json.loads(text)["Version"] == json.loads(deploy_text)["Version"] == "2020-12-01"
 
 
 def test_two_builds_are_byte_identical():
