@@ -97,6 +97,18 @@ def approval_pattern(group: str) -> dict:
             "detail": {"ModelPackageGroupName": [group], "ModelApprovalStatus": ["Approved"]}}
 
 
+def pipeline_missing(err: ClientError) -> bool:
+    """Whether an error says the pipeline does not exist: AWS answers ResourceNotFound; some
+    implementations (moto) a ValidationException that says so. Any other error, a definition
+    refused for one, is not a reason to create."""
+    error = err.response["Error"]
+    if error.get("Code") == "ResourceNotFound":
+        return True
+    message = error.get("Message", "").lower()
+    return error.get("Code") == "ValidationException" and (
+        "does not exist" in message or "could not find pipeline" in message)
+
+
 def _upsert_pipeline(sm, name, body, role_arn, description):
     """Update the pipeline; create it only when it does not exist."""
     try:
@@ -104,7 +116,7 @@ def _upsert_pipeline(sm, name, body, role_arn, description):
                                  PipelineDescription=description)["PipelineArn"]
         return arn, "updated"
     except ClientError as err:
-        if err.response["Error"]["Code"] not in ("ResourceNotFound", "ValidationException"):
+        if not pipeline_missing(err):
             raise
     arn = sm.create_pipeline(
         PipelineName=name, PipelineDefinition=body, RoleArn=role_arn,

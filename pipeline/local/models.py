@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 import botocore
 
 from pipeline.config import render_value
+from pipeline.local import constraints
 from pipeline.local.errors import ServiceError, validation
 from pipeline.local.resources import (Endpoint, EndpointConfig, Model, ModelPackage,
                                       ModelPackageGroup, Pipeline, PipelineExecution,
@@ -566,11 +567,13 @@ class SageMakerBackend:
 
     def register_model(self, request: dict) -> dict:
         """A RegisterModel step: its arguments are a CreateModelPackage request."""
+        constraints.check(request, SERVICE_MODEL.operation_model("CreateModelPackage").input_shape)
         arn = self.create_model_package(**as_kwargs(request))["ModelPackageArn"]
         return self.describe_model_package(arn)
 
     def create_model_from_step(self, request: dict) -> dict:
         """A Model step: its arguments are a CreateModel request."""
+        constraints.check(request, SERVICE_MODEL.operation_model("CreateModel").input_shape)
         self.create_model(**as_kwargs(request))
         return self.describe_model(request["ModelName"])
 

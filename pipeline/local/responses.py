@@ -14,6 +14,7 @@ import botocore
 import botocore.session
 from botocore.validate import ParamValidator
 
+from pipeline.local import constraints
 from pipeline.local.endpoints import INVOCATION_LIMIT, HostingError
 from pipeline.local.errors import ServiceError, missing_parameter
 from pipeline.local.models import as_kwargs
@@ -69,6 +70,7 @@ class JsonProtocol:
         if report.has_errors():
             return error("ValidationException", report.generate_report())
         try:
+            constraints.check(params, input_shape)  # patterns, lengths, enums, ranges
             return _json(200, method(**self._kwargs(method, input_shape, params)))
         except ServiceError as err:
             return error(err.code, err.message, err.status)
@@ -130,7 +132,7 @@ class S3Protocol:
         self.s3 = s3
 
     @staticmethod
-    def _error(code, message, status) -> Response:
+    def error(code, message, status) -> Response:
         body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>"
                 f"<Message>{saxutils.escape(message)}</Message></Error>").encode()
         return status, {"Content-Type": "application/xml"}, body
@@ -138,20 +140,20 @@ class S3Protocol:
     def handle(self, method, path, query, body) -> Response:
         bucket, _, key = path.lstrip("/").partition("/")
         if not bucket:
-            return self._error("InvalidRequest", "path-style bucket name required", 400)
+            return self.error("InvalidRequest", "path-style bucket name required", 400)
         try:
             if not key:
                 return self._bucket(method, bucket, query)
             return self._object(method, bucket, key, body)
         except ValueError as err:
-            return self._error("InvalidArgument", str(err), 400)
+            return self.error("InvalidArgument", str(err), 400)
 
     def _bucket(self, method, bucket, query):
         if method == "PUT":
             self.s3.create_bucket(bucket)
             return 200, {"Location": f"/{bucket}"}, b""
         if not self.s3.bucket_exists(bucket):
-            return self._error("NoSuchBucket", f"The specified bucket {bucket} does not exist",
+            return self.error("NoSuchBucket", f"The specified bucket {bucket} does not exist",
                                404)
         if method == "HEAD":
             return 200, {}, b""
@@ -168,23 +170,24 @@ class S3Protocol:
                     f"{items.count('<Contents>')}</KeyCount><IsTruncated>false</IsTruncated>"
                     f"{items}</ListBucketResult>").encode()
             return 200, {"Content-Type": "application/xml"}, body
-        return self._error("MethodNotAllowed", f"{method} on a bucket", 405)
+        return self.error("MethodNotAllowed", f"{method} on a bucket", 405)
 
     def _object(self, method, bucket, key, body):
         if method == "PUT":
             if not self.s3.bucket_exists(bucket):
-                return self._error("NoSuchBucket", f"The specified bucket {bucket} does not "
+                return self.error("NoSuchBucket", f"The specified bucket {bucket} does not "
                                    "exist", 404)
+            body, digest = body if isinstance(body, tuple) else (body, hashlib.md5(body).hexdigest())
             self.s3.put(bucket, key, body)
-            return 200, {"ETag": f"\"{hashlib.md5(body).hexdigest()}\""}, b""
+            return 200, {"ETag": f"\"{digest}\""}, b""
         if method in ("GET", "HEAD"):
             data = self.s3.get(bucket, key)
             if data is None:
                 if method == "HEAD":
                     return 404, {}, b""
-                return self._error("NoSuchKey", "The specified key does not exist.", 404)
+                return self.error("NoSuchKey", "The specified key does not exist.", 404)
             headers = {"Content-Type": "binary/octet-stream", "Content-Length": str(len(data)),
                        "ETag": f"\"{hashlib.md5(data).hexdigest()}\"",
                        "Last-Modified": formatdate(usegmt=True)}
             return 200, headers, (data if method == "GET" else b"")
-        return self._error("MethodNotAllowed", f"{method} on an object", 405)
+        return self.error("MethodNotAllowed", f"{method} on an object", 405)

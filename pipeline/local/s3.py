@@ -42,7 +42,10 @@ class LocalS3:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = target + ".part"
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, (bytes, bytearray)):
+                handle.write(data)
+            else:  # a file (a spooled request body)
+                shutil.copyfileobj(data, handle, 1024 * 1024)
         os.replace(tmp, target)
 
     def get(self, bucket: str, key: str):

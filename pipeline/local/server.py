@@ -7,6 +7,7 @@ Routes, first match wins: ``POST /`` with ``X-Amz-Target: SageMaker.*`` (the Sag
 ``/executions``, ``/jobs``, ``/packages``, ``/endpoints``, ``/compare``), for browsers;
 everything else is path-style S3.
 """
+import hashlib
 import io
 import json
 import os
@@ -20,8 +21,8 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pipeline.config import ROOT
-from pipeline.local import web
-from pipeline.local.endpoints import Hosting
+from pipeline.local import framing, web
+from pipeline.local.endpoints import INVOCATION_LIMIT, Hosting
 from pipeline.local.home import ServiceHome
 from pipeline.local.jobs import JobRunner
 from pipeline.local.models import SageMakerBackend
@@ -35,20 +36,6 @@ from pipeline.local.workflow.orchestrator import Orchestrator
 
 DEFAULT_JOB_PYTHON = os.path.join(ROOT, ".venv-job", "bin", "python")
 _HTML = {"Content-Type": "text/html; charset=utf-8"}
-
-
-def read_chunked(stream) -> bytes:
-    """A chunked body (``size[;ext] CRLF data CRLF ... 0 CRLF trailers CRLF``), as HTTP's
-    Transfer-Encoding and S3's ``aws-chunked`` Content-Encoding both frame it."""
-    data = bytearray()
-    while True:
-        size = int(stream.readline().split(b";")[0], 16)
-        if size == 0:
-            while stream.readline() not in (b"\r\n", b"\n", b""):
-                pass
-            return bytes(data)
-        data += stream.read(size)
-        stream.readline()
 
 
 def _json_api(svc, request):
@@ -85,29 +72,36 @@ def _s3(svc, request):
                              urllib.parse.parse_qs(request.query), request.body)
 
 
+API_LIMIT = 10 * 1024 * 1024  # a JSON API request (a pipeline definition is at most 1 MB)
+FORM_LIMIT = 64 * 1024
+S3_OBJECT_LIMIT = 5 * 1024 ** 3  # S3's largest single PUT
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
+
+
 def _signed(request):
     return "Authorization" in request.headers
 
 
-# (methods or None for any, path pattern, a predicate on the request or None, handler);
-# a request no route takes is path-style S3.
+# (methods or None for any, path pattern, a predicate on the request or None, handler, body
+# limit); a request no route takes is path-style S3.
 ROUTES = [
-    (None, r".*", lambda r: "X-Amz-Target" in r.headers, _json_api),
-    ({"POST"}, r"/endpoints/(?P<endpoint>[^/]+)/invocations", None, _invoke),
-    (None, r"/ping", None, _ping),
-    ({"GET"}, r"/draw/(?P<endpoint>[^/]+)", lambda r: not _signed(r), _drawing_pad),
+    (None, r".*", lambda r: "X-Amz-Target" in r.headers, _json_api, API_LIMIT),
+    ({"POST"}, r"/endpoints/(?P<endpoint>[^/]+)/invocations", None, _invoke, INVOCATION_LIMIT),
+    (None, r"/ping", None, _ping, 0),
+    ({"GET"}, r"/draw/(?P<endpoint>[^/]+)", lambda r: not _signed(r), _drawing_pad, 0),
     ({"GET"}, r"/|/(executions|jobs|packages|endpoints|compare)(/.*)?",
-     lambda r: not _signed(r), _run_browser),
+     lambda r: not _signed(r), _run_browser, 0),
     ({"POST"}, r"/packages/approval|/endpoints/delete", lambda r: not _signed(r),
-     _run_browser_form),
+     _run_browser_form, FORM_LIMIT),
 ]
-_COMPILED = [(methods, re.compile(pattern), when, handler)
-             for methods, pattern, when, handler in ROUTES]
+_COMPILED = [(methods, re.compile(pattern), when, handler, limit)
+             for methods, pattern, when, handler, limit in ROUTES]
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     service = None  # the LocalSageMaker instance, set per server class
+    timeout = 60  # per-connection read timeout: idle or stalled clients are dropped
 
     def setup(self):
         super().setup()
@@ -116,13 +110,17 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            body = read_chunked(self.rfile)
-        else:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+    def _read_body(self, limit, s3_object=False):
+        """The body under the route's limit; an S3 object's is spooled (file, MD5)."""
+        if s3_object:
+            body = framing.spool_body(self.rfile, self.headers, limit, self.service.home.root)
+            if "aws-chunked" in self.headers.get("Content-Encoding", ""):
+                data = framing.read_chunked(body[0], limit)
+                body = (io.BytesIO(data), hashlib.md5(data).hexdigest())
+            return body
+        body = framing.read_body(self.rfile, self.headers, limit)
         if "aws-chunked" in self.headers.get("Content-Encoding", ""):
-            body = read_chunked(io.BytesIO(body))
+            body = framing.read_chunked(io.BytesIO(body), limit)
         return body
 
     def _reply(self, response):
@@ -137,20 +135,51 @@ class Handler(BaseHTTPRequestHandler):
 
     def _route(self):
         parsed = urllib.parse.urlsplit(self.path)
-        self.url_path, self.query, self.body = parsed.path, parsed.query, self._read_body()
-        for methods, pattern, when, handler in _COMPILED:
+        self.url_path, self.query, self.is_s3 = parsed.path, parsed.query, False
+        for methods, pattern, when, handler, limit in _COMPILED:
             match = pattern.fullmatch(parsed.path)
             if match and (methods is None or self.command in methods) and \
                     (when is None or when(self)):
+                self.body = self._read_body(limit)
                 args = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
                 return handler(self.service, self, **args)
+        object_put = self.command == "PUT" and "/" in parsed.path.strip("/")
+        self.is_s3 = True
+        self.body = self._read_body(S3_OBJECT_LIMIT if object_put else API_LIMIT, object_put)
         return _s3(self.service, self)
+
+    def _refusal(self, code, message, status):
+        """An error in the shape of the API the request was for (S3's XML, else JSON)."""
+        if getattr(self, "is_s3", False):
+            return S3Protocol.error(code, message, status)
+        return error(code, message, status)
+
+    def _host_allowed(self) -> bool:
+        """Only loopback names: a page on another site that rebinds its DNS name to 127.0.0.1
+        sends its own name as Host, and is refused."""
+        host = self.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name.lower() in LOOPBACK_HOSTS
 
     def _handle(self):
         try:
+            framing.check_headers(self.headers)
+            if not self._host_allowed():
+                self.close_connection = True
+                self._reply(error("AccessDenied", "the local service answers only requests "
+                                  "addressed to a loopback host name", 403))
+                return
             self._reply(self._route())
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        except framing.BadRequest as err:
+            self.close_connection = True
+            self._reply(self._refusal("BadRequest", str(err), 400))
+        except framing.TooLarge as err:
+            self.close_connection = True  # what is left of the body is never read
+            code = "ValidationError" if self.path.endswith("/invocations") else \
+                "EntityTooLarge" if getattr(self, "is_s3", False) else "RequestEntityTooLarge"
+            self._reply(self._refusal(code, str(err), 413))
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
         except Exception as err:  # noqa: BLE001 - answer, log, keep serving
             traceback.print_exc()
             self._reply(error("InternalFailure", f"{type(err).__name__}: {err}", 500))
@@ -160,6 +189,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # the listen backlog: bursts of clients wait in the kernel
 
     def handle_error(self, request, client_address):
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):

@@ -16,7 +16,14 @@ import socketserver
 from http import HTTPStatus
 
 MAX_BODY = 6 * 1024 * 1024  # SageMaker's real-time payload limit
+MAX_HEADERS = 100
+DRAIN_LIMIT = 16 * 1024 * 1024  # an oversized body up to this is read and dropped after the 413
+IDLE_SECONDS = 60  # a connection that sends nothing for this long is closed
 REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
+class BadRequest(Exception):
+    """The request cannot be read safely: answer 400 and close the connection."""
 
 
 def load_handlers(model_dir):
@@ -67,6 +74,7 @@ class Handler(socketserver.StreamRequestHandler):
 
     service = None  # set by serve()
     MAX_LINE = 65536
+    timeout = IDLE_SECONDS  # per-connection read timeout: idle or stalled clients are dropped
 
     def setup(self):
         super().setup()
@@ -81,55 +89,120 @@ class Handler(socketserver.StreamRequestHandler):
     def _error(self, status, message, close=False):
         self._send(status, "application/json", json.dumps({"error": message}).encode(), close)
 
+    def _read_headers(self):
+        """Header name -> value. Refused: folded lines (obs-fold), lines without a colon,
+        too many headers, a name given twice with different values."""
+        headers = {}
+        for _ in range(MAX_HEADERS + 1):
+            line = self.rfile.readline(self.MAX_LINE)
+            if line in (b"\r\n", b"\n", b""):
+                return headers
+            if line[:1] in (b" ", b"\t"):
+                raise BadRequest("folded header lines (obs-fold) are not accepted")
+            if not line.endswith(b"\n"):
+                raise BadRequest("header line too long")
+            name, colon, value = line.decode("latin-1").partition(":")
+            name, value = name.strip().lower(), value.strip()
+            if not colon or not name or name != name.split()[0]:
+                raise BadRequest("malformed header line")
+            if name in headers and headers[name] != value:
+                raise BadRequest(f"conflicting {name} headers")
+            headers[name] = value
+        raise BadRequest(f"more than {MAX_HEADERS} headers")
+
+    @staticmethod
+    def _framing(headers):
+        """('chunked', None) or ('length', n), refusing ambiguous framing (smuggling)."""
+        encoding = headers.get("transfer-encoding")
+        if encoding is not None:
+            if "content-length" in headers:
+                raise BadRequest("both Content-Length and Transfer-Encoding")
+            if encoding.lower() != "chunked":
+                raise BadRequest(f"unsupported Transfer-Encoding {encoding!r}")
+            return "chunked", None
+        text = headers.get("content-length", "0")
+        if not text.isdigit() or len(text) > 18:
+            raise BadRequest(f"bad Content-Length {text[:40]!r}")
+        return "length", int(text)
+
+    def _read_chunked(self):
+        data = bytearray()
+        while True:
+            line = self.rfile.readline(self.MAX_LINE).split(b";")[0].strip()
+            if not line or len(line) > 16 or not all(c in b"0123456789abcdefABCDEF"
+                                                      for c in line):
+                raise BadRequest("bad chunk size")
+            size = int(line, 16)
+            if size == 0:
+                while self.rfile.readline(self.MAX_LINE) not in (b"\r\n", b"\n", b""):
+                    pass
+                return bytes(data)
+            if len(data) + size > MAX_BODY:
+                raise OverflowError(len(data) + size, 0)  # mid-body: nothing to resume
+            chunk = self.rfile.read(size)
+            if len(chunk) != size or self.rfile.readline(self.MAX_LINE) not in (b"\r\n", b"\n"):
+                raise BadRequest("truncated chunk")
+            data += chunk
+
+    def _drain(self, count):
+        """Read and drop ``count`` bytes in small pieces; False if the client went away."""
+        while count > 0:
+            piece = self.rfile.read(min(count, 65536))
+            if not piece:
+                return False
+            count -= len(piece)
+        return True
+
     def _read_body(self, headers):
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            data = bytearray()
-            while True:
-                size = int(self.rfile.readline(self.MAX_LINE).split(b";")[0], 16)
-                if size == 0:
-                    while self.rfile.readline(self.MAX_LINE) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(data)
-                if len(data) + size > MAX_BODY:
-                    raise OverflowError(len(data) + size)
-                data += self.rfile.read(size)
-                self.rfile.readline(self.MAX_LINE)
-        length = int(headers.get("content-length") or 0)
-        if length < 0:
-            raise ValueError("negative Content-Length")
+        kind, length = self._framing(headers)
+        if kind == "chunked":
+            return self._read_chunked()
         if length > MAX_BODY:
-            self.rfile.read(length)  # drain, so the connection stays usable
-            raise OverflowError(length)
-        return self.rfile.read(length)
+            raise OverflowError(length, length)  # not buffered: drained or closed after 413
+        body = self.rfile.read(length)
+        if len(body) != length:
+            raise BadRequest("body shorter than its Content-Length")
+        return body
 
     def handle(self):
+        try:
+            self._serve_connection()
+        except (socket.timeout, ConnectionError):
+            pass  # an idle client, or one that went away
+
+    def _serve_connection(self):
         while True:
             line = self.rfile.readline(self.MAX_LINE)
             if not line:
                 return
             if line in (b"\r\n", b"\n"):
                 continue
+            if not line.endswith(b"\n"):
+                self._error(414, "request line too long", close=True)
+                return
             parts = line.decode("latin-1").split()
             if len(parts) != 3:
                 self._error(400, "malformed request line", close=True)
                 return
             method, path, version = parts
-            headers = {}
-            while True:
-                header = self.rfile.readline(self.MAX_LINE)
-                if header in (b"\r\n", b"\n", b""):
-                    break
-                name, _, value = header.decode("latin-1").partition(":")
-                headers[name.strip().lower()] = value.strip()
-            if headers.get("expect", "").lower() == "100-continue":
-                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             try:
+                headers = self._read_headers()
+                if headers.get("expect", "").lower() == "100-continue":
+                    _, length = self._framing(headers)  # refuse before inviting the body
+                    if length is not None and length > MAX_BODY:
+                        raise OverflowError(length, 0)  # the client waits: nothing to drain
+                    self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 body = self._read_body(headers)
             except OverflowError as err:
-                self._error(413, f"request body of {err.args[0]} bytes is over the 6 MB limit")
+                size, unread = err.args
+                keep = 0 < unread <= DRAIN_LIMIT
+                self._error(413, f"request body of {size} bytes is over the 6 MB limit",
+                            close=not keep)
+                if not keep or not self._drain(unread):
+                    return
                 continue
-            except ValueError:
-                self._error(400, "bad Content-Length or chunked body", close=True)
+            except BadRequest as err:
+                self._error(400, str(err), close=True)
                 return
             close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
             route = path.split("?", 1)[0]
@@ -150,6 +223,7 @@ class Handler(socketserver.StreamRequestHandler):
 class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # the listen backlog: bursts of clients wait in the kernel
 
 
 def serve(model_dir, port, host="127.0.0.1", ready_file=None):

@@ -142,3 +142,79 @@ def test_blank_picture_wrong_accept_oversize_and_unknown_path(server):
     assert status == 413 and "6 MB" in json.loads(body)["error"]
     assert call(server, b"{}", path="/elsewhere")[0] == 404
     assert call(server, None, method="GET", path="/ping")[0] == 200  # still serving
+
+
+def raw(port, request: bytes, timeout=10) -> bytes:
+    """Send bytes as they are; everything the server answers until it closes (or goes quiet)."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        try:
+            while True:
+                piece = sock.recv(65536)
+                if not piece:
+                    break
+                chunks.append(piece)
+        except socket.timeout:
+            pass
+    return b"".join(chunks)
+
+
+PING = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("request_bytes,status,message", [
+    # a folded Transfer-Encoding hidden in Content-Type (obs-fold): smuggling, refused
+    (b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n Transfer-Encoding: "
+     b"chunked\r\nContent-Length: 4\r\n\r\n5\r\nxxxxx\r\n0\r\n\r\n", 400, "obs-fold"),
+    (b"POST /invocations HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n", 400, "both Content-Length and Transfer-Encoding"),
+    (b"POST /invocations HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n[1]x",
+     400, "conflicting content-length"),
+    (b"POST /invocations HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400, "bad Content-Length"),
+    (b"POST /invocations HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n", 400, "bad Content-Length"),
+    (b"POST /invocations HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\n", 400,
+     "bad chunk size"),
+    (b"POST /invocations HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 400,
+     "unsupported Transfer-Encoding"),
+    (b"POST /invocations HTTP/1.1\r\nContent-Length: 300000000\r\n\r\n", 413, "6 MB"),
+    (b"POST /invocations HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n700000\r\n", 413, "6 MB"),
+])
+def test_ambiguous_or_oversized_requests_are_refused_then_the_connection_closed(
+        server, request_bytes, status, message):
+    answer = raw(server, request_bytes + PING)
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
+    assert message in answer.decode("latin-1")
+    assert answer.count(b"HTTP/1.1 ") == 1  # nothing after it was read as a request
+    assert call(server, None, method="GET", path="/ping")[0] == 200
+
+
+def test_a_body_of_exactly_6_mib_is_served_and_one_byte_more_is_not(server):
+    limit = 6 * 1024 * 1024
+    body = b"[" + b" " * (limit - 2) + b"]"
+    status, _, answer = call(server, body)
+    assert len(body) == limit and status == 400  # read whole, refused by the handler (empty)
+    assert "6 MB" not in json.loads(answer)["error"]
+    status, _, answer = call(server, body + b" ")
+    assert status == 413 and "6291457 bytes is over the 6 MB limit" in json.loads(answer)["error"]
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part)
+                       for part in (body[:limit // 2], body[limit // 2:] + b" ")) + b"0\r\n\r\n"
+    answer = raw(server, b"POST /invocations HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 + chunked)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+
+
+def test_an_oversized_body_is_never_buffered(server):
+    """300 MB declared and sent: answered 413 from the header and the connection closed, so the
+    sender is stopped long before 300 MB (the server used to read it all first)."""
+    import socket
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nContent-Length: 314572800\r\n\r\n")
+        sent = 0
+        try:
+            while sent < 314572800:
+                sent += sock.send(b"\0" * 1048576)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            pass
+        assert sent < 64 * 1048576  # the server stopped reading long before 300 MB

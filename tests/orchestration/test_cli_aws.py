@@ -3,10 +3,13 @@ import json
 import time
 
 import boto3
+import botocore.client
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from pipeline import cli
+from pipeline.aws import pipeline_missing
 from pipeline.definition import PipelineConfig, definition_json, deploy_definition_json
 from pipeline.packaging import build_artifacts, source_commit
 
@@ -178,3 +181,39 @@ def test_job_logs_on_aws_come_from_cloudwatch(aws):
     assert target.job_log("job-1") == "epoch=1 train_loss=0.5\nepoch=2 train_loss=0.3\n"
     with pytest.raises(UsageError, match="no CloudWatch log for job 'job-2'"):
         target.job_log("job-2")
+
+
+def test_upsert_creates_only_when_the_pipeline_is_missing(aws, monkeypatch, capsys):
+    """A refused definition (a ValidationException that is not "not found") must surface, not
+    be hidden by a CreatePipeline attempt."""
+
+    def error(code, message):
+        return ClientError({"Error": {"Code": code, "Message": message}}, "UpdatePipeline")
+
+    assert pipeline_missing(error("ResourceNotFound", "Pipeline 'p' does not exist."))
+    assert pipeline_missing(error("ValidationException", "Could not find pipeline with "
+                                                         "PipelineName p."))
+    assert not pipeline_missing(error("ValidationException", "Invalid pipeline definition: "
+                                                             "step 'X' has type 'Y'"))
+    assert not pipeline_missing(error("AccessDeniedException", "not allowed"))
+    assert cli.main(BASE + ["upsert"]) == 0
+    capsys.readouterr()
+    created = []
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", _refusing_update(
+        botocore.client.BaseClient._make_api_call, created))
+    assert cli.main(BASE + ["upsert"]) == 2
+    assert "Invalid pipeline definition: cycle" in capsys.readouterr().err
+    assert created == []  # no CreatePipeline attempted
+
+
+def _refusing_update(original, created):
+    """UpdatePipeline refuses the definition; CreatePipeline calls are recorded."""
+    def call(self, operation, params):
+        if operation == "UpdatePipeline":
+            raise ClientError({"Error": {"Code": "ValidationException",
+                                         "Message": "Invalid pipeline definition: cycle"}},
+                              operation)
+        if operation == "CreatePipeline":
+            created.append(params)
+        return original(self, operation, params)
+    return call

@@ -255,22 +255,62 @@ def test_local_and_local_home_start_find_and_stop_a_service(tmp_path, capsys):
         os.waitpid(pid, os.WNOHANG)
 
 
-def test_names_that_would_leave_the_home_never_become_folders(service):
+def test_names_are_checked_against_the_models_constraints_as_aws_does(service):
+    """Every member is checked server-side (pattern, length, enum, range) before an operation
+    runs, with AWS's message; names that would be paths never reach the disk."""
     sm = service.client("sagemaker")
-    sm.create_model(ModelName="confined", ExecutionRoleArn=ROLE, PrimaryContainer={
-        "Image": "img", "ModelDataUrl": f"s3://{BUCKET}/nothing/model.tar.gz"})
-    sm.create_endpoint_config(EndpointConfigName="../../../escaped", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": "confined", "InitialInstanceCount": 1,
-        "InstanceType": "ml.m5.large"}])
-    sm.create_endpoint(EndpointName="confined", EndpointConfigName="../../../escaped")
-    deadline = time.time() + 30
-    while (desc := sm.describe_endpoint(EndpointName="confined"))["EndpointStatus"] == "Creating":
-        assert time.time() < deadline
-        time.sleep(0.1)
-    assert desc["EndpointStatus"] == "Failed"
-    assert "'../../../escaped' cannot be used as a file name" in desc["FailureReason"]
-    assert not os.path.exists(os.path.join(os.path.dirname(service.home), "escaped"))
-    sm.delete_endpoint(EndpointName="confined")
+
+    def refusal(call, **request):
+        with pytest.raises(ClientError) as err:
+            call(**request)
+        assert err.value.response["Error"]["Code"] == "ValidationException"
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        return err.value.response["Error"]["Message"]
+
+    variants = [{"VariantName": "AllTraffic", "ModelName": "m", "InitialInstanceCount": 1,
+                 "InstanceType": "ml.m5.large"}]
+    assert refusal(sm.create_endpoint_config, EndpointConfigName="../../../escaped",
+                   ProductionVariants=variants) == (
+        "1 validation error detected: Value '../../../escaped' at 'endpointConfigName' failed "
+        "to satisfy constraint: Member must satisfy regular expression pattern: "
+        "[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+    assert refusal(sm.create_endpoint, EndpointName="/some/dir", EndpointConfigName="c").startswith(
+        "1 validation error detected: Value '/some/dir' at 'endpointName' failed")
+    message = refusal(sm.create_pipeline, PipelineName="a/../b", RoleArn=ROLE,
+                      PipelineDefinition="{}")
+    assert "at 'pipelineName' failed to satisfy constraint" in message
+    message = refusal(sm.describe_endpoint, EndpointName="e" * 64)  # too long for both rules
+    assert message.startswith("2 validation errors detected: ")
+    assert "Member must have length less than or equal to 63; " in message
+    message = refusal(sm.list_pipelines, SortOrder="Sideways", MaxResults=101)
+    assert message.startswith("2 validation errors detected: ")
+    assert "Member must satisfy enum value set: [Ascending, Descending]" in message
+    assert "at 'maxResults' failed to satisfy constraint: Member must have value less than or " \
+        "equal to 100" in message
+    bad_variant = [dict(variants[0], VariantName="no spaces allowed")]
+    assert "at 'productionVariants.1.member.variantName' failed" in refusal(
+        sm.create_endpoint_config, EndpointConfigName="ok", ProductionVariants=bad_variant)
+    names = os.listdir(os.path.dirname(service.home))
+    assert not any("escaped" in n or n == "dir" for n in names)
+
+
+def test_paths_from_names_are_confined_to_the_home_whatever_the_api_lets_through(tmp_path):
+    """The second line of defence: a path built from any name stays strictly inside the home."""
+    from pipeline.local.home import ServiceHome
+
+    home = ServiceHome(str(tmp_path / "home"))
+    for bad in ("../../escaped", "..", ".", "", "a/b", "x\0y"):
+        with pytest.raises(ValueError, match="cannot be used as a file name"):
+            home.model_dir("endpoint", bad)
+    for bad in ("../../escaped", "a/b", "x\0y"):
+        with pytest.raises(ValueError, match="cannot be used as a file name"):
+            home.job_log(bad)
+    os.makedirs(tmp_path / "home" / "endpoints", exist_ok=True)
+    os.symlink(tmp_path, tmp_path / "home" / "endpoints" / "link")  # a link out of the home
+    with pytest.raises(ValueError, match="leaves the service's home"):
+        home.model_dir("link", "config")
+    assert home.model_dir("e", "c") == str(tmp_path / "home" / "endpoints" / "e" / "c")
+    assert sorted(os.listdir(tmp_path)) == ["home"]
 
 
 def test_stop_and_retry_follow_the_executions_status(service):
@@ -383,3 +423,69 @@ def test_event_patterns_match_as_eventbridge_documents():
     assert not matches({"detail": {"ModelApprovalStatus": [{"exists": False}]}}, event)
     with pytest.raises(ValueError):
         matches({"source": "aws.sagemaker"}, event)  # values must be lists
+
+
+def _raw(url, request: bytes, timeout=10) -> bytes:
+    import socket
+    host, port = url.rsplit("/", 1)[-1].split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        try:
+            while piece := sock.recv(65536):
+                chunks.append(piece)
+        except (socket.timeout, ConnectionResetError):
+            pass
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("request_bytes,status,message", [
+    (b"POST /endpoints/e/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application"
+     b"/json\r\n Transfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n[]", 400, "obs-fold"),
+    (b"POST /endpoints/e/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "both Content-Length and Transfer"),
+    (b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: SageMaker.ListModels\r\n"
+     b"Content-Length: abc\r\n\r\n", 400, "bad Content-Length"),
+    (b"PUT /sagemaker-local/k HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"-10\r\n", 400, "bad chunk size"),
+    (b"POST /endpoints/e/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 300000000"
+     b"\r\n\r\n", 413, "over this route's limit of 6291456 bytes"),
+    (b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: SageMaker.ListModels\r\n"
+     b"Content-Length: 99999999999\r\n\r\n", 413, "over this route's limit"),
+    (b"GET / HTTP/1.1\r\nHost: rebound.example:80\r\n\r\n", 403, "loopback host name"),
+    (b"POST / HTTP/1.1\r\nHost: evil.example\r\nX-Amz-Target: SageMaker.ListModels\r\n"
+     b"Content-Length: 2\r\n\r\n{}", 403, "loopback host name"),
+])
+def test_the_service_refuses_ambiguous_oversized_or_foreign_requests(service, request_bytes,
+                                                                     status, message):
+    answer = _raw(service.url, request_bytes + b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:300]
+    assert message in answer.decode("latin-1")
+    assert answer.count(b"HTTP/1.1 ") == 1  # the connection closed: nothing more was read
+    assert urllib.request.urlopen(service.url + "/ping").status == 200
+
+
+def test_6_mib_invocations_pass_the_limit_and_one_byte_more_does_not(service):
+    runtime = service.client("sagemaker-runtime")
+    limit = 6 * 1024 * 1024
+    with pytest.raises(ClientError) as err:  # read whole, then: no such endpoint
+        runtime.invoke_endpoint(EndpointName="none", Body=b"x" * limit)
+    assert "Endpoint none of account" in err.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as err:
+        runtime.invoke_endpoint(EndpointName="none", Body=b"x" * (limit + 1))
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+    chunked = b"".join(b"%x\r\n%s\r\n" % (n, b"x" * n) for n in (limit // 2, limit // 2 + 1))
+    answer = _raw(service.url, b"POST /endpoints/none/invocations HTTP/1.1\r\nHost: 127.0.0.1"
+                  b"\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413 ")
+
+
+def test_large_s3_objects_are_spooled_not_held(service, tmp_path):
+    s3 = service.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="spooled")
+    data = os.urandom(20 * 1024 * 1024)
+    s3.put_object(Bucket="spooled", Key="big/object.bin", Body=data)
+    assert s3.get_object(Bucket="spooled", Key="big/object.bin")["Body"].read() == data
+    head = s3.head_object(Bucket="spooled", Key="big/object.bin")
+    import hashlib
+    assert head["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
