@@ -32,7 +32,8 @@ NPY = "application/x-npy"
 CSV = "text/csv"
 IMAGES = ("image/png", "image/jpeg")
 MAX_IMAGES = 1000
-MAX_PIXELS = 4096 * 4096  # a decoded picture larger than this is refused
+MAX_PIXELS = 2048 * 2048  # a picture larger than this is refused before it is decoded
+PICTURE_FORMATS = ["PNG", "JPEG"]  # nothing else is even opened (no GIF, BMP, EPS...)
 
 
 class InputError(_ToolkitError):
@@ -138,6 +139,8 @@ def _decode_json(body):
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise InputError(f"the body is not valid JSON: {err}")
+    except RecursionError:
+        raise InputError("the JSON body is nested too deeply")
     if isinstance(data, dict):
         for key in ("instances", "inputs", "data"):
             if key in data:
@@ -180,7 +183,7 @@ def _decode_picture(body):
     except ImportError:  # pragma: no cover - Pillow is part of the job environment
         raise InputError("this server cannot read pictures (Pillow is not installed)", 415)
     try:
-        picture = Image.open(io.BytesIO(body))
+        picture = Image.open(io.BytesIO(body), formats=PICTURE_FORMATS)
         if picture.width * picture.height > MAX_PIXELS:
             raise InputError(f"the picture is {picture.width}x{picture.height}; at most "
                              f"{MAX_PIXELS} pixels", 413)
@@ -191,7 +194,8 @@ def _decode_picture(body):
     except InputError:
         raise
     except Exception as err:  # Pillow raises many types for truncated or foreign data
-        raise InputError(f"the body is not a readable PNG or JPEG picture: {err}")
+        raise InputError(f"the body is not a readable PNG or JPEG picture: "
+                         f"{type(err).__name__}: {err}"[:300])
     return mnist_style(gray)
 
 
@@ -230,11 +234,13 @@ def to_images(data):
     """Turn decoded input into float32 images of shape (N, 784) with values in [0, 1]."""
     try:
         array = np.asarray(data, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise InputError("the input must be a rectangular array of numbers")
-    if array.size == 0:
-        raise InputError("the input holds no pixels")
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise InputError("the input must be a rectangular array of numbers in 0-255")
+    if array.ndim == 0 or array.size == 0:
+        raise InputError("the input holds no pixels: send 784 or 28x28 values per image")
     shape = array.shape
+    if array.ndim in (3, 4) and shape[-3:] == (28, 28, 1):  # channel-last (TensorFlow, Keras)
+        array, shape = array.reshape(-1, 28, 28), (array.size // 784, 28, 28)
     if shape[-2:] == (28, 28):
         array = array.reshape(-1, 784) if array.ndim in (2, 3, 4) and (
             array.ndim < 4 or shape[1] == 1) else None
@@ -245,7 +251,7 @@ def to_images(data):
     if array is None:
         raise InputError(
             f"cannot read shape {list(shape)} as images: send 784 or 28x28 values per image, "
-            "one image or a batch ([N][784], [N][28][28] or [N][1][28][28])")
+            "one image or a batch ([N][784], [N][28][28], [N][1][28][28] or [N][28][28][1])")
     if len(array) > MAX_IMAGES:
         raise InputError(f"{len(array)} images in one request; at most {MAX_IMAGES}", 413)
     if not np.isfinite(array).all():

@@ -121,6 +121,11 @@ BAD = [
     (b"GIF89a", "image/jpeg", 400, "not a readable PNG or JPEG"),
     (b"[1,2,3]", "text/plain", 415, "not supported"),
     (b"[1,2,3]", "application/xml", 415, "not supported"),
+    (b"5", "application/json", 400, "no pixels"),  # a bare number
+    (b"1" + b"0" * 400, "application/json", 400, "rectangular array of numbers"),  # 10**400
+    (b"[" * 100000 + b"]" * 100000, "application/json", 400, "nested too deeply"),
+    (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n", "image/png", 400,
+     "not a readable PNG or JPEG"),  # never handed to Ghostscript
 ]
 
 
@@ -162,6 +167,30 @@ def raw(port, request: bytes, timeout=10) -> bytes:
 
 
 PING = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_only_png_and_jpeg_pictures_are_decoded_and_big_ones_are_refused_first(server):
+    import time as clock
+    for fmt in ("GIF", "BMP", "TIFF"):
+        buffer = io.BytesIO()
+        Image.new("L", (28, 28), 0).save(buffer, fmt)
+        status, _, body = call(server, buffer.getvalue(), "image/png")
+        assert status == 400 and "not a readable PNG or JPEG" in json.loads(body)["error"], fmt
+    huge = io.BytesIO()
+    Image.new("L", (4096, 4096), 255).save(huge, "PNG")  # 16 MP, a few KB compressed
+    started = clock.time()
+    status, _, body = call(server, huge.getvalue(), "image/png")
+    assert status == 413 and "4096x4096" in json.loads(body)["error"]
+    assert clock.time() - started < 0.5  # refused from the header, not decoded
+
+
+def test_channel_last_arrays_as_tensorflow_and_keras_send_them(server, digits):
+    images, labels = digits
+    first = call(server, json.dumps(images[:5].tolist()))
+    last = call(server, json.dumps(images[:5, :, :, None].tolist()))
+    assert first[0] == last[0] == 200
+    assert digits_of(first[2]) == digits_of(last[2])
+    assert sum(d == int(label) for d, label in zip(digits_of(last[2]), labels[:5])) >= 4
 
 
 @pytest.mark.parametrize("request_bytes,status,message", [
