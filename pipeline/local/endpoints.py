@@ -14,6 +14,7 @@ import subprocess
 import tarfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -21,6 +22,10 @@ from pipeline.config import ROOT
 from pipeline.local.home import ServiceHome
 
 INVOCATION_LIMIT = 6 * 1024 * 1024  # SageMaker's real-time payload limit
+INVOCATION_TIMEOUT = 60.0  # SageMaker's: a model must answer within 60 s
+HEALTH_SECONDS = 2.0  # how often every model server is checked (/ping)
+UNHEALTHY_AFTER = 3  # failed checks in a row before a live but frozen server is replaced
+RESTARTS = 2  # a dead server is replaced this many times before its endpoint is Failed
 SERVER_SCRIPT = os.path.join(ROOT, "src", "inference", "server.py")
 
 
@@ -29,6 +34,9 @@ class ModelServer:
     config_name: str
     port: int
     process: subprocess.Popen
+    model_dir: str = ""
+    failed_checks: int = 0
+    restarts: int = 0
 
     def stop(self):
         if self.process.poll() is None:
@@ -43,15 +51,23 @@ class HostingError(Exception):
     pass
 
 
+class InvocationTimeout(HostingError):
+    """The model did not answer within SageMaker's 60 seconds."""
+
+
 class Hosting:
     """Model-server processes; endpoint state is reported through the backend's verbs."""
 
-    def __init__(self, backend, s3, home: ServiceHome, job_python, start_timeout=120.0):
+    def __init__(self, backend, s3, home: ServiceHome, job_python, start_timeout=120.0,
+                 invocation_timeout=INVOCATION_TIMEOUT, health_seconds=HEALTH_SECONDS):
         self.backend, self.s3, self.home, self.job_python = backend, s3, home, job_python
-        self.start_timeout = start_timeout
+        self.start_timeout, self.invocation_timeout = start_timeout, invocation_timeout
         self.servers: Dict[str, ModelServer] = {}
         self.lock = threading.Lock()
         self._local = threading.local()
+        self._closing = threading.Event()
+        threading.Thread(target=self._watch, args=(health_seconds,), daemon=True,
+                         name="model-server-health").start()
 
     # --- lifecycle ---
     def deploy(self, endpoint, config_name):
@@ -80,7 +96,55 @@ class Hosting:
             self.servers[endpoint] = server
         self.backend.endpoint_in_service(endpoint, config_name)
         if old and old is not server:
-            old.stop()
+            _retire(old)
+
+    # --- health: dead servers are replaced, frozen ones too; an endpoint fails only when its
+    # model cannot be served at all
+    def _watch(self, every):
+        while not self._closing.wait(every):
+            with self.lock:
+                servers = list(self.servers.items())
+            for endpoint, server in servers:
+                try:
+                    self._check(endpoint, server)
+                except Exception:  # noqa: BLE001 - the watch must outlive any one endpoint
+                    traceback.print_exc()
+
+    def _check(self, endpoint, server):
+        exited = server.process.poll()
+        if exited is None:
+            if self._ping(server.port):
+                server.failed_checks = 0
+                return
+            server.failed_checks += 1
+            if server.failed_checks < UNHEALTHY_AFTER:
+                return
+            problem = f"the model server stopped answering /ping ({UNHEALTHY_AFTER} checks)"
+        else:
+            problem = f"the model server exited with code {exited}"
+        server.stop()
+        if server.restarts >= RESTARTS:
+            with self.lock:
+                if self.servers.get(endpoint) is server:
+                    del self.servers[endpoint]
+            if self.backend.endpoint_exists(endpoint):
+                self.backend.endpoint_failed(endpoint, f"{problem}; restarted {RESTARTS} times")
+            return
+        try:
+            fresh = self._start(endpoint, server.config_name)
+        except Exception as err:  # noqa: BLE001
+            with self.lock:
+                if self.servers.get(endpoint) is server:
+                    del self.servers[endpoint]
+            if self.backend.endpoint_exists(endpoint):
+                self.backend.endpoint_failed(endpoint, f"{problem}; restart failed: {err}")
+            return
+        fresh.restarts = server.restarts + 1
+        with self.lock:
+            if self.servers.get(endpoint) is server:
+                self.servers[endpoint] = fresh
+                return
+        fresh.stop()  # deleted or updated meanwhile
 
     def _start(self, endpoint, config_name) -> ModelServer:
         model = self.backend.endpoint_model(config_name)
@@ -88,6 +152,13 @@ class Hosting:
             raise HostingError(f"endpoint config {config_name} or its model no longer exists")
         container = model["PrimaryContainer"]
         model_dir = self.home.model_dir(endpoint, config_name)
+        try:
+            return self._spawn(model_dir, container, endpoint, config_name)
+        except BaseException:
+            shutil.rmtree(model_dir, ignore_errors=True)  # no half-extracted model left behind
+            raise
+
+    def _spawn(self, model_dir, container, endpoint, config_name) -> ModelServer:
         if os.path.isdir(model_dir):
             shutil.rmtree(model_dir)
         os.makedirs(model_dir)
@@ -119,7 +190,7 @@ class Hosting:
                 with open(ready) as handle:
                     text = handle.read().strip()
                 if text and self._ping(int(text)):
-                    return ModelServer(config_name, int(text), process)
+                    return ModelServer(config_name, int(text), process, model_dir)
             time.sleep(0.05)
         ModelServer(config_name, 0, process).stop()
         raise HostingError(f"the model server did not answer /ping within "
@@ -140,7 +211,7 @@ class Hosting:
         with self.lock:
             server = self.servers.pop(endpoint, None)
         if server:
-            server.stop()
+            _retire(server)
 
     def _stop_leftovers(self):
         """Model servers of a previous service process that did not stop cleanly."""
@@ -164,6 +235,7 @@ class Hosting:
             self.deploy(item["EndpointName"], item["EndpointConfigName"])
 
     def shutdown(self):
+        self._closing.set()
         with self.lock:
             servers, self.servers = list(self.servers.values()), {}
         for server in servers:
@@ -189,8 +261,13 @@ class Hosting:
             conn = conns.get(server.port)
             try:
                 if conn is None:
-                    conn = conns[server.port] = _Connection(server.port)
+                    conn = conns[server.port] = _Connection(server.port,
+                                                            self.invocation_timeout)
                 return conn.exchange(request)
+            except socket.timeout:  # not retried: the model had its time
+                conn.close()
+                conns.pop(server.port, None)
+                raise InvocationTimeout(f"no answer within {self.invocation_timeout:.0f} s")
             except (OSError, ValueError):
                 if conn is not None:
                     conn.close()
@@ -204,8 +281,8 @@ class _Connection:
     its answers (status line, Content-Type, Content-Length): http.client's e-mail header
     parsing costs more than the model server's whole prediction."""
 
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    def __init__(self, port, timeout=INVOCATION_TIMEOUT):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.reader = self.sock.makefile("rb")
 
@@ -234,6 +311,13 @@ class _Connection:
             self.sock.close()
         except OSError:
             pass
+
+
+def _retire(server: ModelServer):
+    """Stop a server that is no longer used and delete its extracted model."""
+    server.stop()
+    if server.model_dir:
+        shutil.rmtree(server.model_dir, ignore_errors=True)
 
 
 def _tail(path, lines=3):

@@ -152,7 +152,8 @@ class Endpoint(Resource):
     status_field = "EndpointStatus"
     transitions = {"Creating": {"InService", "Failed"},
                    "Updating": {"InService", "Failed"},
-                   "InService": {"Updating"}, "Failed": {"Updating"}}
+                   # InService -> Failed: its model server died and could not be restarted
+                   "InService": {"Updating", "Failed"}, "Failed": {"Updating"}}
     describe_operation = "DescribeEndpoint"
     list_operation = ("ListEndpoints", "Endpoints")
     what = "endpoint"

@@ -15,7 +15,7 @@ import botocore.session
 from botocore.validate import ParamValidator
 
 from pipeline.local import constraints
-from pipeline.local.endpoints import INVOCATION_LIMIT, HostingError
+from pipeline.local.endpoints import INVOCATION_LIMIT, HostingError, InvocationTimeout
 from pipeline.local.errors import ServiceError, missing_parameter
 from pipeline.local.models import as_kwargs
 from pipeline.local.resources import ACCOUNT, SERVICE_MODEL
@@ -107,6 +107,11 @@ class RuntimeProtocol:
                          "it can be invoked only when InService.")
         try:
             status, out_type, out = self.hosting.invoke(endpoint, body, content_type, accept)
+        except InvocationTimeout:  # as SageMaker words it
+            return self._model_error(endpoint, 0, "Your invocation timed out while waiting for "
+                                     "a response from container primary. Review the latency "
+                                     "metrics for each container in Amazon CloudWatch, "
+                                     "resolve the issue, and try again.", "server")
         except (HostingError, OSError) as err:
             return error("ServiceUnavailable", str(err), 503)
         if status >= 400:
@@ -114,15 +119,21 @@ class RuntimeProtocol:
                 original = json.loads(out).get("error", out.decode(errors="replace"))
             except ValueError:
                 original = out.decode(errors="replace")
-            kind = "client" if status < 500 else "server"
-            return _json(424, {
-                "__type": "ModelError", "OriginalStatusCode": status, "OriginalMessage": original,
-                "message": f"Received {kind} error ({status}) from primary with message "
-                           f"\"{original}\".",
-                "LogStreamArn": f"arn:aws:logs:local:{ACCOUNT}:log-group:/aws/sagemaker/"
-                                f"Endpoints/{endpoint}"}, {"x-amzn-ErrorType": "ModelError"})
+            return self._model_error(endpoint, status, original,
+                                     "client" if status < 500 else "server")
         return status, {"Content-Type": out_type,
                         "x-Amzn-Invoked-Production-Variant": "AllTraffic"}, out
+
+
+    def _model_error(self, endpoint, status, original, kind) -> Response:
+        """SageMaker's ModelError (HTTP 424): what the model's container answered."""
+        return _json(424, {
+            "__type": "ModelError", "OriginalStatusCode": status, "OriginalMessage": original,
+            "message": f"Received {kind} error ({status}) from primary with message "
+                       f"\"{original}\".",
+            "LogStreamArn": f"arn:aws:logs:{self.backend.region}:{ACCOUNT}:log-group:"
+                            f"/aws/sagemaker/Endpoints/{endpoint}"},
+            {"x-amzn-ErrorType": "ModelError"})
 
 
 class S3Protocol:

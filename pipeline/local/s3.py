@@ -1,18 +1,30 @@
 """s3://bucket/key as files under the service's home, plus the few S3 calls boto3 makes here.
 
-Jobs see inputs and outputs as files (hard links where possible, so a 40 MB data set costs
-nothing to "download"); the CLI uploads code through the S3 API (path-style) like on AWS.
+Jobs get copies of their inputs and their outputs are moved in; the CLI uploads code through the
+S3 API (path-style) like on AWS. Buckets and keys are validated before they become paths: S3's
+bucket naming rules, and keys a file system can hold (every segment a file name of at most 255
+bytes, no "." or ".." segment, no key that is both an object and a "folder" of others).
 """
 import os
+import re
 import shutil
+import tempfile
 import urllib.parse
 from typing import List, Tuple
+
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's general-purpose rules
+MAX_KEY_BYTES = 1024  # S3's
+
+
+class UnsupportedName(ValueError):
+    """A bucket or key this store cannot hold (HTTP 400, the message says why)."""
 
 
 class LocalS3:
     def __init__(self, root: str):
         self.root = root
-        os.makedirs(root, exist_ok=True)
+        self.incoming = os.path.join(root, ".incoming")  # no bucket name starts with "."
+        os.makedirs(self.incoming, exist_ok=True)
 
     @staticmethod
     def split(uri: str) -> Tuple[str, str]:
@@ -22,9 +34,23 @@ class LocalS3:
         return parsed.netloc, parsed.path.lstrip("/")
 
     def path(self, bucket: str, key: str = "") -> str:
-        full = os.path.normpath(os.path.join(self.root, bucket, key))
-        if not full.startswith(os.path.join(self.root, bucket)):
-            raise ValueError(f"key escapes its bucket: {key!r}")
+        if not BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
+            raise UnsupportedName(f"invalid bucket name {bucket!r}")
+        if len(key.encode()) > MAX_KEY_BYTES:
+            raise UnsupportedName(f"keys are at most {MAX_KEY_BYTES} bytes")
+        segments = key.split("/")
+        for index, segment in enumerate(segments):
+            if segment in (".", "..") or "\0" in segment or (
+                    segment == "" and index != len(segments) - 1):
+                raise UnsupportedName(f"the local store cannot hold key {key!r}: empty, '.' and '..' "
+                                "segments are not supported")
+            if len(segment.encode()) > 255:
+                raise UnsupportedName(f"the local store cannot hold key {key!r}: a segment over 255 "
+                                "bytes")
+        base = os.path.join(self.root, bucket)
+        full = os.path.normpath(os.path.join(base, key))
+        if full != base and not full.startswith(base + os.sep):
+            raise UnsupportedName(f"key escapes its bucket: {key!r}")
         return full
 
     def path_of(self, uri: str) -> str:
@@ -39,14 +65,31 @@ class LocalS3:
 
     def put(self, bucket: str, key: str, data: bytes):
         target = self.path(bucket, key)
+        if not key or key.endswith("/"):
+            raise UnsupportedName(f"the local store cannot hold key {key!r} (a folder marker)")
+        if os.path.isdir(target):
+            raise UnsupportedName(f"the local store cannot hold key {key!r}: other keys lie below it")
+        parent = os.path.dirname(target)
+        while parent != os.path.join(self.root, bucket):
+            if os.path.isfile(parent):
+                raise UnsupportedName(f"the local store cannot hold key {key!r}: "
+                                f"{os.path.relpath(parent, os.path.join(self.root, bucket))!r} "
+                                "is an object")
+            parent = os.path.dirname(parent)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = target + ".part"
-        with open(tmp, "wb") as handle:
-            if isinstance(data, (bytes, bytearray)):
-                handle.write(data)
-            else:  # a file (a spooled request body)
-                shutil.copyfileobj(data, handle, 1024 * 1024)
-        os.replace(tmp, target)
+        # written aside, then moved in whole: a reader never sees half an object
+        handle, tmp = tempfile.mkstemp(dir=self.incoming)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                if isinstance(data, (bytes, bytearray)):
+                    out.write(data)
+                else:  # a file (a spooled request body)
+                    shutil.copyfileobj(data, out, 1024 * 1024)
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
 
     def get(self, bucket: str, key: str):
         target = self.path(bucket, key)
@@ -63,33 +106,35 @@ class LocalS3:
         for folder, _, files in os.walk(self.path(bucket, prefix.rpartition("/")[0])):
             for name in files:
                 key = os.path.relpath(os.path.join(folder, name), base).replace(os.sep, "/")
-                if key.startswith(prefix) and not key.endswith(".part"):
+                if key.startswith(prefix):
                     stat = os.stat(os.path.join(folder, name))
                     found.append((key, stat.st_size, stat.st_mtime))
         return sorted(found)
 
     # --- file transfer for jobs ---
     def download(self, uri: str, local_dir: str) -> int:
-        """Like a job's S3Prefix input: the object itself, or all objects under the prefix."""
+        """Like a job's S3Prefix input: the object itself, or all objects under the prefix, as
+        copies (a job may change its inputs; the store must not change with them)."""
         bucket, key = self.split(uri)
         source = self.path(bucket, key)
         os.makedirs(local_dir, exist_ok=True)
         if os.path.isfile(source):
-            _link_or_copy(source, os.path.join(local_dir, os.path.basename(source)))
+            shutil.copyfile(source, os.path.join(local_dir, os.path.basename(source)))
             return 1
         count = 0
         for obj_key, _, _ in self.list(bucket, key.rstrip("/") + "/" if key else ""):
             rel = obj_key[len(key):].lstrip("/")
             target = os.path.join(local_dir, rel)
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            _link_or_copy(self.path(bucket, obj_key), target)
+            # a copy: a job that edits its input in place must not change the stored object
+            shutil.copyfile(self.path(bucket, obj_key), target)
             count += 1
         if count == 0:
             raise FileNotFoundError(f"no objects at {uri}")
         return count
 
     def upload_dir(self, local_dir: str, uri: str) -> int:
-        """Like a job's output upload: every file under local_dir to the prefix."""
+        """Like a job's output upload: every file under local_dir to the prefix (moved)."""
         count = 0
         target_root = self.path_of(uri)
         for folder, _, files in os.walk(local_dir):
@@ -97,15 +142,16 @@ class LocalS3:
                 rel = os.path.relpath(os.path.join(folder, name), local_dir)
                 target = os.path.join(target_root, rel)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
-                _link_or_copy(os.path.join(folder, name), target)
+                _move(os.path.join(folder, name), target)
                 count += 1
         return count
 
 
-def _link_or_copy(source: str, target: str):
-    if os.path.exists(target):
-        os.remove(target)
+def _move(source: str, target: str):
+    """A job's output into the store: moved, so no file is shared between a job's folder and
+    a stored object (as SageMaker's container, the job's folder is scratch once it ends)."""
     try:
-        os.link(source, target)
-    except OSError:
+        os.replace(source, target)
+    except OSError:  # another file system
         shutil.copyfile(source, target)
+        os.remove(source)

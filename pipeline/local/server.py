@@ -199,7 +199,9 @@ class _Server(ThreadingHTTPServer):
 class LocalSageMaker:
     """The whole service. ``port=0`` picks a free loopback port."""
 
-    def __init__(self, home, port=0, job_python=None, region="us-east-1"):
+    def __init__(self, home, port=0, job_python=None, region="us-east-1", **hosting_options):
+        """``hosting_options``: Hosting's timeouts (invocation_timeout, health_seconds), for
+        tests that need them short."""
         self.home = ServiceHome(home)
         os.makedirs(self.home.root, exist_ok=True)
         handler = type("BoundHandler", (Handler,), {"service": self})
@@ -220,7 +222,7 @@ class LocalSageMaker:
         jobs = JobRunner(self.home, self.s3, job_python, job_env)
         self.orchestrator = Orchestrator(self.backend, default_handlers(self.backend, jobs),
                                          self._read_json, jobs)
-        self.hosting = Hosting(self.backend, self.s3, self.home, job_python)
+        self.hosting = Hosting(self.backend, self.s3, self.home, job_python, **hosting_options)
         self.backend.orchestrator, self.backend.hosting = self.orchestrator, self.hosting
         self.events = EventsBackend(self.backend.store, region, self.backend.start_from_event)
         self.backend.events = self.events

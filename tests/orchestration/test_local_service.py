@@ -9,6 +9,7 @@ import urllib.request
 
 import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from conftest import ROOT
@@ -489,3 +490,136 @@ def test_large_s3_objects_are_spooled_not_held(service, tmp_path):
     head = s3.head_object(Bucket="spooled", Key="big/object.bin")
     import hashlib
     assert head["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+
+
+SLOW_HANDLERS = '''"""A model that sleeps as long as it is told: for the hosting tests."""
+import time
+
+
+def model_fn(model_dir):
+    return None
+
+
+def input_fn(body, content_type):
+    return float(body or 0)
+
+
+def predict_fn(seconds, model):
+    time.sleep(seconds)
+    return seconds
+
+
+def output_fn(prediction, accept):
+    return '{"slept": %s}' % prediction
+'''
+
+
+@pytest.fixture
+def hosted(tmp_path):
+    """An in-process service with short hosting timeouts, serving the sleeping model."""
+    import io
+    import tarfile
+
+    from pipeline.local.server import LocalSageMaker
+
+    service = LocalSageMaker(str(tmp_path / "home"), invocation_timeout=2.0,
+                             health_seconds=0.3).start_background()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        code = SLOW_HANDLERS.encode()
+        info = tarfile.TarInfo("code/inference.py")
+        info.size = len(code)
+        tar.addfile(info, io.BytesIO(code))
+    session = dict(endpoint_url=service.url, region_name="us-east-1",
+                   aws_access_key_id="local", aws_secret_access_key="local")
+    s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **session)
+    s3.create_bucket(Bucket="models")
+    s3.put_object(Bucket="models", Key="sleepy/model.tar.gz", Body=archive.getvalue())
+    sm = boto3.client("sagemaker", **session)
+    runtime = boto3.client("sagemaker-runtime", config=Config(retries={"max_attempts": 1}),
+                           **session)
+    sm.create_model(ModelName="sleepy", ExecutionRoleArn=ROLE, PrimaryContainer={
+        "Image": "img", "ModelDataUrl": "s3://models/sleepy/model.tar.gz"})
+    sm.create_endpoint_config(EndpointConfigName="sleepy", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "sleepy", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    sm.create_endpoint(EndpointName="sleepy", EndpointConfigName="sleepy")
+    assert _until(lambda: sm.describe_endpoint(EndpointName="sleepy")["EndpointStatus"]
+                  == "InService", 60)
+    yield service, sm, runtime
+    service.httpd.shutdown()
+    service.close()
+
+
+def _until(predicate, seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _server_pid(service):
+    return service.hosting.servers["sleepy"].process.pid
+
+
+def _answers(runtime):
+    try:
+        body = runtime.invoke_endpoint(EndpointName="sleepy", Body=b"0")["Body"].read()
+        return json.loads(body) == {"slept": 0.0}
+    except ClientError:
+        return False
+
+
+def test_an_invocation_times_out_as_sagemakers_do(hosted):
+    service, sm, runtime = hosted
+    started = time.time()
+    with pytest.raises(ClientError) as err:
+        runtime.invoke_endpoint(EndpointName="sleepy", Body=b"4")
+    assert time.time() - started < 3.5  # one timeout (2 s here, 60 s by default), no retry
+    assert err.value.response["Error"]["Code"] == "ModelError"
+    assert "timed out while waiting for a response from container primary" in \
+        err.value.response["Error"]["Message"]
+    assert _until(lambda: _answers(runtime), 15)  # served again once the model is free
+
+
+def test_dead_and_frozen_model_servers_are_replaced_then_the_endpoint_fails(hosted):
+    service, sm, runtime = hosted
+    first = _server_pid(service)
+    os.kill(first, signal.SIGKILL)  # dead
+    assert _until(lambda: "sleepy" in service.hosting.servers
+                  and _server_pid(service) != first and _answers(runtime), 30)
+    second = _server_pid(service)
+    os.kill(second, signal.SIGSTOP)  # frozen: alive, silent
+    assert _until(lambda: "sleepy" in service.hosting.servers
+                  and _server_pid(service) != second and _answers(runtime), 30)
+    assert sm.describe_endpoint(EndpointName="sleepy")["EndpointStatus"] == "InService"
+    os.kill(_server_pid(service), signal.SIGKILL)  # a third death: restarts are used up
+    assert _until(lambda: sm.describe_endpoint(EndpointName="sleepy")["EndpointStatus"]
+                  == "Failed", 30)
+    reason = sm.describe_endpoint(EndpointName="sleepy")["FailureReason"]
+    assert "the model server exited with code -9; restarted 2 times" == reason
+    with pytest.raises(ClientError) as err:
+        runtime.invoke_endpoint(EndpointName="sleepy", Body=b"0")
+    assert "Endpoint sleepy is Failed" in err.value.response["Error"]["Message"]
+
+
+def test_s3_keys_the_store_cannot_hold_get_400_and_change_nothing(service):
+    s3 = service.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="keys")
+    s3.put_object(Bucket="keys", Key="a/b", Body=b"1")
+    s3.put_object(Bucket="keys", Key="ends/with.part", Body=b"2")  # an ordinary key
+    for key, message in (("a", "other keys lie below it"), ("a/b/c", "'a/b' is an object"),
+                         ("x/..", "'..' segments"), ("s" * 256, "a segment over 255 bytes"),
+                         ("../keys-evil/k", "'..' segments")):
+        with pytest.raises(ClientError) as err:
+            s3.put_object(Bucket="keys", Key=key, Body=b"x")
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400, key
+        assert message in err.value.response["Error"]["Message"], key
+    answer = _raw(service.url, b"PUT /keys/../keys-evil/k HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Length: 1\r\n\r\nx")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="keys")["Contents"]]
+    assert keys == ["a/b", "ends/with.part"]
+    assert not os.path.exists(os.path.join(service.home, "s3", "keys-evil"))
