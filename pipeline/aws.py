@@ -9,6 +9,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from pipeline.iam import events_role_policy
+
 
 @dataclass
 class Clients:
@@ -137,10 +139,9 @@ def events_role(clients: Clients, config, deploy_pipeline_arn) -> str:
         arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(EVENTS_TRUST),
                               Description="EventBridge starts the approve -> deploy pipeline",
                               Tags=PIPELINE_TAGS)["Role"]["Arn"]
+    policy = events_role_policy(config, account=deploy_pipeline_arn.split(":")[4])
     iam.put_role_policy(RoleName=name, PolicyName="start-deploy-pipeline",
-                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
-                            "Effect": "Allow", "Action": "sagemaker:StartPipelineExecution",
-                            "Resource": deploy_pipeline_arn}]}))
+                        PolicyDocument=json.dumps(policy))
     return arn
 
 

@@ -11,7 +11,7 @@ import time
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from pipeline import aws, report
+from pipeline import aws, iam, report
 from pipeline.config import (DEFAULT_MODEL_PACKAGE_GROUP, DEFAULT_PIPELINE_NAME, DEFAULT_PREFIX,
                              DEPLOY_PIPELINE_SUFFIX, PARAMETERS, parse_bool, render_value)
 from pipeline.local import launcher
@@ -158,6 +158,14 @@ def cmd_delete_endpoint(target):
     return EXIT_OK
 
 
+def cmd_iam_policy(target):
+    """The roles' policies for these names (bucket, prefix, pipelines, group, endpoint)."""
+    args = target.args
+    config = target.pipeline_config(offline=True)
+    sys.stdout.write(iam.render(config, args.endpoint_name, args.account))
+    return EXIT_OK
+
+
 def cmd_local(target):
     home, action = target.args.local_home, target.args.action
     if action == "start":
@@ -301,6 +309,10 @@ COMMANDS = {
     "report": (cmd_report, "write one execution as a self-contained HTML file", [
         (("execution",), {"help": "execution ARN or id"}),
         (("--output", "-o"), {"default": "run.html", "help": "file to write (run.html)"})]),
+    "iam-policy": (cmd_iam_policy, "print the least-privilege IAM policies of the roles", [
+        (("--endpoint-name",), {"default": PARAMETERS["EndpointName"][1],
+                                "help": "the endpoint the policy allows (default mnist-mlp)"}),
+        (("--account",), {"default": "ACCOUNT", "help": "AWS account id to put in the ARNs"})]),
     "local": (cmd_local, "the local service: status|start|stop",
               [(("action",), {"choices": ["status", "start", "stop"]})]),
 }

@@ -22,11 +22,24 @@ def _tagged_for(sm, arn, endpoint_name):
     return any(t["Key"] == TAG_KEY and t["Value"] == endpoint_name for t in tags)
 
 
+def not_found(err):
+    """SageMaker's answer for a missing endpoint (ValidationException "Could not find endpoint
+    ..."); throttling, AccessDenied and the like are not it."""
+    error = err.response["Error"]
+    return error.get("Code") == "ResourceNotFound" or (
+        error.get("Code") == "ValidationException" and
+        "could not find" in error.get("Message", "").lower())
+
+
 def in_use(sm, endpoint_name):
-    """(endpoint config, model names) the endpoint serves now, or (None, set())."""
+    """(endpoint config, model names) the endpoint serves now, or (None, set()) when there is
+    no endpoint. Any other error stops Cleanup: deleting what a live endpoint uses because its
+    description failed would take it down."""
     try:
         desc = sm.describe_endpoint(EndpointName=endpoint_name)
-    except ClientError:
+    except ClientError as err:
+        if not not_found(err):
+            raise
         return None, set()
     config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
     return desc["EndpointConfigName"], {v["ModelName"] for v in config["ProductionVariants"]}

@@ -35,10 +35,15 @@ def resource_name(endpoint_name, execution_id):
 
 
 def describe_endpoint(sm, name):
+    """The endpoint's description, or None when it does not exist (SageMaker answers a
+    ValidationException "Could not find endpoint ..."); any other error is raised."""
     try:
         return sm.describe_endpoint(EndpointName=name)
     except ClientError as err:
-        if err.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+        error = err.response["Error"]
+        if error.get("Code") == "ResourceNotFound" or (
+                error.get("Code") == "ValidationException"
+                and "could not find" in error.get("Message", "").lower()):
             return None
         raise
 
@@ -133,23 +138,35 @@ def container_from_package(sm, package_arn):
 
 
 def rollback(sm, endpoint_name, previous_config, new_name, timeout):
-    """Return the endpoint to its previous config (or remove it if it is new)."""
+    """Return the endpoint to its previous config (or remove it if it is new). Returns what
+    happened, in words, for the failure message: only what is true."""
     try:
         if previous_config:
             print(f"rolling back {endpoint_name} to endpoint config {previous_config}", flush=True)
-            sm.update_endpoint(EndpointName=endpoint_name, EndpointConfigName=previous_config)
-            wait_for_endpoint(sm, endpoint_name, timeout)
-        elif describe_endpoint(sm, endpoint_name) is not None:
-            print(f"deleting the new endpoint {endpoint_name}", flush=True)
-            sm.delete_endpoint(EndpointName=endpoint_name)
-        for delete, key in ((sm.delete_endpoint_config, "EndpointConfigName"),
-                            (sm.delete_model, "ModelName")):
-            try:
-                delete(**{key: new_name})
-            except ClientError:
-                pass
+            desc = wait_for_endpoint(sm, endpoint_name, timeout)  # an update in flight ends
+            if desc.get("EndpointConfigName") != previous_config:
+                sm.update_endpoint(EndpointName=endpoint_name, EndpointConfigName=previous_config)
+                desc = wait_for_endpoint(sm, endpoint_name, timeout)
+            if desc["EndpointStatus"] != "InService" or \
+                    desc.get("EndpointConfigName") != previous_config:
+                raise DeployError(f"endpoint is {desc['EndpointStatus']} on "
+                                  f"{desc.get('EndpointConfigName')}")
+            outcome = f"rolled back: endpoint kept on {previous_config}"
+        else:
+            if describe_endpoint(sm, endpoint_name) is not None:
+                print(f"deleting the new endpoint {endpoint_name}", flush=True)
+                sm.delete_endpoint(EndpointName=endpoint_name)
+            outcome = "rolled back: the new endpoint was removed"
     except (ClientError, DeployError) as err:
-        print(f"rollback incomplete: {err}", file=sys.stderr, flush=True)
+        print(f"rollback failed: {err}", file=sys.stderr, flush=True)
+        return f"ROLLBACK FAILED ({err}); check endpoint {endpoint_name}"
+    for delete, key in ((sm.delete_endpoint_config, "EndpointConfigName"),
+                        (sm.delete_model, "ModelName")):
+        try:
+            delete(**{key: new_name})
+        except ClientError:
+            pass
+    return outcome
 
 
 def test_folder(sm, args, scratch):
@@ -207,9 +224,8 @@ def deploy(sm, runtime, args):
         accuracy = smoke_test(runtime, args.endpoint_name, args.test_dir, args.smoke_images,
                               args.min_smoke_accuracy)
     except (DeployError, ClientError) as err:
-        rollback(sm, args.endpoint_name, previous_config, name, args.timeout)
-        raise DeployError(f"{err} (rolled back: endpoint "
-                          f"{'kept on ' + previous_config if previous_config else 'removed'})")
+        outcome = rollback(sm, args.endpoint_name, previous_config, name, args.timeout)
+        raise DeployError(f"{err} ({outcome})")
     print(f"endpoint {args.endpoint_name} is InService with {name}", flush=True)
     return {"deployed": True, "model_package_arn": package_arn,
             "endpoint_name": args.endpoint_name, "endpoint_config": name,

@@ -233,3 +233,68 @@ def test_an_approval_event_leaves_a_package_registered_approved_to_its_run(aws, 
         deploy.main(["--model-package-group", "mnist", "--approval-event", "maybe",
                      "--endpoint-name", ENDPOINT, "--execution-id", "x", "--role-arn", ROLE])
     assert exit_info.value.code == 2
+
+
+def test_an_update_that_leaves_the_old_config_fails_the_deploy_truthfully(aws, test_dir,
+                                                                         tmp_path, monkeypatch):
+    """As on AWS (and the local service) a failed update keeps the endpoint InService on its old
+    config: DeployModel must see that, not accept it, and say it kept the old config."""
+    queue_answer(range(10))
+    assert run_deploy(register(aws), "exec1", test_dir, tmp_path)[0] == 0
+
+    def failing_update(self):  # the update fails: the endpoint stays on what it served
+        return json.dumps({"EndpointArn": self.sagemaker_backend.endpoints[
+            self._get_param("EndpointName")].arn})
+
+    monkeypatch.setattr(SageMakerResponse, "update_endpoint", failing_update, raising=False)
+    queue_answer(range(10))
+    code, failure = run_deploy(register(aws), "exec2", test_dir, tmp_path)
+    assert code == 1
+    assert "is InService" in failure and "(rolled back: endpoint kept on mnist-test-exec1)" \
+        in failure
+    assert endpoint_config(aws) == "mnist-test-exec1"
+
+
+def test_a_failed_rollback_is_reported_as_failed(aws, test_dir, tmp_path, monkeypatch):
+    queue_answer(range(10))
+    assert run_deploy(register(aws), "exec1", test_dir, tmp_path)[0] == 0
+    calls = []
+
+    def update_then_break(self):  # the update applies; the rollback's update is refused
+        calls.append(self._get_param("EndpointConfigName"))
+        if len(calls) > 1:
+            return 400, {}, json.dumps({"__type": "AccessDeniedException",
+                                        "message": "not allowed to update"})
+        endpoint = self.sagemaker_backend.endpoints[self._get_param("EndpointName")]
+        endpoint.endpoint_config_name = self._get_param("EndpointConfigName")
+        return json.dumps({"EndpointArn": endpoint.arn})
+
+    monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_then_break, raising=False)
+    queue_answer([0] * 10)  # the smoke test fails: roll back, which fails
+    code, failure = run_deploy(register(aws), "exec2", test_dir, tmp_path)
+    assert code == 1 and "smoke test: accuracy 0.100" in failure
+    assert "ROLLBACK FAILED" in failure and "kept on" not in failure
+    assert endpoint_config(aws) == "mnist-test-exec2"  # the truth: still on the new config
+
+
+def test_cleanup_stops_when_the_endpoint_cannot_be_described(aws, test_dir, tmp_path,
+                                                             monkeypatch):
+    """Throttling or AccessDenied on DescribeEndpoint is not "no endpoint": deleting what the
+    live endpoint uses would take it down, even with KeepEndpoint=true."""
+    from botocore.exceptions import ClientError
+
+    queue_answer(range(10))
+    assert run_deploy(register(aws), "exec1", test_dir, tmp_path)[0] == 0
+    real = aws.describe_endpoint
+
+    def throttled(**kwargs):
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}},
+                          "DescribeEndpoint")
+
+    monkeypatch.setattr(aws, "describe_endpoint", throttled)
+    with pytest.raises(ClientError, match="Rate exceeded"):
+        cleanup.cleanup(aws, ENDPOINT, keep_endpoint=True)
+    monkeypatch.setattr(aws, "describe_endpoint", real)
+    assert [c["EndpointConfigName"] for c in aws.list_endpoint_configs()["EndpointConfigs"]] == [
+        "mnist-test-exec1"]
+    assert [m["ModelName"] for m in aws.list_models()["Models"]] == ["mnist-test-exec1"]

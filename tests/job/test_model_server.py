@@ -22,7 +22,9 @@ def server(trained, tmp_path_factory):
                              str(ready)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while not (ready.exists() and ready.read_text()):
-        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()  # then its output ends, and reading it cannot block
+            pytest.fail(f"the model server did not start: {proc.communicate()[0]!r}")
         time.sleep(0.05)
     yield int(ready.read_text())
     proc.terminate()

@@ -81,6 +81,23 @@ def test_checksum_mismatch_fails_the_job_naming_file_and_digests(tmp_path):
     assert not (tmp_path / "out" / "train").exists()
 
 
+@pytest.mark.parametrize("name", ["t10k-images-idx3-ubyte", "train-images-idx3-ubyte"])
+def test_every_file_is_checked_images_too(tmp_path, monkeypatch, name):
+    """One pixel changed in an image file fails as a changed label does, and a run verifies
+    each of the four files before using it."""
+    raw = bytearray(gzip.decompress((pathlib.Path(MNIST) / f"{name}.gz").read_bytes()))
+    raw[5000] = (raw[5000] + 1) % 256
+    with pytest.raises(preprocess.DataError, match=f"checksum mismatch for {name}"):
+        preprocess.verify(name, bytes(raw))
+    verified = []
+    real = preprocess.verify
+    monkeypatch.setattr(preprocess, "verify",
+                        lambda file_name, data: (verified.append(file_name),
+                                                 real(file_name, data)))
+    preprocess.run(MNIST, str(tmp_path / "out"), 0.1, 0)
+    assert sorted(verified) == sorted(preprocess.CANONICAL_SHA256)
+
+
 def test_missing_file_names_the_places_tried(tmp_path):
     with pytest.raises(preprocess.DataError, match="t10k-images-idx3-ubyte.gz not found"):
         preprocess.fetch(str(tmp_path), "t10k-images-idx3-ubyte")

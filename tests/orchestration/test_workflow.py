@@ -11,8 +11,8 @@ from pipeline.local.workflow.graph import DefinitionError, check_definition, coe
 @pytest.fixture
 def ctx(tmp_path):
     s3 = LocalS3(str(tmp_path))
-    s3.create_bucket("b")
-    s3.put("b", "eval/evaluation.json", json.dumps(
+    s3.create_bucket("bkt")
+    s3.put("bkt", "eval/evaluation.json", json.dumps(
         {"metrics": {"accuracy": {"value": 0.98}, "list": [1, {"x": "y"}]}}).encode())
     execution = {"PipelineExecutionArn": "arn:aws:sagemaker:r:0:pipeline/p/execution/abc123",
                  "PipelineArn": "arn:aws:sagemaker:r:0:pipeline/p", "CreationTime": 0.0,
@@ -21,8 +21,8 @@ def ctx(tmp_path):
                                          "OutputName": "evaluation",
                                          "FilePath": "evaluation.json"}]}}
     properties = {"Eval": {"ProcessingOutputConfig": {"Outputs": [
-        {"OutputName": "other", "S3Output": {"S3Uri": "s3://b/other"}},
-        {"OutputName": "evaluation", "S3Output": {"S3Uri": "s3://b/eval"}}]}},
+        {"OutputName": "other", "S3Output": {"S3Uri": "s3://bkt/other"}},
+        {"OutputName": "evaluation", "S3Output": {"S3Uri": "s3://bkt/eval"}}]}},
         "Register-RegisterModel": {"ModelPackageArn": "arn:pkg/1"}}
 
     def read_json(uri):
@@ -40,7 +40,7 @@ def test_get_parameters_execution_and_step_properties(ctx):
     assert ctx.resolve({"Get": "Parameters.Threshold"}) == 0.97
     assert ctx.resolve({"Get": "Execution.PipelineExecutionId"}) == "abc123"
     assert ctx.resolve({"Get": "Steps.Eval.ProcessingOutputConfig.Outputs['evaluation']"
-                               ".S3Output.S3Uri"}) == "s3://b/eval"
+                               ".S3Output.S3Uri"}) == "s3://bkt/eval"
     assert ctx.resolve({"Get": "Steps.Eval.ProcessingOutputConfig.Outputs[0].OutputName"}) == \
         "other"
     assert ctx.resolve({"Get": "Steps.Register-RegisterModel.ModelPackageArn"}) == "arn:pkg/1"
@@ -54,19 +54,19 @@ def test_get_parameters_execution_and_step_properties(ctx):
 
 def test_join_renders_values_like_the_service(ctx):
     joined = ctx.resolve({"Std:Join": {"On": "/", "Values": [
-        "s3://b", {"Get": "Execution.PipelineExecutionId"}, {"Get": "Parameters.Keep"},
+        "s3://bkt", {"Get": "Execution.PipelineExecutionId"}, {"Get": "Parameters.Keep"},
         {"Get": "Parameters.Count"}, ACCURACY]}})
-    assert joined == "s3://b/abc123/true/2/0.98"
+    assert joined == "s3://bkt/abc123/true/2/0.98"
 
 
 def test_json_get_reads_the_property_file(ctx):
     assert ctx.resolve(ACCURACY) == 0.98
-    assert ctx.resolve({"Std:JsonGet": {"S3Uri": "s3://b/eval/evaluation.json",
+    assert ctx.resolve({"Std:JsonGet": {"S3Uri": "s3://bkt/eval/evaluation.json",
                                         "Path": "metrics.list[1].x"}}) == "y"
     with pytest.raises(StepFailed, match="not found in the property file"):
-        ctx.resolve({"Std:JsonGet": {"S3Uri": "s3://b/eval/evaluation.json", "Path": "a.b"}})
+        ctx.resolve({"Std:JsonGet": {"S3Uri": "s3://bkt/eval/evaluation.json", "Path": "a.b"}})
     with pytest.raises(StepFailed, match="cannot read"):
-        ctx.resolve({"Std:JsonGet": {"S3Uri": "s3://b/missing.json", "Path": "a"}})
+        ctx.resolve({"Std:JsonGet": {"S3Uri": "s3://bkt/missing.json", "Path": "a"}})
 
 
 @pytest.mark.parametrize("kind,left,right,expected", [
