@@ -128,18 +128,29 @@ def test_describe_unknown_pipeline_is_a_clear_error(aws, capsys):
 
 
 def test_approve_and_reject_latest_package(aws, capsys):
+    """`latest` is the group's newest package, whatever the order the API lists them in."""
     sm, _ = aws
     sm.create_model_package_group(ModelPackageGroupName="mnist-mxnet-models")
-    arn = sm.create_model_package(
-        ModelPackageGroupName="mnist-mxnet-models", ModelApprovalStatus="PendingManualApproval",
-        InferenceSpecification={"Containers": [{"Image": "img", "ModelDataUrl": "s3://b/m"}],
-                                "SupportedContentTypes": ["application/json"],
-                                "SupportedResponseMIMETypes": ["application/json"]},
-    )["ModelPackageArn"]
+
+    def register():
+        return sm.create_model_package(
+            ModelPackageGroupName="mnist-mxnet-models",
+            ModelApprovalStatus="PendingManualApproval",
+            InferenceSpecification={"Containers": [{"Image": "img", "ModelDataUrl": "s3://b/m"}],
+                                    "SupportedContentTypes": ["application/json"],
+                                    "SupportedResponseMIMETypes": ["application/json"]},
+        )["ModelPackageArn"]
+
+    oldest = register()
+    time.sleep(0.01)  # distinct creation times
+    newest = register()
     assert cli.main(BASE + ["approve", "latest", "--description", "looks good"]) == 0
-    assert sm.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"] == "Approved"
-    assert cli.main(BASE + ["reject", arn]) == 0
-    assert sm.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"] == "Rejected"
+    assert capsys.readouterr().out.strip() == f"{newest}: Approved"
+    assert sm.describe_model_package(ModelPackageName=newest)["ModelApprovalStatus"] == "Approved"
+    assert sm.describe_model_package(ModelPackageName=oldest)["ModelApprovalStatus"] == \
+        "PendingManualApproval"
+    assert cli.main(BASE + ["reject", oldest]) == 0
+    assert sm.describe_model_package(ModelPackageName=oldest)["ModelApprovalStatus"] == "Rejected"
 
 
 def test_delete_endpoint_removes_endpoint_config_and_model(aws, capsys):

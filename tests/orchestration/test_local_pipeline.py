@@ -104,13 +104,21 @@ def test_default_parameters_succeed_register_and_deploy(clients, default_run, se
     assert np.mean(np.array(digits) == labels) >= 0.97
 
 
-def test_a_threshold_too_high_fails_at_the_gate_and_changes_nothing(clients, default_run):
+def test_a_threshold_too_high_fails_at_the_gate_and_changes_nothing(clients, default_run,
+                                                                    service, capsys):
+    """Through `start --wait`, which exits 1 for a failed execution."""
+    from pipeline import cli
+
     sm, _, _ = clients
     packages = sm.list_model_packages(ModelPackageGroupName="mnist-mxnet-models")[
         "ModelPackageSummaryList"]
     before = sm.describe_endpoint(EndpointName="mnist-mlp")
-    arn = start(sm, AccuracyThreshold=0.999, Epochs=2)
-    assert wait_for(sm, arn) == "Failed"
+    assert cli.main(["--local", "--endpoint-url", service.url, "--local-home", service.home,
+                     "start", "--wait", "--no-upsert", "--poll-seconds", "0.2",
+                     "--param", "AccuracyThreshold=0.999", "--param", "Epochs=2"]) == 1
+    out = capsys.readouterr().out
+    arn = out.split("started ")[1].split()[0]
+    assert "execution Failed after" in out and "reason: Test accuracy 0.9" in out
     steps = steps_of(sm, arn)
     reason = sm.describe_pipeline_execution(PipelineExecutionArn=arn)["FailureReason"]
     assert reason.startswith("Test accuracy 0.9") and "is below AccuracyThreshold 0.999" in reason
@@ -165,7 +173,7 @@ def test_drawing_pad_in_headless_chromium_shows_the_endpoints_prediction(service
             page.mouse.up()
         answer = response_info.value.json()["predictions"][0]
         page.wait_for_function("document.getElementById('digit').textContent !== ''")
-        page.wait_for_timeout(300)  # let a last in-flight request settle
+        page.wait_for_function("pending === null && !inFlight")  # the last request answered
         shown = page.locator("#digit").inner_text()
         final = json.loads(service.client("sagemaker-runtime").invoke_endpoint(
             EndpointName="mnist-mlp", ContentType="application/json",

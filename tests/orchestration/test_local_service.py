@@ -143,11 +143,18 @@ def test_restart_during_training_interrupts_then_retry_completes(tmp_path):
     arn = sm.start_pipeline_execution(PipelineName="mnist-mxnet", PipelineParameters=[
         {"Name": "MnistSourceUri", "Value": MNIST}, {"Name": "Epochs", "Value": "8"},
         {"Name": "AccuracyThreshold", "Value": "0.9"}])["PipelineExecutionArn"]
+    def training_log():  # the training job's log, once it has one
+        meta = steps_of(sm, arn).get("TrainModel", {}).get("Metadata", {})
+        if "TrainingJob" not in meta:
+            return ""
+        path = os.path.join(svc.home, "logs", meta["TrainingJob"]["Arn"].split("/")[-1] +
+                            ".log")
+        return open(path).read() if os.path.exists(path) else ""
+
     deadline = time.time() + 120
-    while steps_of(sm, arn).get("TrainModel", {}).get("StepStatus") != "Executing":
+    while "epoch=1 " not in training_log():  # well inside training: an epoch done, 7 to go
         assert time.time() < deadline
-        time.sleep(0.2)
-    time.sleep(1.5)  # well inside training
+        time.sleep(0.1)
     svc.stop(signal.SIGKILL)  # a crash, not a clean stop
 
     svc = ServiceProcess(tmp_path / "home").start()
@@ -214,6 +221,18 @@ def test_several_training_instances_train_with_dist_sync(service):
     assert "worker 1 of 2, 27000 training" in log and "worker 2 of 2, 27000 training" in log
     assert log.count("kvstore dist_sync") == 2
     assert log.count("validation_accuracy=") == 4  # two epochs on each worker
+    # Real synchronisation: both workers hold the same weights after every step, so on the same
+    # validation set they measure the same thing; their training shards (and losses) differ.
+    per_epoch = {}
+    for line in log.splitlines():
+        if line.startswith("epoch="):
+            values = dict(item.split("=") for item in line.split())
+            per_epoch.setdefault(values["epoch"], []).append(values)
+    assert sorted(per_epoch) == ["1", "2"]
+    for epoch, (first, second) in per_epoch.items():
+        assert (first["validation_loss"], first["validation_accuracy"]) == \
+            (second["validation_loss"], second["validation_accuracy"]), epoch
+        assert first["train_loss"] != second["train_loss"], epoch
 
 
 def test_endpoint_url_option_points_the_cli_at_that_service(service, capsys, monkeypatch):
@@ -623,3 +642,70 @@ def test_s3_keys_the_store_cannot_hold_get_400_and_change_nothing(service):
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="keys")["Contents"]]
     assert keys == ["a/b", "ends/with.part"]
     assert not os.path.exists(os.path.join(service.home, "s3", "keys-evil"))
+
+
+def test_stop_pipeline_execution_stops_the_running_job_and_what_follows(service):
+    """StopPipelineExecution on a running execution: the job is stopped (its process ends), the
+    step and the execution end Stopped, and later steps never start."""
+    sm, s3 = service.client("sagemaker"), service.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="stopping")
+    s3.put_object(Bucket="stopping", Key="code/sleep.py",
+                  Body=b"import time\nprint('sleeping', flush=True)\ntime.sleep(120)\n")
+    code_input = {"InputName": "code", "AppManaged": False, "S3Input": {
+        "S3Uri": "s3://stopping/code", "LocalPath": "/opt/ml/processing/input/code",
+        "S3DataType": "S3Prefix", "S3InputMode": "File",
+        "S3DataDistributionType": "FullyReplicated"}}
+    definition = {"Version": "2020-12-01", "Steps": [
+        {"Name": "Sleep", "Type": "Processing", "Arguments": {
+            "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "VolumeSizeInGB": 30,
+                                                      "InstanceType": "ml.m5.large"}},
+            "AppSpecification": {"ImageUri": "img", "ContainerEntrypoint": [
+                "python3", "/opt/ml/processing/input/code/sleep.py"]},
+            "RoleArn": ROLE, "ProcessingInputs": [code_input]}},
+        {"Name": "After", "Type": "Condition", "DependsOn": ["Sleep"],
+         "Arguments": {"Conditions": []}}]}
+    sm.create_pipeline(PipelineName="stoppable", RoleArn=ROLE,
+                       PipelineDefinition=json.dumps(definition))
+    arn = sm.start_pipeline_execution(PipelineName="stoppable")["PipelineExecutionArn"]
+
+    def job():
+        meta = steps_of(sm, arn).get("Sleep", {}).get("Metadata", {})
+        if "ProcessingJob" not in meta:
+            return None
+        return sm.describe_processing_job(
+            ProcessingJobName=meta["ProcessingJob"]["Arn"].split("/")[-1])
+
+    def sleeping():
+        desc = job()
+        if not desc:
+            return False
+        log = os.path.join(service.home, "logs", desc["ProcessingJobName"] + ".log")
+        return os.path.exists(log) and "sleeping" in open(log).read()
+
+    assert _until(sleeping, 30)
+    started = time.time()
+    sm.stop_pipeline_execution(PipelineExecutionArn=arn, ClientRequestToken="stop" * 8)
+    assert wait_for(sm, arn, timeout=30) == "Stopped"
+    assert time.time() - started < 15  # the 120 s job did not run out
+    steps = steps_of(sm, arn)
+    assert steps["Sleep"]["StepStatus"] == "Stopped" and "After" not in steps
+    assert job()["ProcessingJobStatus"] == "Stopped"
+
+
+def test_a_failed_update_keeps_the_old_model_serving(hosted):
+    """As on AWS: an update that cannot start its model leaves the endpoint InService on the
+    config it had, with the reason, and the old model answering throughout."""
+    service, sm, runtime = hosted
+    sm.create_model(ModelName="broken", ExecutionRoleArn=ROLE, PrimaryContainer={
+        "Image": "img", "ModelDataUrl": "s3://models/missing/model.tar.gz"})
+    sm.create_endpoint_config(EndpointConfigName="broken", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "broken", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    sm.update_endpoint(EndpointName="sleepy", EndpointConfigName="broken")
+    assert _until(lambda: sm.describe_endpoint(EndpointName="sleepy")["EndpointStatus"]
+                  != "Updating", 30)
+    desc = sm.describe_endpoint(EndpointName="sleepy")
+    assert desc["EndpointStatus"] == "InService" and desc["EndpointConfigName"] == "sleepy"
+    assert "update to broken failed" in desc["FailureReason"]
+    assert _answers(runtime)
+    assert not os.path.exists(os.path.join(service.home.endpoints_dir, "sleepy", "broken"))
