@@ -49,6 +49,8 @@ def _epoch(value) -> float:
 
 def _page(items: list, out_key: str, next_token=None, max_results=None) -> dict:
     """One page; NextToken is the index of the next item, as a string."""
+    if next_token and not (str(next_token).isdigit() and int(next_token) <= len(items)):
+        raise validation("Invalid pagination token")  # one this service never gave
     start, limit = int(next_token or 0), int(max_results or 100)
     response = {out_key: items[start:start + limit]}
     if start + limit < len(items):
@@ -138,21 +140,24 @@ class SageMakerBackend:
     # ----------------------------------------------------------- pipelines
     @staticmethod
     def _checked_definition(text) -> str:
+        """The definition, checked before any lock is taken (a big one takes a while)."""
         if not text:
             raise validation("PipelineDefinition is required (PipelineDefinitionS3Location is "
                              "not supported by the local service)")
         try:
             definition = json.loads(text)
-        except ValueError as err:
-            raise validation(f"PipelineDefinition is not JSON: {err}")
-        try:
             check_definition(definition)
+        except RecursionError:
+            raise validation("Invalid pipeline definition: nested too deeply")
         except DefinitionError as err:
             raise validation(f"Invalid pipeline definition: {err}")
+        except ValueError as err:
+            raise validation(f"PipelineDefinition is not JSON: {err}")
         return text
 
     def create_pipeline(self, pipeline_name, role_arn, pipeline_definition=None,
                         pipeline_display_name=None, pipeline_description="", tags=None):
+        definition = self._checked_definition(pipeline_definition)
         with self.lock:
             if self.store.get(Pipeline.kind, pipeline_name):
                 raise ServiceError("ResourceInUse", f"Pipeline {pipeline_name} already exists.")
@@ -161,7 +166,7 @@ class SageMakerBackend:
             self._put_new(Pipeline, pipeline_name, {
                 "PipelineArn": arn, "PipelineName": pipeline_name,
                 "PipelineDisplayName": pipeline_display_name or pipeline_name,
-                "PipelineDefinition": self._checked_definition(pipeline_definition),
+                "PipelineDefinition": definition,
                 "PipelineDescription": pipeline_description, "RoleArn": role_arn,
                 "PipelineStatus": "Active", "CreationTime": now, "LastModifiedTime": now,
                 "PipelineVersionId": 1}, tags)
@@ -169,10 +174,12 @@ class SageMakerBackend:
 
     def update_pipeline(self, pipeline_name, pipeline_definition=None, role_arn=None,
                         pipeline_description=None, pipeline_display_name=None):
+        checked = None if pipeline_definition is None else \
+            self._checked_definition(pipeline_definition)
         with self.lock:
             doc = self._pipeline(pipeline_name)
-            if pipeline_definition is not None:
-                doc["PipelineDefinition"] = self._checked_definition(pipeline_definition)
+            if checked is not None:
+                doc["PipelineDefinition"] = checked
             for key, value in (("RoleArn", role_arn), ("PipelineDescription",
                                                        pipeline_description),
                                ("PipelineDisplayName", pipeline_display_name)):

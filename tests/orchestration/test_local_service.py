@@ -709,3 +709,59 @@ def test_a_failed_update_keeps_the_old_model_serving(hosted):
     assert "update to broken failed" in desc["FailureReason"]
     assert _answers(runtime)
     assert not os.path.exists(os.path.join(service.home.endpoints_dir, "sleepy", "broken"))
+
+
+def test_bad_definitions_and_tokens_are_refused_up_front_with_a_400(service):
+    sm = service.client("sagemaker")
+
+    def refused(definition):
+        with pytest.raises(ClientError) as err:
+            sm.create_pipeline(PipelineName="refused", RoleArn=ROLE,
+                               PipelineDefinition=definition if isinstance(definition, str)
+                               else json.dumps(definition))
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        return err.value.response["Error"]["Message"]
+
+    gate = {"Name": "Gate", "Type": "Condition", "Arguments": {"Conditions": []}}
+    assert "cannot take the value 'abc'" in refused({"Version": "2020-12-01", "Parameters": [
+        {"Name": "Epochs", "Type": "Integer", "DefaultValue": "abc"}], "Steps": [gate]})
+    assert "condition of unknown type 'Sometimes'" in refused({"Steps": [dict(
+        gate, Arguments={"Conditions": [{"Type": "Sometimes"}]})]})
+    assert "Training step 'Train' lacks AlgorithmSpecification" in refused({"Steps": [
+        {"Name": "Train", "Type": "Training"}]})
+    assert "nested too deeply" in refused('{"Steps": ' + "[" * 50000 + "]" * 50000 + "}")
+    big = json.dumps({"Steps": [gate], "Metadata": {"pad": "x" * 1048576}})
+    assert "Member must have length less than or equal to 1048576" in refused(big)
+    assert sm.list_pipelines(PipelineNamePrefix="refused")["PipelineSummaries"] == []
+    with pytest.raises(ClientError) as err:
+        sm.list_pipelines(NextToken="abc")
+    assert err.value.response["Error"] == {"Code": "ValidationException",
+                                           "Message": "Invalid pagination token"}
+
+
+def test_checking_a_huge_definition_is_linear_and_blocks_no_one(service):
+    """8,000 steps in a chain: checked in well under a second, while other calls go on."""
+    import threading
+
+    sm = service.client("sagemaker")
+    steps = [{"Name": f"S{i}", "Type": "Fail", "Arguments": {"ErrorMessage": "x"},
+              **({"DependsOn": [f"S{i - 1}"]} if i else {})} for i in range(8000)]
+    answers = []
+
+    def other_calls():
+        while len(answers) < 200 and not done.is_set():
+            started = time.time()
+            service.client("sagemaker").list_endpoints()
+            answers.append(time.time() - started)
+
+    done = threading.Event()
+    thread = threading.Thread(target=other_calls)
+    started = time.time()
+    thread.start()
+    sm.create_pipeline(PipelineName="eight-thousand", RoleArn=ROLE,
+                       PipelineDefinition=json.dumps({"Version": "2020-12-01", "Steps": steps}))
+    took = time.time() - started
+    done.set()
+    thread.join()
+    assert took < 1.0, took  # 4.4 s before the check was made linear
+    assert answers and max(answers) < 1.0

@@ -52,13 +52,13 @@ def references(value) -> set:
 
 
 def dependencies(steps) -> Dict[str, set]:
-    deps = {}
+    deps, known = {}, set(steps)
     for name, entry in steps.items():
         step = entry["step"]
         own = references(step.get("Arguments", {})) | set(step.get("DependsOn", []))
         if entry["owner"]:
             own.add(entry["owner"][0])
-        unknown = own - set(steps)
+        unknown = own - known
         if unknown:
             raise DefinitionError(f"step {name!r} refers to unknown step(s) {sorted(unknown)}")
         if name in own:
@@ -67,24 +67,77 @@ def dependencies(steps) -> Dict[str, set]:
     return deps
 
 
+CONDITION_TYPES = {"Equals", "NotEquals", "GreaterThan", "GreaterThanOrEqualTo", "LessThan",
+                   "LessThanOrEqualTo", "In", "Not", "Or"}
+# Arguments a step of each type cannot run without (the rest is checked when it runs, as the
+# API it calls checks it).
+REQUIRED_ARGUMENTS = {"Processing": ("AppSpecification", "ProcessingResources"),
+                      "Training": ("AlgorithmSpecification", "ResourceConfig",
+                                   "OutputDataConfig"),
+                      "RegisterModel": ("InferenceSpecification",),
+                      "Condition": ("Conditions",), "Fail": (), "Model": ()}
+
+
+def _check_condition(step_name, condition):
+    if not isinstance(condition, dict) or condition.get("Type") not in CONDITION_TYPES:
+        kind = condition.get("Type") if isinstance(condition, dict) else condition
+        raise DefinitionError(f"step {step_name!r} has a condition of unknown type {kind!r}; "
+                              f"known: {', '.join(sorted(CONDITION_TYPES))}")
+    inner = [condition.get("Expression")] if condition["Type"] == "Not" else \
+        condition.get("Conditions", []) if condition["Type"] == "Or" else []
+    for nested in inner:
+        _check_condition(step_name, nested)
+
+
+def _check_step(name, step):
+    arguments = step.get("Arguments", {})
+    if not isinstance(arguments, dict):
+        raise DefinitionError(f"step {name!r} has Arguments that are not an object")
+    missing = [a for a in REQUIRED_ARGUMENTS[step["Type"]] if a not in arguments]
+    if missing:
+        raise DefinitionError(f"{step['Type']} step {name!r} lacks {', '.join(missing)} in "
+                              "its Arguments")
+    if step["Type"] == "Condition":
+        if not isinstance(arguments["Conditions"], list):
+            raise DefinitionError(f"step {name!r}: Conditions must be a list")
+        for condition in arguments["Conditions"]:
+            _check_condition(name, condition)
+
+
 def check_definition(definition) -> List[str]:
-    """The steps in an order that respects their dependencies; DefinitionError unless the
-    local service can run this definition."""
+    """The steps in an order that respects their dependencies (Kahn's algorithm: linear in
+    steps and edges); DefinitionError unless the local service can run this definition."""
     if not isinstance(definition, dict) or not isinstance(definition.get("Steps"), list):
         raise DefinitionError("a definition is an object with a Steps list")
-    deps = dependencies(flatten(definition))
-    order, done = [], set()
-    while len(done) < len(deps):
-        ready = [n for n, d in deps.items() if n not in done and d <= done]
-        if not ready:
-            raise DefinitionError(f"steps depend on each other in a cycle: "
-                                  f"{sorted(set(deps) - done)}")
-        done |= set(ready)
-        order += ready
+    steps = flatten(definition)
+    for name, entry in steps.items():
+        _check_step(name, entry["step"])
+    deps = dependencies(steps)
+    waiting = {name: len(d) for name, d in deps.items()}
+    followers: Dict[str, List[str]] = {name: [] for name in deps}
+    for name, d in deps.items():
+        for dep in d:
+            followers[dep].append(name)
+    order = [name for name, count in waiting.items() if count == 0]
+    for name in order:  # grows while it is walked
+        for follower in followers[name]:
+            waiting[follower] -= 1
+            if waiting[follower] == 0:
+                order.append(follower)
+    if len(order) < len(deps):
+        raise DefinitionError(f"steps depend on each other in a cycle: "
+                              f"{sorted(set(deps) - set(order))[:20]}")
     for spec in definition.get("Parameters", []):
-        if spec.get("Type") not in ("String", "Integer", "Float", "Boolean"):
-            raise DefinitionError(f"parameter {spec.get('Name')!r} has unknown type "
-                                  f"{spec.get('Type')!r}")
+        if not isinstance(spec, dict) or spec.get("Type") not in (
+                "String", "Integer", "Float", "Boolean"):
+            raise DefinitionError(f"parameter {spec.get('Name') if isinstance(spec, dict) else spec!r}"
+                                  f" has unknown type "
+                                  f"{spec.get('Type') if isinstance(spec, dict) else None!r}")
+        if "DefaultValue" in spec:
+            try:
+                coerce_parameter(spec, spec["DefaultValue"])
+            except (ValueError, KeyError) as err:
+                raise DefinitionError(f"default value: {err}")
     return order
 
 
