@@ -5,6 +5,7 @@ import functools
 import hashlib
 import inspect
 import json
+import sqlite3
 import xml.sax.saxutils as saxutils
 from datetime import datetime, timezone
 from email.utils import formatdate
@@ -74,6 +75,9 @@ class JsonProtocol:
             return _json(200, method(**self._kwargs(method, input_shape, params)))
         except ServiceError as err:
             return error(err.code, err.message, err.status)
+        except (sqlite3.OperationalError, OSError) as err:  # e.g. a full disk: try again later
+            return error("ServiceUnavailable", f"the local service cannot store this now: "
+                         f"{err}", 503)
 
     @staticmethod
     def _kwargs(method, input_shape, params) -> dict:

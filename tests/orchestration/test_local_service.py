@@ -644,15 +644,13 @@ def test_s3_keys_the_store_cannot_hold_get_400_and_change_nothing(service):
     assert not os.path.exists(os.path.join(service.home, "s3", "keys-evil"))
 
 
-def test_stop_pipeline_execution_stops_the_running_job_and_what_follows(service):
-    """StopPipelineExecution on a running execution: the job is stopped (its process ends), the
-    step and the execution end Stopped, and later steps never start."""
-    sm, s3 = service.client("sagemaker"), service.client("s3", s3={"addressing_style": "path"})
-    s3.create_bucket(Bucket="stopping")
-    s3.put_object(Bucket="stopping", Key="code/sleep.py",
-                  Body=b"import time\nprint('sleeping', flush=True)\ntime.sleep(120)\n")
+def _sleeping_pipeline(sm, s3, name, seconds):
+    """A pipeline whose Processing step prints "sleeping" and sleeps, then a Condition."""
+    s3.create_bucket(Bucket="sleeping")
+    s3.put_object(Bucket="sleeping", Key=f"{name}/sleep.py", Body=(
+        f"import time\nprint('sleeping', flush=True)\ntime.sleep({seconds})\n").encode())
     code_input = {"InputName": "code", "AppManaged": False, "S3Input": {
-        "S3Uri": "s3://stopping/code", "LocalPath": "/opt/ml/processing/input/code",
+        "S3Uri": f"s3://sleeping/{name}", "LocalPath": "/opt/ml/processing/input/code",
         "S3DataType": "S3Prefix", "S3InputMode": "File",
         "S3DataDistributionType": "FullyReplicated"}}
     definition = {"Version": "2020-12-01", "Steps": [
@@ -664,8 +662,22 @@ def test_stop_pipeline_execution_stops_the_running_job_and_what_follows(service)
             "RoleArn": ROLE, "ProcessingInputs": [code_input]}},
         {"Name": "After", "Type": "Condition", "DependsOn": ["Sleep"],
          "Arguments": {"Conditions": []}}]}
-    sm.create_pipeline(PipelineName="stoppable", RoleArn=ROLE,
-                       PipelineDefinition=json.dumps(definition))
+    sm.create_pipeline(PipelineName=name, RoleArn=ROLE, PipelineDefinition=json.dumps(definition))
+
+
+def _job_log_says(sm, home, arn, step, text):
+    meta = steps_of(sm, arn).get(step, {}).get("Metadata", {})
+    if "ProcessingJob" not in meta:
+        return False
+    log = os.path.join(home, "logs", meta["ProcessingJob"]["Arn"].split("/")[-1] + ".log")
+    return os.path.exists(log) and text in open(log).read()
+
+
+def test_stop_pipeline_execution_stops_the_running_job_and_what_follows(service):
+    """StopPipelineExecution on a running execution: the job is stopped (its process ends), the
+    step and the execution end Stopped, and later steps never start."""
+    sm, s3 = service.client("sagemaker"), service.client("s3", s3={"addressing_style": "path"})
+    _sleeping_pipeline(sm, s3, "stoppable", 120)
     arn = sm.start_pipeline_execution(PipelineName="stoppable")["PipelineExecutionArn"]
 
     def job():
@@ -675,14 +687,7 @@ def test_stop_pipeline_execution_stops_the_running_job_and_what_follows(service)
         return sm.describe_processing_job(
             ProcessingJobName=meta["ProcessingJob"]["Arn"].split("/")[-1])
 
-    def sleeping():
-        desc = job()
-        if not desc:
-            return False
-        log = os.path.join(service.home, "logs", desc["ProcessingJobName"] + ".log")
-        return os.path.exists(log) and "sleeping" in open(log).read()
-
-    assert _until(sleeping, 30)
+    assert _until(lambda: _job_log_says(sm, service.home, arn, "Sleep", "sleeping"), 30)
     started = time.time()
     sm.stop_pipeline_execution(PipelineExecutionArn=arn, ClientRequestToken="stop" * 8)
     assert wait_for(sm, arn, timeout=30) == "Stopped"
@@ -765,3 +770,54 @@ def test_checking_a_huge_definition_is_linear_and_blocks_no_one(service):
     thread.join()
     assert took < 1.0, took  # 4.4 s before the check was made linear
     assert answers and max(answers) < 1.0
+
+
+def test_a_full_disk_never_wedges_an_execution(tmp_path):
+    """The store refuses every write for a while (a full disk) as a job ends: the API answers
+    503 with the reason instead of dropping connections, the execution's end is recorded once
+    space returns, and Retry then completes it."""
+    import sqlite3
+    import threading
+
+    from pipeline.local.server import LocalSageMaker
+
+    service = LocalSageMaker(str(tmp_path / "home")).start_background()
+    full, refused = threading.Event(), []
+    store, real_put = service.backend.store, service.backend.store.put
+
+    def put(kind, name, body):
+        if full.is_set():
+            refused.append(kind)
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_put(kind, name, body)
+
+    store.put = put
+    session = dict(endpoint_url=service.url, region_name="us-east-1",
+                   aws_access_key_id="local", aws_secret_access_key="local",
+                   config=Config(retries={"max_attempts": 1}))
+    sm = boto3.client("sagemaker", **session)
+    s3 = boto3.client("s3", **dict(session, config=Config(s3={"addressing_style": "path"})))
+    try:
+        _sleeping_pipeline(sm, s3, "disk", 2)
+        arn = sm.start_pipeline_execution(PipelineName="disk")["PipelineExecutionArn"]
+        assert _until(lambda: _job_log_says(sm, service.home.root, arn, "Sleep", "sleeping"), 30)
+        full.set()
+        # the job ends meanwhile; recording it, then the execution's end, is refused (retried)
+        assert _until(lambda: refused.count("execution") >= 2, 30), refused
+        assert sm.describe_pipeline_execution(PipelineExecutionArn=arn)[
+            "PipelineExecutionStatus"] == "Executing"
+        with pytest.raises(ClientError) as err:
+            sm.stop_pipeline_execution(PipelineExecutionArn=arn, ClientRequestToken="s" * 32)
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert "database or disk is full" in err.value.response["Error"]["Message"]
+        full.clear()  # space returns
+        assert wait_for(sm, arn, timeout=30) == "Failed"
+        reason = sm.describe_pipeline_execution(PipelineExecutionArn=arn)["FailureReason"]
+        assert "database or disk is full" in reason
+        sm.retry_pipeline_execution(PipelineExecutionArn=arn, ClientRequestToken="r" * 32)
+        assert wait_for(sm, arn, timeout=60) == "Succeeded"
+        assert steps_of(sm, arn)["After"]["StepStatus"] == "Succeeded"
+    finally:
+        full.clear()
+        service.httpd.shutdown()
+        service.close()

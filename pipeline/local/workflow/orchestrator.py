@@ -6,6 +6,7 @@ refusal of the registry becomes the step's failure, a bug in the service the exe
 """
 import json
 import threading
+import time
 import traceback
 from typing import Dict
 
@@ -37,10 +38,25 @@ class Orchestrator:
     def _run_safely(self, arn):
         try:
             status, reason = self._run(arn)
-        except Exception as err:  # a bug must not leave the execution Executing forever
+        except Exception as err:  # a bug or a full disk must not leave it Executing forever
             traceback.print_exc()
             status, reason = Status.FAILED, f"internal error in the local service: {err}"
-        self.backend.execution_ended(arn, status.value, reason)
+        self._record_end(arn, status, reason)
+
+    def _record_end(self, arn, status, reason, first_wait=0.1, longest_wait=5.0):
+        """Record how the execution ended, however long the store refuses (a full disk): until
+        then it reads Executing, and Stop and Retry work once it is recorded."""
+        wait = first_wait
+        while True:
+            try:
+                self.backend.execution_ended(arn, status.value, reason)
+                return
+            except ServiceError:  # it cannot take that status (already ended): nothing to do
+                return
+            except Exception as err:  # noqa: BLE001 - storage errors: try again
+                print(f"cannot record the end of {arn} yet: {err}", flush=True)
+                time.sleep(wait)
+                wait = min(wait * 2, longest_wait)
 
     def _run(self, arn):
         execution = self.backend.execution_record(arn)
