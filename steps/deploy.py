@@ -48,6 +48,26 @@ def describe_endpoint(sm, name):
         raise
 
 
+BUSY_RETRIES = 5  # another deployment's update in flight: wait for it, then try again
+
+
+def busy(err):
+    """SageMaker's refusal while another update or creation of the endpoint is in flight."""
+    message = err.response["Error"].get("Message", "")
+    return "in-progress endpoint" in message or "already existing endpoint" in message
+
+
+def settled(sm, name, timeout):
+    """The endpoint once no update or creation is in flight (None when there is none)."""
+    desc = describe_endpoint(sm, name)
+    if desc and desc["EndpointStatus"] in ("Creating", "Updating", "SystemUpdating",
+                                           "RollingBack"):
+        print(f"endpoint {name} is {desc['EndpointStatus']} (another deployment): waiting",
+              flush=True)
+        desc = wait_for_endpoint(sm, name, timeout)
+    return desc
+
+
 def wait_for_endpoint(sm, name, timeout, first_poll=0.25, max_poll=15.0):
     """Poll until the endpoint settles; return its final description."""
     deadline, poll = time.time() + timeout, first_poll
@@ -193,7 +213,7 @@ def deploy(sm, runtime, args):
         return {"deployed": False, "approval_status": status}
     name = resource_name(args.endpoint_name, args.execution_id)
     tags = [{"Key": TAG_KEY, "Value": args.endpoint_name}]
-    existing = describe_endpoint(sm, args.endpoint_name)
+    existing = settled(sm, args.endpoint_name, args.timeout)
     previous_config = existing["EndpointConfigName"] if existing else None
     if existing and existing["EndpointStatus"] == "InService" and \
             serving_package(sm, existing) == package_arn:
@@ -211,12 +231,25 @@ def deploy(sm, runtime, args):
         "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1,
         "InstanceType": args.instance_type}])
     try:
-        if existing:
-            print(f"updating endpoint {args.endpoint_name}: {previous_config} -> {name}", flush=True)
-            sm.update_endpoint(EndpointName=args.endpoint_name, EndpointConfigName=name)
-        else:
-            print(f"creating endpoint {args.endpoint_name} with config {name}", flush=True)
-            sm.create_endpoint(EndpointName=args.endpoint_name, EndpointConfigName=name, Tags=tags)
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                if existing:
+                    print(f"updating endpoint {args.endpoint_name}: {previous_config} -> "
+                          f"{name}", flush=True)
+                    sm.update_endpoint(EndpointName=args.endpoint_name, EndpointConfigName=name)
+                else:
+                    print(f"creating endpoint {args.endpoint_name} with config {name}",
+                          flush=True)
+                    sm.create_endpoint(EndpointName=args.endpoint_name, EndpointConfigName=name,
+                                       Tags=tags)
+                break
+            except ClientError as err:
+                if not busy(err) or attempt == BUSY_RETRIES:
+                    raise
+                # another deployment got there first: let it finish, then update from the
+                # config it left (the one to roll back to)
+                existing = settled(sm, args.endpoint_name, args.timeout)
+                previous_config = existing["EndpointConfigName"] if existing else None
         desc = wait_for_endpoint(sm, args.endpoint_name, args.timeout)
         if desc["EndpointStatus"] != "InService" or desc.get("EndpointConfigName") != name:
             raise DeployError(f"endpoint {args.endpoint_name} is {desc['EndpointStatus']}: "

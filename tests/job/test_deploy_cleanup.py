@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.responses import SageMakerResponse
 from moto.sagemakerruntime.models import sagemakerruntime_backends
 
@@ -263,8 +264,7 @@ def test_a_failed_rollback_is_reported_as_failed(aws, test_dir, tmp_path, monkey
     def update_then_break(self):  # the update applies; the rollback's update is refused
         calls.append(self._get_param("EndpointConfigName"))
         if len(calls) > 1:
-            return 400, {}, json.dumps({"__type": "AccessDeniedException",
-                                        "message": "not allowed to update"})
+            raise ValidationError("not allowed to update now")
         endpoint = self.sagemaker_backend.endpoints[self._get_param("EndpointName")]
         endpoint.endpoint_config_name = self._get_param("EndpointConfigName")
         return json.dumps({"EndpointArn": endpoint.arn})
@@ -273,7 +273,8 @@ def test_a_failed_rollback_is_reported_as_failed(aws, test_dir, tmp_path, monkey
     queue_answer([0] * 10)  # the smoke test fails: roll back, which fails
     code, failure = run_deploy(register(aws), "exec2", test_dir, tmp_path)
     assert code == 1 and "smoke test: accuracy 0.100" in failure
-    assert "ROLLBACK FAILED" in failure and "kept on" not in failure
+    assert "ROLLBACK FAILED" in failure and "not allowed to update now" in failure
+    assert "kept on" not in failure
     assert endpoint_config(aws) == "mnist-test-exec2"  # the truth: still on the new config
 
 
@@ -298,3 +299,48 @@ def test_cleanup_stops_when_the_endpoint_cannot_be_described(aws, test_dir, tmp_
     assert [c["EndpointConfigName"] for c in aws.list_endpoint_configs()["EndpointConfigs"]] == [
         "mnist-test-exec1"]
     assert [m["ModelName"] for m in aws.list_models()["Models"]] == ["mnist-test-exec1"]
+
+
+def test_an_update_already_in_flight_is_waited_for_then_retried(aws, test_dir, tmp_path,
+                                                                monkeypatch, capsys):
+    """Two executions deploying to one endpoint: the second is refused "Cannot update
+    in-progress endpoint" (as on AWS); it waits for the endpoint to settle and tries again, and
+    rolls back to (and names) the config the endpoint settled on."""
+    queue_answer(range(10))
+    assert run_deploy(register(aws), "exec1", test_dir, tmp_path)[0] == 0
+    refusals = []
+
+    def busy_once(self):
+        backend = self.sagemaker_backend
+        endpoint = backend.endpoints[self._get_param("EndpointName")]
+        if not refusals:  # meanwhile another deployment switched the endpoint to exec-other
+            refusals.append(1)
+            endpoint.endpoint_config_name = "mnist-test-exec1"
+            raise ValidationError(f'Cannot update in-progress endpoint "{endpoint.arn}".')
+        endpoint.endpoint_config_name = self._get_param("EndpointConfigName")
+        return json.dumps({"EndpointArn": endpoint.arn})
+
+    monkeypatch.setattr(SageMakerResponse, "update_endpoint", busy_once, raising=False)
+    queue_answer(range(10))
+    code, failure = run_deploy(register(aws), "exec2", test_dir, tmp_path)
+    assert code == 0, failure
+    out = capsys.readouterr().out
+    assert out.count("updating endpoint mnist-test: mnist-test-exec1 -> mnist-test-exec2") == 2
+    assert endpoint_config(aws) == "mnist-test-exec2"
+
+
+def test_a_busy_endpoint_that_stays_busy_fails_truthfully(aws, test_dir, tmp_path,
+                                                          monkeypatch):
+    queue_answer(range(10))
+    assert run_deploy(register(aws), "exec1", test_dir, tmp_path)[0] == 0
+
+    def always_busy(self):
+        endpoint = self.sagemaker_backend.endpoints[self._get_param("EndpointName")]
+        raise ValidationError(f'Cannot update in-progress endpoint "{endpoint.arn}".')
+
+    monkeypatch.setattr(SageMakerResponse, "update_endpoint", always_busy, raising=False)
+    monkeypatch.setattr(deploy, "BUSY_RETRIES", 2)
+    code, failure = run_deploy(register(aws), "exec2", test_dir, tmp_path)
+    assert code == 1 and "Cannot update in-progress endpoint" in failure
+    assert "(rolled back: endpoint kept on mnist-test-exec1)" in failure
+    assert endpoint_config(aws) == "mnist-test-exec1"
