@@ -186,6 +186,18 @@ class Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _handle
 
+    def __getattr__(self, name):
+        """Any other method: 405 (a client's mistake), not http.server's 501."""
+        if name.startswith("do_"):
+            return self._method_not_allowed
+        raise AttributeError(name)
+
+    def _method_not_allowed(self):
+        self.close_connection = True  # its body, if any, is not read
+        status, headers, body = error("MethodNotAllowed", f"{self.command} is not supported; "
+                                      "use GET, HEAD, PUT, POST or DELETE", 405)
+        self._reply((status, {**headers, "Allow": "GET, HEAD, PUT, POST, DELETE"}, body))
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True

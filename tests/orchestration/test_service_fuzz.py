@@ -1,0 +1,102 @@
+"""Property-based: thousands of generated requests to the local service (the SageMaker and
+EventBridge APIs, the runtime, S3, the run browser), well and badly framed: every one gets an
+HTTP answer (never a dropped connection) and none is a 5xx."""
+import json
+import socket
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from localservice import ServiceProcess
+from pipeline.local.resources import SERVICE_MODEL
+
+pytestmark = pytest.mark.slow
+
+OPERATIONS = sorted(SERVICE_MODEL.operation_names)
+MEMBERS = sorted({m for op in ("CreatePipeline", "StartPipelineExecution", "CreateModel",
+                               "CreateEndpointConfig", "CreateEndpoint", "ListPipelines",
+                               "DescribePipelineExecution", "UpdateModelPackage",
+                               "CreateModelPackage", "ListModelPackages")
+                  for m in SERVICE_MODEL.operation_model(op).input_shape.members})
+SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+           | st.text(max_size=20) | st.sampled_from(["../x", "a/b", "e" * 70, "arn:aws:x"]))
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(st.sampled_from(MEMBERS) | st.text(max_size=8), inner,
+                                        max_size=4), max_leaves=20)
+API_BODIES = st.dictionaries(st.sampled_from(MEMBERS), VALUES, max_size=6).map(
+    lambda d: json.dumps(d).encode()) | st.binary(max_size=200)
+TARGETS = (st.sampled_from(OPERATIONS).map(lambda o: f"SageMaker.{o}")
+           | st.sampled_from(["AWSEvents.PutRule", "AWSEvents.ListRules", "AWSEvents.PutTargets",
+                              "Bogus.Thing", "SageMaker.", ""]))
+PATHS = st.sampled_from(["/", "/endpoints/none/invocations", "/ping", "/executions/p/x",
+                         "/jobs/j", "/packages/g/1", "/compare?a=x&b=y", "/sagemaker-local",
+                         "/sagemaker-local/k", "/sagemaker-local/a/../b", "/Bad_Bucket/k",
+                         "/draw/e", "/endpoints/delete", "/packages/approval", "/%00/x"])
+FRAMING = st.sampled_from(["length", "chunked", "both", "short", "negative", "folded",
+                           "bad-chunk", "none"])
+
+
+def frame(method, path, headers, body, framing):
+    head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"] + headers
+    if framing in ("length", "both"):
+        head.append(f"Content-Length: {len(body)}")
+    if framing == "short":
+        head.append(f"Content-Length: {len(body) + 10}")
+    if framing == "negative":
+        head.append("Content-Length: -1")
+    if framing in ("chunked", "both", "bad-chunk"):
+        head.append("Transfer-Encoding: chunked")
+    if framing == "folded":
+        head.append(" X-Folded: yes")
+    payload = body
+    if framing in ("chunked", "both"):
+        payload = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+    if framing == "bad-chunk":
+        payload = b"zz\r\n" + body
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload
+
+
+def exchange(url, request):
+    host, port = url.rsplit("/", 1)[-1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        try:
+            sock.sendall(request)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        answer = b""
+        try:
+            while piece := sock.recv(65536):
+                answer += piece
+        except ConnectionResetError:
+            pass
+    return answer
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    svc = ServiceProcess(tmp_path_factory.mktemp("fuzz-home")).start()
+    yield svc
+    svc.stop()
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(target=TARGETS, body=API_BODIES, framing=FRAMING)
+def test_api_requests_are_answered_without_5xx(service, target, body, framing):
+    headers = ["Content-Type: application/x-amz-json-1.1", "Authorization: AWS4-HMAC-SHA256 x"]
+    if target:
+        headers.append(f"X-Amz-Target: {target}")
+    answer = exchange(service.url, frame("POST", "/", headers, body, framing))
+    assert answer.startswith(b"HTTP/1.1 "), (framing, answer[:100])
+    assert int(answer.split(b" ", 2)[1]) < 500, answer[:400]
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(method=st.sampled_from(["GET", "PUT", "POST", "HEAD", "DELETE", "BREW"]), path=PATHS,
+       signed=st.booleans(), body=st.binary(max_size=500), framing=FRAMING)
+def test_other_routes_are_answered_without_5xx(service, method, path, signed, body, framing):
+    headers = ["Authorization: AWS4-HMAC-SHA256 x"] if signed else []
+    answer = exchange(service.url, frame(method, path, headers, body, framing))
+    assert answer.startswith(b"HTTP/1.1 "), (method, path, framing, answer[:100])
+    assert int(answer.split(b" ", 2)[1]) < 500, (method, path, answer[:400])
