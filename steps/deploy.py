@@ -213,6 +213,10 @@ def deploy(sm, runtime, args):
         return {"deployed": False, "approval_status": status}
     name = resource_name(args.endpoint_name, args.execution_id)
     tags = [{"Key": TAG_KEY, "Value": args.endpoint_name}]
+    if args.approval_event == "true" and registered_approved(sm, package_arn):
+        print(f"model package {package_arn} was registered Approved: the pipeline run that "
+              "registered it deploys it; nothing to do", flush=True)
+        return {"deployed": False, "left_to_its_run": package_arn}
     existing = settled(sm, args.endpoint_name, args.timeout)
     previous_config = existing["EndpointConfigName"] if existing else None
     if existing and existing["EndpointStatus"] == "InService" and \
@@ -220,10 +224,6 @@ def deploy(sm, runtime, args):
         print(f"endpoint {args.endpoint_name} already serves {package_arn}: nothing to do",
               flush=True)
         return {"deployed": False, "already_serving": package_arn}
-    if args.approval_event == "true" and registered_approved(sm, package_arn):
-        print(f"model package {package_arn} was registered Approved: the pipeline run that "
-              "registered it deploys it; nothing to do", flush=True)
-        return {"deployed": False, "left_to_its_run": package_arn}
     print(f"deploying model package {package_arn}", flush=True)
     sm.create_model(ModelName=name, PrimaryContainer=container, ExecutionRoleArn=args.role_arn,
                     Tags=tags + [{"Key": PACKAGE_TAG, "Value": package_arn}])

@@ -1,6 +1,7 @@
 """The local service as an AWS look-alike: protocol, validation, errors, SDK, CLI, restarts."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -224,10 +225,11 @@ def test_several_training_instances_train_with_dist_sync(service):
     # Real synchronisation: both workers hold the same weights after every step, so on the same
     # validation set they measure the same thing; their training shards (and losses) differ.
     per_epoch = {}
-    for line in log.splitlines():
-        if line.startswith("epoch="):
-            values = dict(item.split("=") for item in line.split())
-            per_epoch.setdefault(values["epoch"], []).append(values)
+    for match in re.finditer(r"epoch=(?P<epoch>\d+) train_loss=(?P<train_loss>[0-9.]+) "
+                             r"train_accuracy=[0-9.]+ validation_loss=(?P<validation_loss>"
+                             r"[0-9.]+) validation_accuracy=(?P<validation_accuracy>[0-9.]+)",
+                             log):
+        per_epoch.setdefault(match["epoch"], []).append(match.groupdict())
     assert sorted(per_epoch) == ["1", "2"]
     for epoch, (first, second) in per_epoch.items():
         assert (first["validation_loss"], first["validation_accuracy"]) == \
