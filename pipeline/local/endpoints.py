@@ -124,20 +124,12 @@ class Hosting:
             problem = f"the model server exited with code {exited}"
         server.stop()
         if server.restarts >= RESTARTS:
-            with self.lock:
-                if self.servers.get(endpoint) is server:
-                    del self.servers[endpoint]
-            if self.backend.endpoint_exists(endpoint):
-                self.backend.endpoint_failed(endpoint, f"{problem}; restarted {RESTARTS} times")
+            self._give_up(endpoint, server, f"{problem}; restarted {RESTARTS} times")
             return
         try:
             fresh = self._start(endpoint, server.config_name)
         except Exception as err:  # noqa: BLE001
-            with self.lock:
-                if self.servers.get(endpoint) is server:
-                    del self.servers[endpoint]
-            if self.backend.endpoint_exists(endpoint):
-                self.backend.endpoint_failed(endpoint, f"{problem}; restart failed: {err}")
+            self._give_up(endpoint, server, f"{problem}; restart failed: {err}")
             return
         fresh.restarts = server.restarts + 1
         with self.lock:
@@ -145,6 +137,14 @@ class Hosting:
                 self.servers[endpoint] = fresh
                 return
         fresh.stop()  # deleted or updated meanwhile
+
+    def _give_up(self, endpoint, server, reason):
+        """The endpoint's model cannot be served: it is Failed, with the reason."""
+        with self.lock:
+            if self.servers.get(endpoint) is server:
+                del self.servers[endpoint]
+        if self.backend.endpoint_exists(endpoint):
+            self.backend.endpoint_failed(endpoint, reason)
 
     def _start(self, endpoint, config_name) -> ModelServer:
         model = self.backend.endpoint_model(config_name)

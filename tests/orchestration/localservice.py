@@ -18,6 +18,10 @@ class ServiceProcess:
         self.url = info["url"]
         return self
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, sig)

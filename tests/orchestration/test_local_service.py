@@ -559,17 +559,21 @@ def hosted(tmp_path):
     sm = boto3.client("sagemaker", **session)
     runtime = boto3.client("sagemaker-runtime", config=Config(retries={"max_attempts": 1}),
                            **session)
-    sm.create_model(ModelName="sleepy", ExecutionRoleArn=ROLE, PrimaryContainer={
-        "Image": "img", "ModelDataUrl": "s3://models/sleepy/model.tar.gz"})
-    sm.create_endpoint_config(EndpointConfigName="sleepy", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": "sleepy", "InitialInstanceCount": 1,
-        "InstanceType": "ml.m5.large"}])
+    _model_and_config(sm, "sleepy", "s3://models/sleepy/model.tar.gz")
     sm.create_endpoint(EndpointName="sleepy", EndpointConfigName="sleepy")
     assert _until(lambda: sm.describe_endpoint(EndpointName="sleepy")["EndpointStatus"]
                   == "InService", 60)
     yield service, sm, runtime
     service.httpd.shutdown()
     service.close()
+
+
+def _model_and_config(sm, name, model_data):
+    sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={
+        "Image": "img", "ModelDataUrl": model_data})
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
 
 
 def _until(predicate, seconds):
@@ -703,11 +707,7 @@ def test_a_failed_update_keeps_the_old_model_serving(hosted):
     """As on AWS: an update that cannot start its model leaves the endpoint InService on the
     config it had, with the reason, and the old model answering throughout."""
     service, sm, runtime = hosted
-    sm.create_model(ModelName="broken", ExecutionRoleArn=ROLE, PrimaryContainer={
-        "Image": "img", "ModelDataUrl": "s3://models/missing/model.tar.gz"})
-    sm.create_endpoint_config(EndpointConfigName="broken", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": "broken", "InitialInstanceCount": 1,
-        "InstanceType": "ml.m5.large"}])
+    _model_and_config(sm, "broken", "s3://models/missing/model.tar.gz")
     sm.update_endpoint(EndpointName="sleepy", EndpointConfigName="broken")
     assert _until(lambda: sm.describe_endpoint(EndpointName="sleepy")["EndpointStatus"]
                   != "Updating", 30)
@@ -746,32 +746,29 @@ def test_bad_definitions_and_tokens_are_refused_up_front_with_a_400(service):
                                            "Message": "Invalid pagination token"}
 
 
-def test_checking_a_huge_definition_is_linear_and_blocks_no_one(service):
-    """8,000 steps in a chain: checked in well under a second, while other calls go on."""
+def test_a_huge_definition_is_checked_while_other_calls_go_on(service):
+    """8,000 steps in a chain are accepted, and list calls made meanwhile are answered (the
+    check runs outside the backend's lock; its speed is in bench/definition_check.py)."""
     import threading
 
     sm = service.client("sagemaker")
     steps = [{"Name": f"S{i}", "Type": "Fail", "Arguments": {"ErrorMessage": "x"},
               **({"DependsOn": [f"S{i - 1}"]} if i else {})} for i in range(8000)]
-    answers = []
+    answered, done = [], threading.Event()
 
     def other_calls():
-        while len(answers) < 200 and not done.is_set():
-            started = time.time()
-            service.client("sagemaker").list_endpoints()
-            answers.append(time.time() - started)
+        client = service.client("sagemaker")
+        while not done.is_set():
+            answered.append(client.list_endpoints()["Endpoints"] is not None)
 
-    done = threading.Event()
     thread = threading.Thread(target=other_calls)
-    started = time.time()
     thread.start()
     sm.create_pipeline(PipelineName="eight-thousand", RoleArn=ROLE,
                        PipelineDefinition=json.dumps({"Version": "2020-12-01", "Steps": steps}))
-    took = time.time() - started
     done.set()
     thread.join()
-    assert took < 1.0, took  # 4.4 s before the check was made linear
-    assert answers and max(answers) < 1.0
+    assert answered and all(answered)
+    assert sm.describe_pipeline(PipelineName="eight-thousand")["PipelineName"] == "eight-thousand"
 
 
 def test_a_full_disk_never_wedges_an_execution(tmp_path):
