@@ -5,8 +5,11 @@ PYTHON ?= python3
 ORCH := .venv/.installed
 JOB := .venv-job/.installed
 PIP_FLAGS ?= -q --disable-pip-version-check
+# Python 3.8, the Python of AWS's MXNet 1.9.0 containers (through pyenv where it is installed)
+PY38 ?= PYENV_VERSION=3.8.18 python3.8
+JOB38 := .venv-job38/.installed
 
-.PHONY: setup run test test-job test-orchestration bench bench-train bench-pipeline bench-serve clean
+.PHONY: setup run test test-job test-job-py38 test-orchestration bench bench-train bench-pipeline bench-serve bench-definition clean
 
 $(ORCH): requirements/orchestration.txt
 	$(PYTHON) -m venv .venv
@@ -31,16 +34,29 @@ $(CHROMIUM):
 run: setup
 	.venv/bin/python run_pipeline.py --local start --wait
 
-## All tests: job code in the job environment, orchestration in its own.
-test: setup $(CHROMIUM) test-job test-orchestration
+## All tests: job code in the job environment (and again under Python 3.8 with the containers'
+## numpy and Pillow, where Python 3.8 is installed), orchestration in its own.
+test: setup $(CHROMIUM) test-job test-job-py38 test-orchestration
 
 test-job: $(JOB)
 	.venv-job/bin/python -m pytest tests/job
 
+$(JOB38): requirements/job-py38.txt
+	$(PY38) -m venv .venv-job38
+	.venv-job38/bin/pip install $(PIP_FLAGS) -r requirements/job-py38.txt
+	touch $@
+
+test-job-py38:
+	@if $(PY38) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 8))' 2>/dev/null; then \
+		$(MAKE) --no-print-directory $(JOB38) && .venv-job38/bin/python -m pytest tests/job; \
+	else \
+		echo "test-job-py38: skipped: no Python 3.8 here (AWS's MXNet containers run 3.8)"; \
+	fi
+
 test-orchestration: $(ORCH) $(CHROMIUM)
 	.venv/bin/python -m pytest tests/orchestration
 
-bench: bench-train bench-pipeline bench-serve
+bench: bench-train bench-pipeline bench-serve bench-definition
 
 bench-train: $(JOB)
 	.venv-job/bin/python bench/train.py
@@ -53,5 +69,8 @@ bench-serve: setup
 	command -v java >/dev/null || apt-get install -y -qq openjdk-17-jre-headless
 	.venv/bin/python bench/serve.py
 
+bench-definition: $(ORCH)
+	.venv/bin/python bench/definition_check.py
+
 clean:
-	rm -rf .venv .venv-job .pytest_cache
+	rm -rf .venv .venv-job .venv-job38 .pytest_cache

@@ -18,6 +18,7 @@ import sys
 import threading
 import traceback
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pipeline.config import ROOT
@@ -128,7 +129,7 @@ class Handler(BaseHTTPRequestHandler):
         lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
         headers = dict(headers)
         headers.setdefault("Content-Length", str(len(body)))
-        headers["x-amzn-RequestId"] = "local"
+        headers["x-amzn-RequestId"] = str(uuid.uuid4())  # one per response, as AWS's
         lines += [f"{k}: {v}" for k, v in headers.items()]
         payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.wfile.write(payload + (body if self.command != "HEAD" else b""))

@@ -820,3 +820,12 @@ def test_a_full_disk_never_wedges_an_execution(tmp_path):
         full.clear()
         service.httpd.shutdown()
         service.close()
+
+
+def test_every_response_has_its_own_request_id(service):
+    sm = service.client("sagemaker")
+    ids = {sm.list_pipelines()["ResponseMetadata"]["RequestId"] for _ in range(5)}
+    with pytest.raises(ClientError) as err:
+        sm.describe_pipeline(PipelineName="no-such-pipeline")
+    ids.add(err.value.response["ResponseMetadata"]["RequestId"])
+    assert len(ids) == 6 and all(re.fullmatch(r"[0-9a-f-]{36}", i) for i in ids)
