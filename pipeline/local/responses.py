@@ -4,7 +4,9 @@ path-style S3 calls boto3 makes here. Errors leave in AWS's shapes."""
 import functools
 import hashlib
 import inspect
+import io
 import json
+import re
 import sqlite3
 import xml.sax.saxutils as saxutils
 from datetime import datetime, timezone
@@ -141,7 +143,9 @@ class RuntimeProtocol:
 
 
 class S3Protocol:
-    """Path-style S3: buckets, PutObject, GetObject, HeadObject, ListObjectsV2."""
+    """Path-style S3 as boto3 and its transfer manager use it: ListBuckets, CreateBucket,
+    HeadBucket, ListObjectsV2, PutObject, GetObject (ranges too), HeadObject, DeleteObject and
+    the multipart uploads files over 8 MB take (Create, UploadPart, Complete, Abort)."""
 
     def __init__(self, s3):
         self.s3 = s3
@@ -152,16 +156,35 @@ class S3Protocol:
                 f"<Message>{saxutils.escape(message)}</Message></Error>").encode()
         return status, {"Content-Type": "application/xml"}, body
 
-    def handle(self, method, path, query, body) -> Response:
+    @staticmethod
+    def _xml(body) -> Response:
+        return 200, {"Content-Type": "application/xml"}, (
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>" + body).encode()
+
+    def handle(self, method, path, query, body, headers=None) -> Response:
         bucket, _, key = path.lstrip("/").partition("/")
-        if not bucket:
-            return self.error("InvalidRequest", "path-style bucket name required", 400)
         try:
+            if not bucket:
+                if method == "GET":
+                    return self._list_buckets()
+                return self.error("InvalidRequest", "path-style bucket name required", 400)
             if not key:
                 return self._bucket(method, bucket, query)
-            return self._object(method, bucket, key, body)
+            if not self.s3.bucket_exists(bucket):
+                return self.error("NoSuchBucket", f"The specified bucket {bucket} does not "
+                                  "exist", 404)
+            if "uploads" in query or "uploadId" in query:
+                return self._multipart(method, bucket, key, query, body)
+            return self._object(method, bucket, key, body, headers or {})
         except ValueError as err:
             return self.error("InvalidArgument", str(err), 400)
+
+    def _list_buckets(self):
+        buckets = "".join(
+            f"<Bucket><Name>{name}</Name><CreationDate>{_iso(created)}</CreationDate></Bucket>"
+            for name, created in self.s3.buckets())
+        return self._xml(f"<ListAllMyBucketsResult><Owner><ID>{ACCOUNT}</ID></Owner>"
+                         f"<Buckets>{buckets}</Buckets></ListAllMyBucketsResult>")
 
     def _bucket(self, method, bucket, query):
         if method == "PUT":
@@ -169,40 +192,96 @@ class S3Protocol:
             return 200, {"Location": f"/{bucket}"}, b""
         if not self.s3.bucket_exists(bucket):
             return self.error("NoSuchBucket", f"The specified bucket {bucket} does not exist",
-                               404)
+                              404)
         if method == "HEAD":
             return 200, {}, b""
         if method == "GET":
             prefix = query.get("prefix", [""])[0]
             items = "".join(
                 f"<Contents><Key>{saxutils.escape(k)}</Key><Size>{size}</Size><LastModified>"
-                f"{datetime.fromtimestamp(mtime, timezone.utc):%Y-%m-%dT%H:%M:%S.000Z}"
-                f"</LastModified><ETag>\"{size:x}-{int(mtime * 1000):x}\"</ETag>"
+                f"{_iso(mtime)}</LastModified><ETag>\"{size:x}-{int(mtime * 1000):x}\"</ETag>"
                 f"<StorageClass>STANDARD</StorageClass></Contents>"
                 for k, size, mtime in self.s3.list(bucket, prefix))
-            body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><Name>"
-                    f"{bucket}</Name><Prefix>{saxutils.escape(prefix)}</Prefix><KeyCount>"
-                    f"{items.count('<Contents>')}</KeyCount><IsTruncated>false</IsTruncated>"
-                    f"{items}</ListBucketResult>").encode()
-            return 200, {"Content-Type": "application/xml"}, body
+            return self._xml(f"<ListBucketResult><Name>{bucket}</Name><Prefix>"
+                             f"{saxutils.escape(prefix)}</Prefix><KeyCount>"
+                             f"{items.count('<Contents>')}</KeyCount><IsTruncated>false"
+                             f"</IsTruncated>{items}</ListBucketResult>")
         return self.error("MethodNotAllowed", f"{method} on a bucket", 405)
 
-    def _object(self, method, bucket, key, body):
+    def _object(self, method, bucket, key, body, headers):
         if method == "PUT":
-            if not self.s3.bucket_exists(bucket):
-                return self.error("NoSuchBucket", f"The specified bucket {bucket} does not "
-                                   "exist", 404)
-            body, digest = body if isinstance(body, tuple) else (body, hashlib.md5(body).hexdigest())
+            body, digest = body if isinstance(body, tuple) else (
+                body, hashlib.md5(body).hexdigest())
             self.s3.put(bucket, key, body)
             return 200, {"ETag": f"\"{digest}\""}, b""
+        if method == "DELETE":
+            self.s3.delete(bucket, key)
+            return 204, {}, b""
         if method in ("GET", "HEAD"):
             data = self.s3.get(bucket, key)
             if data is None:
                 if method == "HEAD":
                     return 404, {}, b""
                 return self.error("NoSuchKey", "The specified key does not exist.", 404)
-            headers = {"Content-Type": "binary/octet-stream", "Content-Length": str(len(data)),
-                       "ETag": f"\"{hashlib.md5(data).hexdigest()}\"",
-                       "Last-Modified": formatdate(usegmt=True)}
-            return 200, headers, (data if method == "GET" else b"")
+            out = {"Content-Type": "binary/octet-stream", "Accept-Ranges": "bytes",
+                   "ETag": f"\"{hashlib.md5(data).hexdigest()}\"",
+                   "Last-Modified": formatdate(usegmt=True)}
+            status, part = 200, data
+            if headers.get("Range"):
+                span = _byte_range(headers["Range"], len(data))
+                if span is None:
+                    return self.error("InvalidRange", "The requested range is not "
+                                      "satisfiable", 416)
+                status, part = 206, data[span[0]:span[1] + 1]
+                out["Content-Range"] = f"bytes {span[0]}-{span[1]}/{len(data)}"
+            out["Content-Length"] = str(len(part))
+            return status, out, (part if method == "GET" else b"")
         return self.error("MethodNotAllowed", f"{method} on an object", 405)
+
+    def _multipart(self, method, bucket, key, query, body):
+        if method == "POST" and "uploads" in query:
+            upload = self.s3.start_upload(bucket, key)
+            return self._xml(f"<InitiateMultipartUploadResult><Bucket>{bucket}</Bucket><Key>"
+                             f"{saxutils.escape(key)}</Key><UploadId>{upload}</UploadId>"
+                             "</InitiateMultipartUploadResult>")
+        upload = query["uploadId"][0]
+        if method == "PUT":
+            number = int(query.get("partNumber", ["0"])[0])
+            if not 1 <= number <= 10000:
+                return self.error("InvalidArgument", "partNumber must be 1 to 10,000", 400)
+            data, digest = body if isinstance(body, tuple) else (
+                io.BytesIO(body), hashlib.md5(body).hexdigest())
+            self.s3.put_part(bucket, key, upload, number, data)
+            return 200, {"ETag": f"\"{digest}\""}, b""
+        if method == "POST":
+            numbers = [int(n) for n in re.findall(rb"<PartNumber>\s*(\d+)\s*</PartNumber>",
+                                                  body if isinstance(body, bytes) else b"")]
+            if not numbers or numbers != sorted(set(numbers)):
+                return self.error("InvalidPartOrder", "parts must be listed once each, in "
+                                  "ascending order", 400)
+            digests = self.s3.complete_upload(bucket, key, upload, numbers)
+            etag = hashlib.md5(b"".join(bytes.fromhex(d) for d in digests)).hexdigest()
+            return self._xml(f"<CompleteMultipartUploadResult><Bucket>{bucket}</Bucket><Key>"
+                             f"{saxutils.escape(key)}</Key><ETag>\"{etag}-{len(numbers)}\""
+                             "</ETag></CompleteMultipartUploadResult>")
+        if method == "DELETE":
+            self.s3.abort_upload(bucket, key, upload)
+            return 204, {}, b""
+        return self.error("MethodNotAllowed", f"{method} on a multipart upload", 405)
+
+
+def _iso(epoch) -> str:
+    return f"{datetime.fromtimestamp(epoch, timezone.utc):%Y-%m-%dT%H:%M:%S.000Z}"
+
+
+def _byte_range(header, size):
+    """(first, last) of a single ``bytes=`` range, or None when it cannot be served."""
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    if not match or match.groups() == ("", "") or size == 0:
+        return None
+    first, last = match.groups()
+    if first == "":  # the last N bytes
+        return max(size - int(last), 0), size - 1
+    first = int(first)
+    last = min(int(last), size - 1) if last else size - 1
+    return (first, last) if first <= last else None

@@ -5,11 +5,13 @@ S3 API (path-style) like on AWS. Buckets and keys are validated before they beco
 bucket naming rules, and keys a file system can hold (every segment a file name of at most 255
 bytes, no "." or ".." segment, no key that is both an object and a "folder" of others).
 """
+import hashlib
 import os
 import re
 import shutil
 import tempfile
 import urllib.parse
+import uuid
 from typing import List, Tuple
 
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's general-purpose rules
@@ -42,11 +44,11 @@ class LocalS3:
         for index, segment in enumerate(segments):
             if segment in (".", "..") or "\0" in segment or (
                     segment == "" and index != len(segments) - 1):
-                raise UnsupportedName(f"the local store cannot hold key {key!r}: empty, '.' and '..' "
-                                "segments are not supported")
+                raise UnsupportedName(f"the local store cannot hold key {key!r}: empty, '.' and "
+                                      "'..' segments are not supported")
             if len(segment.encode()) > 255:
-                raise UnsupportedName(f"the local store cannot hold key {key!r}: a segment over 255 "
-                                "bytes")
+                raise UnsupportedName(f"the local store cannot hold key {key!r}: a segment "
+                                      "over 255 bytes")
         base = os.path.join(self.root, bucket)
         full = os.path.normpath(os.path.join(base, key))
         if full != base and not full.startswith(base + os.sep):
@@ -68,7 +70,8 @@ class LocalS3:
         if not key or key.endswith("/"):
             raise UnsupportedName(f"the local store cannot hold key {key!r} (a folder marker)")
         if os.path.isdir(target):
-            raise UnsupportedName(f"the local store cannot hold key {key!r}: other keys lie below it")
+            raise UnsupportedName(f"the local store cannot hold key {key!r}: other keys lie "
+                                  "below it")
         parent = os.path.dirname(target)
         while parent != os.path.join(self.root, bucket):
             if os.path.isfile(parent):
@@ -90,6 +93,71 @@ class LocalS3:
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
+
+    def buckets(self) -> List[Tuple[str, float]]:
+        """(name, creation time) of every bucket."""
+        return sorted((name, os.stat(os.path.join(self.root, name)).st_mtime)
+                      for name in os.listdir(self.root)
+                      if BUCKET_NAME.fullmatch(name) and os.path.isdir(os.path.join(self.root,
+                                                                                   name)))
+
+    def delete(self, bucket: str, key: str):
+        """DeleteObject: gone if it was there (S3 answers the same either way)."""
+        target = self.path(bucket, key)
+        if os.path.isfile(target):
+            os.remove(target)
+
+    # --- multipart uploads: parts kept aside until Complete puts them together ---
+    def _upload_dir(self, bucket, key, upload_id) -> str:
+        if not re.fullmatch(r"[0-9a-f]{32}", upload_id):
+            raise UnsupportedName(f"no such upload {upload_id!r}")
+        folder = os.path.join(self.incoming, f"upload-{upload_id}")
+        target = os.path.join(folder, "target")
+        if not os.path.isfile(target):
+            raise UnsupportedName(f"no such upload {upload_id!r}")
+        with open(target) as handle:
+            if handle.read() != f"{bucket}/{key}":
+                raise UnsupportedName(f"upload {upload_id} is for another key")
+        return folder
+
+    def start_upload(self, bucket: str, key: str) -> str:
+        self.path(bucket, key)  # a key the store can hold
+        upload_id = uuid.uuid4().hex
+        folder = os.path.join(self.incoming, f"upload-{upload_id}")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "target"), "w") as handle:
+            handle.write(f"{bucket}/{key}")
+        return upload_id
+
+    def put_part(self, bucket, key, upload_id, number, data):
+        folder = self._upload_dir(bucket, key, upload_id)
+        with open(os.path.join(folder, f"part-{number:05d}"), "wb") as out:
+            shutil.copyfileobj(data, out, 1024 * 1024)
+
+    def complete_upload(self, bucket, key, upload_id, numbers) -> List[str]:
+        """Put the listed parts together as the object; their MD5s, in order."""
+        folder = self._upload_dir(bucket, key, upload_id)
+        paths = [os.path.join(folder, f"part-{n:05d}") for n in numbers]
+        missing = [n for n, p in zip(numbers, paths) if not os.path.isfile(p)]
+        if missing:
+            raise UnsupportedName(f"parts {missing} of upload {upload_id} were never uploaded")
+        digests = []
+        joined = os.path.join(folder, "joined")
+        with open(joined, "wb") as out:
+            for path in paths:
+                digest = hashlib.md5()
+                with open(path, "rb") as part:
+                    for piece in iter(lambda: part.read(1024 * 1024), b""):
+                        digest.update(piece)
+                        out.write(piece)
+                digests.append(digest.hexdigest())
+        with open(joined, "rb") as data:
+            self.put(bucket, key, data)
+        shutil.rmtree(folder)
+        return digests
+
+    def abort_upload(self, bucket, key, upload_id):
+        shutil.rmtree(self._upload_dir(bucket, key, upload_id))
 
     def get(self, bucket: str, key: str):
         target = self.path(bucket, key)

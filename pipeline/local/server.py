@@ -70,7 +70,8 @@ def _drawing_pad(svc, request, endpoint):
 
 def _s3(svc, request):
     return svc.s3_api.handle(request.command, urllib.parse.unquote(request.url_path),
-                             urllib.parse.parse_qs(request.query), request.body)
+                             urllib.parse.parse_qs(request.query, keep_blank_values=True),
+                             request.body, request.headers)
 
 
 API_LIMIT = 10 * 1024 * 1024  # a JSON API request (a pipeline definition is at most 1 MB)

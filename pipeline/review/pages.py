@@ -18,7 +18,8 @@ from pipeline.review.runs import (Execution, Sources, all_items, curves, epoch, 
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem 2rem;color:#222}
 a{color:#1d4ed8}nav a{margin-right:1rem}h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.6rem}
 table{border-collapse:collapse;margin:.4rem 0 1rem}
-td,th{border:1px solid #ddd;padding:.25rem .55rem;text-align:left;font-size:.88rem;vertical-align:top}th{background:#f5f5f5}
+td,th{border:1px solid #ddd;padding:.25rem .55rem;text-align:left;font-size:.88rem;
+vertical-align:top}th{background:#f5f5f5}
 .Succeeded,.InService,.Approved,.Completed{color:#16a34a}.Failed,.Rejected{color:#dc2626}
 .Executing,.Creating,.Updating,.InProgress,.Starting{color:#2563eb}
 .PendingManualApproval,.Stopped,.Stopping{color:#d97706}

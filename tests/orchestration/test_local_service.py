@@ -829,3 +829,38 @@ def test_every_response_has_its_own_request_id(service):
         sm.describe_pipeline(PipelineName="no-such-pipeline")
     ids.add(err.value.response["ResponseMetadata"]["RequestId"])
     assert len(ids) == 6 and all(re.fullmatch(r"[0-9a-f-]{36}", i) for i in ids)
+
+
+def test_s3_as_boto3s_transfer_manager_uses_it(service, tmp_path):
+    """ListBuckets, HeadBucket; a 20 MB file uploaded in parts (multipart, as boto3 does over
+    8 MB) and downloaded in ranges; DeleteObject; ranges served as S3 serves them."""
+    from boto3.s3.transfer import TransferConfig
+
+    s3 = service.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="transfers")
+    assert "transfers" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    s3.head_bucket(Bucket="transfers")
+    data = os.urandom(20 * 1024 * 1024 + 123)
+    (tmp_path / "big.bin").write_bytes(data)
+    parts = TransferConfig(multipart_threshold=8 * 1024 * 1024,
+                           multipart_chunksize=8 * 1024 * 1024)
+    s3.upload_file(str(tmp_path / "big.bin"), "transfers", "data/big.bin", Config=parts)
+    head = s3.head_object(Bucket="transfers", Key="data/big.bin")
+    assert head["ContentLength"] == len(data)
+    s3.download_file("transfers", "data/big.bin", str(tmp_path / "back.bin"), Config=parts)
+    assert (tmp_path / "back.bin").read_bytes() == data
+    part = s3.get_object(Bucket="transfers", Key="data/big.bin", Range="bytes=100-199")
+    assert part["ContentRange"] == f"bytes 100-199/{len(data)}" and \
+        part["Body"].read() == data[100:200]
+    assert s3.get_object(Bucket="transfers", Key="data/big.bin",
+                         Range="bytes=-10")["Body"].read() == data[-10:]
+    with pytest.raises(ClientError) as err:
+        s3.get_object(Bucket="transfers", Key="data/big.bin", Range=f"bytes={len(data)}-")
+    assert err.value.response["Error"]["Code"] == "InvalidRange"
+    upload = s3.create_multipart_upload(Bucket="transfers", Key="aborted")["UploadId"]
+    s3.abort_multipart_upload(Bucket="transfers", Key="aborted", UploadId=upload)
+    with pytest.raises(ClientError):
+        s3.upload_part(Bucket="transfers", Key="aborted", UploadId=upload, PartNumber=1,
+                       Body=b"x")
+    s3.delete_object(Bucket="transfers", Key="data/big.bin")
+    assert "Contents" not in s3.list_objects_v2(Bucket="transfers")

@@ -128,11 +128,11 @@ def check_definition(definition) -> List[str]:
         raise DefinitionError(f"steps depend on each other in a cycle: "
                               f"{sorted(set(deps) - set(order))[:20]}")
     for spec in definition.get("Parameters", []):
-        if not isinstance(spec, dict) or spec.get("Type") not in (
-                "String", "Integer", "Float", "Boolean"):
-            raise DefinitionError(f"parameter {spec.get('Name') if isinstance(spec, dict) else spec!r}"
-                                  f" has unknown type "
-                                  f"{spec.get('Type') if isinstance(spec, dict) else None!r}")
+        if not isinstance(spec, dict):
+            raise DefinitionError(f"parameter {spec!r} is not an object")
+        if spec.get("Type") not in ("String", "Integer", "Float", "Boolean"):
+            raise DefinitionError(f"parameter {spec.get('Name')!r} has unknown type "
+                                  f"{spec.get('Type')!r}")
         if "DefaultValue" in spec:
             try:
                 coerce_parameter(spec, spec["DefaultValue"])
