@@ -196,17 +196,40 @@ class S3Protocol:
         if method == "HEAD":
             return 200, {}, b""
         if method == "GET":
-            prefix = query.get("prefix", [""])[0]
-            items = "".join(
-                f"<Contents><Key>{saxutils.escape(k)}</Key><Size>{size}</Size><LastModified>"
-                f"{_iso(mtime)}</LastModified><ETag>\"{size:x}-{int(mtime * 1000):x}\"</ETag>"
-                f"<StorageClass>STANDARD</StorageClass></Contents>"
-                for k, size, mtime in self.s3.list(bucket, prefix))
-            return self._xml(f"<ListBucketResult><Name>{bucket}</Name><Prefix>"
-                             f"{saxutils.escape(prefix)}</Prefix><KeyCount>"
-                             f"{items.count('<Contents>')}</KeyCount><IsTruncated>false"
-                             f"</IsTruncated>{items}</ListBucketResult>")
+            return self._list_objects(bucket, query)
         return self.error("MethodNotAllowed", f"{method} on a bucket", 405)
+
+    def _list_objects(self, bucket, query):
+        """ListObjectsV2 (and V1's marker): MaxKeys (at most 1,000) and continuation tokens,
+        which here are the last key of the previous page."""
+        def first(name, default=""):
+            return query.get(name, [default])[0]
+
+        prefix = first("prefix")
+        try:
+            max_keys = min(int(first("max-keys", "1000")), 1000)
+        except ValueError:
+            return self.error("InvalidArgument", "max-keys must be an integer", 400)
+        after = first("continuation-token") or first("start-after") or first("marker")
+        if max_keys < 0:
+            return self.error("InvalidArgument", "max-keys must not be negative", 400)
+        objects = [o for o in self.s3.list(bucket, prefix) if o[0] > after]
+        page, truncated = objects[:max_keys], len(objects) > max_keys
+        items = "".join(
+            f"<Contents><Key>{saxutils.escape(k)}</Key><Size>{size}</Size><LastModified>"
+            f"{_iso(mtime)}</LastModified><ETag>\"{size:x}-{int(mtime * 1000):x}\"</ETag>"
+            f"<StorageClass>STANDARD</StorageClass></Contents>" for k, size, mtime in page)
+        more = (f"<NextContinuationToken>{saxutils.escape(page[-1][0])}</NextContinuationToken>"
+                f"<NextMarker>{saxutils.escape(page[-1][0])}</NextMarker>"
+                if truncated and page else "")
+        token = first("continuation-token")
+        return self._xml(f"<ListBucketResult><Name>{bucket}</Name><Prefix>"
+                         f"{saxutils.escape(prefix)}</Prefix><KeyCount>{len(page)}</KeyCount>"
+                         f"<MaxKeys>{max_keys}</MaxKeys>"
+                         + (f"<ContinuationToken>{saxutils.escape(token)}</ContinuationToken>"
+                            if token else "")
+                         + f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>"
+                         f"{more}{items}</ListBucketResult>")
 
     def _object(self, method, bucket, key, body, headers):
         if method == "PUT":

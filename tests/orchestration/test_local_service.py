@@ -864,3 +864,20 @@ def test_s3_as_boto3s_transfer_manager_uses_it(service, tmp_path):
                        Body=b"x")
     s3.delete_object(Bucket="transfers", Key="data/big.bin")
     assert "Contents" not in s3.list_objects_v2(Bucket="transfers")
+
+
+def test_list_objects_v2_pages_with_max_keys_and_continuation_tokens(service):
+    s3 = service.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="paged")
+    keys = [f"p/{i:03d}" for i in range(25)]
+    for key in keys:
+        s3.put_object(Bucket="paged", Key=key, Body=b"x")
+    first = s3.list_objects_v2(Bucket="paged", Prefix="p/", MaxKeys=10)
+    assert first["IsTruncated"] and first["KeyCount"] == 10 and first["MaxKeys"] == 10
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket="paged", Prefix="p/", PaginationConfig={"PageSize": 7})
+    seen = [[o["Key"] for o in page["Contents"]] for page in pages]
+    assert [len(p) for p in seen] == [7, 7, 7, 4]
+    assert sum(seen, []) == keys
+    after = s3.list_objects_v2(Bucket="paged", StartAfter="p/020")
+    assert [o["Key"] for o in after["Contents"]] == keys[21:]
