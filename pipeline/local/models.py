@@ -26,6 +26,7 @@ from pipeline.local.store import Store
 from pipeline.local.workflow.expressions import Context
 from pipeline.local.workflow.graph import DefinitionError, check_definition, coerce_parameter
 
+MAX_TAGS = 50  # per resource, as AWS allows
 INTERRUPTED = "interrupted: the local SageMaker service stopped while this ran; retry it"
 
 
@@ -122,6 +123,9 @@ class SageMakerBackend:
         if tags:
             current = {t["Key"]: t["Value"] for t in self._tags(arn)}
             current.update({t["Key"]: t.get("Value", "") for t in tags})
+            if len(current) > MAX_TAGS:
+                raise validation(f"A resource can have at most {MAX_TAGS} tags; this request "
+                                 f"would give {arn} {len(current)}.")
             self.store.put("tags", arn, {"Tags": [{"Key": k, "Value": v}
                                                   for k, v in current.items()]})
 
@@ -347,9 +351,12 @@ class SageMakerBackend:
         if not group:
             raise validation("Only versioned model packages (ModelPackageGroupName) are "
                              "supported by the local service")
+        if members.get("model_package_name"):
+            raise validation("ModelPackageName is for unversioned model packages; a versioned "
+                             "one (ModelPackageGroupName) cannot have it")
         with self.lock:
             if self.store.get(ModelPackageGroup.kind, group) is None:
-                self.create_model_package_group(group)
+                raise validation(f"Model Package Group {group} does not exist.")
             version = 1 + sum(1 for p in self.store.list(ModelPackage.kind)
                               if p["ModelPackageGroupName"] == group)
             arn = ModelPackage.arn(self.region, f"{group}/{version}")
@@ -575,6 +582,10 @@ class SageMakerBackend:
     def register_model(self, request: dict) -> dict:
         """A RegisterModel step: its arguments are a CreateModelPackage request."""
         constraints.check(request, SERVICE_MODEL.operation_model("CreateModelPackage").input_shape)
+        group = request.get("ModelPackageGroupName")
+        with self.lock:  # as Pipelines does: the step creates its group when there is none
+            if group and self.store.get(ModelPackageGroup.kind, group) is None:
+                self.create_model_package_group(group)
         arn = self.create_model_package(**as_kwargs(request))["ModelPackageArn"]
         return self.describe_model_package(arn)
 

@@ -120,7 +120,7 @@ class ProcessingJob(Resource):
                    "Stopping": {"Stopped", "Failed", "Completed"}}
     describe_operation = "DescribeProcessingJob"
     list_operation = ("ListProcessingJobs", "ProcessingJobSummaries")
-    missing = ("ResourceNotFound", 'Could not find {what} "{name}".')
+    missing = ("ValidationException", "Could not find requested job with name {name}")
     what = "processing job"
 
 
@@ -129,6 +129,7 @@ class TrainingJob(ProcessingJob):
     arn_type, status_field = "training-job", "TrainingJobStatus"
     describe_operation = "DescribeTrainingJob"
     list_operation = ("ListTrainingJobs", "TrainingJobSummaries")
+    missing = ("ValidationException", "Requested resource not found.")
     what = "training job"
 
 

@@ -881,3 +881,37 @@ def test_list_objects_v2_pages_with_max_keys_and_continuation_tokens(service):
     assert sum(seen, []) == keys
     after = s3.list_objects_v2(Bucket="paged", StartAfter="p/020")
     assert [o["Key"] for o in after["Contents"]] == keys[21:]
+
+
+def test_errors_as_aws_gives_them(service):
+    sm = service.client("sagemaker")
+
+    def error_of(call, **request):
+        with pytest.raises(ClientError) as err:
+            call(**request)
+        return err.value.response["Error"]
+
+    assert error_of(sm.describe_training_job, TrainingJobName="nope") == {
+        "Code": "ValidationException", "Message": "Requested resource not found."}
+    assert error_of(sm.describe_processing_job, ProcessingJobName="nope") == {
+        "Code": "ValidationException", "Message": "Could not find requested job with name nope"}
+    spec = {"Containers": [{"Image": "img"}], "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"]}
+    assert error_of(sm.create_model_package, ModelPackageGroupName="never-created",
+                    InferenceSpecification=spec)["Message"] == \
+        "Model Package Group never-created does not exist."
+    assert sm.list_model_package_groups(NameContains="never-created")[
+        "ModelPackageGroupSummaryList"] == []  # not created on the way
+    sm.create_model_package_group(ModelPackageGroupName="errors-group")
+    assert "cannot have it" in error_of(
+        sm.create_model_package, ModelPackageGroupName="errors-group",
+        ModelPackageName="named", InferenceSpecification=spec)["Message"]
+    arn = sm.describe_model_package_group(ModelPackageGroupName="errors-group")[
+        "ModelPackageGroupArn"]
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(45)])
+    assert "at most 50 tags" in error_of(sm.add_tags, ResourceArn=arn, Tags=[
+        {"Key": f"more{i}", "Value": "v"} for i in range(6)])["Message"]
+    assert len(sm.list_tags(ResourceArn=arn)["Tags"]) == 45
+    assert "Member must have length less than or equal to 50" in error_of(
+        sm.add_tags, ResourceArn=arn, Tags=[{"Key": f"x{i}", "Value": "v"} for i in range(51)])[
+        "Message"]
