@@ -7,7 +7,7 @@ deploy rule) and delete an endpoint. A POST from another origin is refused.
 """
 import urllib.parse
 
-import botocore
+from botocore.exceptions import ClientError
 
 from pipeline import drawpad
 from pipeline.local.errors import ServiceError
@@ -100,7 +100,7 @@ class RunBrowser:
             if path == "/endpoints/delete" and form.get("name"):
                 self.backend.delete_endpoint(form["name"])
                 return _redirect("/endpoints")
-        except (ServiceError, botocore.exceptions.ClientError) as err:
+        except (ServiceError, ClientError) as err:
             return 400, HTML, pages.page("Refused", f"<p>{pages.escape(str(err))}</p>")
         return 400, HTML, pages.page("Bad request", "<p>unknown form</p>")
 
