@@ -461,7 +461,10 @@ class SageMakerBackend:
     def list_models(self, **query):
         return _list(Model, self.store.list(Model.kind), **query)
 
-    def create_endpoint_config(self, endpoint_config_name, production_variants, tags=None):
+    def create_endpoint_config(self, endpoint_config_name, production_variants, tags=None,
+                               **members):
+        """Every other member (DataCaptureConfig, KmsKeyId, AsyncInferenceConfig...) is kept
+        as given and described back, as AWS does."""
         name = endpoint_config_name
         with self.lock:
             if self.store.get(EndpointConfig.kind, name):
@@ -471,6 +474,7 @@ class SageMakerBackend:
                 self._get(Model, variant["ModelName"])
             arn = EndpointConfig.arn(self.region, name)
             self._put_new(EndpointConfig, name, {
+                **aws_names("CreateEndpointConfig", members),
                 "EndpointConfigName": name, "EndpointConfigArn": arn,
                 "ProductionVariants": production_variants, "CreationTime": time.time()}, tags)
         return {"EndpointConfigArn": arn}

@@ -44,13 +44,15 @@ class Resource:
 
     @classmethod
     def describe(cls, doc: dict) -> dict:
+        """The describe answer: the output shape's members this resource has set (AWS omits
+        unset members rather than answering empty strings)."""
         keys = _members(cls.describe_operation)
-        return {k: doc[k] for k in keys if k in doc}
+        return {k: doc[k] for k in keys if doc.get(k) not in (None, "")}
 
     @classmethod
     def summary(cls, doc: dict) -> dict:
         keys = _members(*cls.list_operation)
-        return {k: doc[k] for k in keys if k in doc}
+        return {k: doc[k] for k in keys if doc.get(k) not in (None, "")}
 
     @classmethod
     def not_found(cls, name: str) -> ServiceError:

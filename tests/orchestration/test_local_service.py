@@ -915,3 +915,36 @@ def test_errors_as_aws_gives_them(service):
     assert "Member must have length less than or equal to 50" in error_of(
         sm.add_tags, ResourceArn=arn, Tags=[{"Key": f"x{i}", "Value": "v"} for i in range(51)])[
         "Message"]
+
+
+def test_unset_optional_members_are_omitted(service):
+    sm = service.client("sagemaker")
+    sm.create_pipeline(PipelineName="plain", RoleArn=ROLE, PipelineDefinition=json.dumps(
+        {"Version": "2020-12-01", "Steps": [{"Name": "Gate", "Type": "Condition",
+                                              "Arguments": {"Conditions": []}}]}))
+    assert "PipelineDescription" not in sm.describe_pipeline(PipelineName="plain")
+    arn = sm.start_pipeline_execution(PipelineName="plain")["PipelineExecutionArn"]
+    assert wait_for(sm, arn, timeout=30) == "Succeeded"
+    desc = sm.describe_pipeline_execution(PipelineExecutionArn=arn)
+    assert "PipelineExecutionDescription" not in desc and "FailureReason" not in desc
+    (step,) = sm.list_pipeline_execution_steps(PipelineExecutionArn=arn)[
+        "PipelineExecutionSteps"]
+    assert "StepDescription" not in step and "FailureReason" not in step
+    sm.create_model_package_group(ModelPackageGroupName="plain-group")
+    assert "ModelPackageGroupDescription" not in sm.describe_model_package_group(
+        ModelPackageGroupName="plain-group")
+
+
+def test_endpoint_configs_describe_back_what_they_were_created_with(service):
+    sm = service.client("sagemaker")
+    sm.create_model(ModelName="described", ExecutionRoleArn=ROLE, PrimaryContainer={
+        "Image": "img", "ModelDataUrl": f"s3://{BUCKET}/nothing/model.tar.gz"})
+    capture = {"EnableCapture": True, "InitialSamplingPercentage": 50,
+               "DestinationS3Uri": "s3://capture/here",
+               "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}
+    sm.create_endpoint_config(
+        EndpointConfigName="described", KmsKeyId="alias/mine", DataCaptureConfig=capture,
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "described",
+                             "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+    desc = sm.describe_endpoint_config(EndpointConfigName="described")
+    assert desc["KmsKeyId"] == "alias/mine" and desc["DataCaptureConfig"] == capture
