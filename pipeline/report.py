@@ -74,8 +74,13 @@ def _gate(run):
 
 
 def summarize(target, arn):
-    """What a person wants after a run: accuracy and the gate, the package, the endpoint."""
+    """What a person wants after a run: accuracy and the gate, the package, the endpoint, and
+    where to review it."""
     run = runs.execution(target.review_sources(), arn)
+    page = target.review_url(arn)
+    if page:
+        print(f"review it: {page}")
+    print(f"report: {target.command(f'report {run.id} -o run.html')}")
     if run.accuracy is not None:
         print(f"test accuracy: {run.accuracy:.4f} (threshold "
               f"{run.parameters.get('AccuracyThreshold')})")

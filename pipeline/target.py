@@ -102,6 +102,11 @@ class Target:
         """A page that already serves the pad for this endpoint, if the target has one."""
         return None
 
+    def review_url(self, arn: str) -> Optional[str]:
+        """A page reviewing the execution, where the target serves one (Studio is the AWS
+        console's, behind a login: not linked)."""
+        return None
+
     def invoke_hints(self, endpoint: str) -> List[str]:
         base = self.clients.endpoint_url
         if base:
@@ -147,6 +152,10 @@ class LocalTarget(Target):
 
     def drawing_pad_url(self, endpoint):
         return f"{self.clients.endpoint_url}/draw/{endpoint}"
+
+    def review_url(self, arn):
+        pipeline, execution = arn.split("/")[1], arn.split("/")[-1]
+        return f"{self.clients.endpoint_url}/executions/{pipeline}/{execution}"
 
     def command(self, words):
         return f"run_pipeline.py --local {words}"

@@ -348,6 +348,9 @@ def pending_run(service, clients):
                      r"validation_accuracy=0\.9[0-9]+", text), text
     assert "epoch 2/2: " in text and "waiting for approval: run_pipeline.py --local approve " \
         "latest deploys it" in text
+    arn_id = text.split("started ")[1].split()[0].split("/")[-1]
+    assert f"review it: {service.url}/executions/mnist-mxnet/{arn_id}" in text
+    assert f"report: run_pipeline.py --local report {arn_id} -o run.html" in text
     steps = steps_of(sm, arn)
     assert steps["CheckApproval"]["Metadata"]["Condition"]["Outcome"] == "False"
     assert "DeployModel" not in steps
