@@ -25,6 +25,7 @@ from pipeline.local.resources import ACCOUNT, SERVICE_MODEL
 
 Response = Tuple[int, dict, bytes]
 EVENTS_MODEL = botocore.session.get_session().get_service_model("events")
+LOGS_MODEL = botocore.session.get_session().get_service_model("logs")
 
 
 def _json(status, body, headers=None) -> Response:

@@ -1,7 +1,7 @@
 """The local SageMaker service: the route table (as moto's ``urls``) and the wiring of its parts.
 
-Routes, first match wins: ``POST /`` with ``X-Amz-Target: SageMaker.*`` (the SageMaker API) or
-``AWSEvents.*`` (the EventBridge subset of ``events``);
+Routes, first match wins: ``POST /`` with ``X-Amz-Target: SageMaker.*`` (the SageMaker API),
+``AWSEvents.*`` (the EventBridge subset) or ``Logs_20140328.*`` (the CloudWatch Logs subset);
 ``POST /endpoints/{name}/invocations`` (sagemaker-runtime); ``GET /ping`` (health); unsigned
 ``GET /draw/{endpoint}`` (the drawing pad) and the run browser's pages and forms (``/``,
 ``/executions``, ``/jobs``, ``/packages``, ``/endpoints``, ``/compare``), for browsers;
@@ -28,8 +28,9 @@ from pipeline.local.home import ServiceHome
 from pipeline.local.jobs import JobRunner
 from pipeline.local.models import SageMakerBackend
 from pipeline.local.events import EventsBackend
-from pipeline.local.responses import (EVENTS_MODEL, JsonProtocol, RuntimeProtocol, S3Protocol,
-                                      error)
+from pipeline.local.logs import LogsBackend
+from pipeline.local.responses import (EVENTS_MODEL, LOGS_MODEL, JsonProtocol, RuntimeProtocol,
+                                      S3Protocol, error)
 from pipeline.local.s3 import LocalS3
 from pipeline.local.store import Store
 from pipeline.local.workflow.handlers import default_handlers
@@ -40,9 +41,10 @@ _HTML = {"Content-Type": "text/html; charset=utf-8"}
 
 
 def _json_api(svc, request):
-    """SageMaker (``SageMaker.*``) or EventBridge (``AWSEvents.*``), by the target's prefix."""
+    """SageMaker (``SageMaker.*``), EventBridge (``AWSEvents.*``) or CloudWatch Logs
+    (``Logs_20140328.*``), by the target's prefix."""
     target = request.headers["X-Amz-Target"]
-    api = svc.events_api if target.startswith(svc.events_api.prefix) else svc.sagemaker
+    api = next((a for a in svc.json_apis if target.startswith(a.prefix)), svc.sagemaker)
     return api.handle(target, request.body)
 
 
@@ -241,7 +243,9 @@ class LocalSageMaker:
         self.events = EventsBackend(self.backend.store, region, self.backend.start_from_event)
         self.backend.events = self.events
         self.sagemaker = JsonProtocol(self.backend)
-        self.events_api = JsonProtocol(self.events, EVENTS_MODEL)
+        self.json_apis = [self.sagemaker, JsonProtocol(self.events, EVENTS_MODEL),
+                          JsonProtocol(LogsBackend(self.backend.store, self.home, region),
+                                       LOGS_MODEL)]
         self.runtime = RuntimeProtocol(self.backend, self.hosting)
         self.s3_api = S3Protocol(self.s3)
         self.browser = web.RunBrowser(self.backend, self.s3, self.home, self.url)

@@ -482,3 +482,43 @@ def test_run_browser_pages_and_approving_from_the_page(service, clients, default
     assert refused.value.code == 403
     assert sm.describe_model_package(ModelPackageName=package)["ModelApprovalStatus"] == \
         "Approved"
+
+
+def test_job_logs_through_the_cloudwatch_logs_api(service, default_run, monkeypatch, capsys):
+    """The CloudWatch Logs subset: the streams SageMaker names, events page by page, a filter;
+    and the SageMaker SDK's own log reader (`logs_for_job`) pointed at the service."""
+    arn, _ = default_run
+    sm, logs = service.client("sagemaker"), service.client("logs")
+    job = steps_of(sm, arn)["TrainModel"]["Metadata"]["TrainingJob"]["Arn"].split("/")[-1]
+    (stream,) = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                          logStreamNamePrefix=f"{job}/")["logStreams"]
+    assert re.fullmatch(rf"{job}/algo-1-\d+", stream["logStreamName"])
+    messages, token = [], None
+    while True:
+        page = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
+                                   logStreamName=stream["logStreamName"], startFromHead=True,
+                                   limit=7, **({"nextToken": token} if token else {}))
+        messages += [e["message"] for e in page["events"]]
+        if page["nextForwardToken"] == token:
+            break
+        token = page["nextForwardToken"]
+    assert sum(m.startswith("epoch=") for m in messages) == 20
+    found = logs.filter_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
+                                   logStreamNamePrefix=job, filterPattern="validation_accuracy")
+    assert len(found["events"]) == 20
+    with pytest.raises(Exception) as err:
+        logs.describe_log_streams(logGroupName="/aws/sagemaker/Nope")
+    assert "ResourceNotFoundException" in str(err.value)
+
+    import boto3
+    import sagemaker
+
+    for name in ("SAGEMAKER", "CLOUDWATCH_LOGS", "S3", "STS"):  # as botocore names them
+        monkeypatch.setenv(f"AWS_ENDPOINT_URL_{name}", service.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    session = sagemaker.Session(boto_session=boto3.Session(region_name="us-east-1"),
+                                default_bucket=BUCKET)
+    session.logs_for_job(job, wait=False)
+    printed = capsys.readouterr().out
+    assert printed.count("epoch=") == 20 and "model saved to" in printed

@@ -150,10 +150,14 @@ class TrainingHandler(_JobHandler):
         started, ended = result.process_start or created, result.process_end or time.time()
         fields = {"SecondaryStatus": status, "TrainingStartTime": started,
                   "TrainingEndTime": ended,
-                  "SecondaryStatusTransitions": [
-                      {"Status": "Downloading", "StartTime": created, "EndTime": started},
-                      {"Status": "Training", "StartTime": started, "EndTime": ended},
-                      {"Status": "Uploading", "StartTime": ended, "EndTime": time.time()}],
+                  "SecondaryStatusTransitions": [  # with SageMaker's messages
+                      {"Status": "Downloading", "StartTime": created, "EndTime": started,
+                       "StatusMessage": "Downloading input data"},
+                      {"Status": "Training", "StartTime": started, "EndTime": ended,
+                       "StatusMessage": "Training image download completed. Training in "
+                                        "progress."},
+                      {"Status": "Uploading", "StartTime": ended, "EndTime": time.time(),
+                       "StatusMessage": "Uploading generated training model"}],
                   "TrainingTimeInSeconds": int(round(result.seconds)),
                   "BillableTimeInSeconds": int(round(result.seconds))}
         if result.exit_code == 0:
