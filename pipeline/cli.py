@@ -17,6 +17,7 @@ from pipeline.config import (DEFAULT_MODEL_PACKAGE_GROUP, DEFAULT_PIPELINE_NAME,
 from pipeline.local import launcher
 from pipeline.payloads import read_payloads
 from pipeline.review import pages, runs
+from pipeline.review.runs import find_execution
 from pipeline.target import UsageError, target_for
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -44,18 +45,11 @@ def _pipelines(target):
 
 def execution_arn(target, ref):
     """An execution by ARN, or by id in either of the project's pipelines."""
-    if ref.startswith("arn:"):
-        return ref
     sm = target.clients.sagemaker
-    for index, name in enumerate(_pipelines(target)):
-        try:
-            arn = f"{sm.describe_pipeline(PipelineName=name)['PipelineArn']}/execution/{ref}"
-            sm.describe_pipeline_execution(PipelineExecutionArn=arn)
-            return arn
-        except ClientError:
-            if index == 0:  # the main pipeline must exist: say so if it does not
-                sm.describe_pipeline(PipelineName=name)
-            continue
+    arn = find_execution(sm, _pipelines(target), ref)
+    if arn:
+        return arn
+    sm.describe_pipeline(PipelineName=target.args.pipeline_name)  # says so if it is missing
     raise UsageError(f"no execution {ref!r} of {' or '.join(_pipelines(target))}")
 
 

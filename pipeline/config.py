@@ -55,7 +55,16 @@ class StepNames:
 
 
 @dataclass(frozen=True)
-class EvaluationReport:
+class PropertyFileSpec:
+    """A JSON file a step writes into one of its outputs, read by later steps with JsonGet."""
+
+    property_file: str
+    output_name: str
+    file_name: str
+
+
+@dataclass(frozen=True)
+class EvaluationReport(PropertyFileSpec):
     """EvaluateModel's property file: the gate reads it, the registry keeps it as ModelMetrics."""
 
     property_file: str = "Evaluation"
@@ -65,18 +74,10 @@ class EvaluationReport:
     metrics_key: str = "multiclass_classification_metrics"
 
 
-@dataclass(frozen=True)
-class DataReport:
-    """PrepareData's property file: counts and the verified SHA-256 of each MNIST file."""
-
-    property_file: str = "DataReport"
-    output_name: str = "report"
-    file_name: str = "report.json"
-
-
 STEPS = StepNames()
 EVALUATION = EvaluationReport()
-DATA_REPORT = DataReport()
+# PrepareData's property file: counts and the verified SHA-256 of each MNIST file
+DATA_REPORT = PropertyFileSpec("DataReport", "report", "report.json")
 # CustomerMetadataProperties keys of a registered package (its lineage, for reviewers)
 LINEAGE_KEYS = ("PipelineExecutionArn", "TrainingJobName", "TestData", "CodeSha256", "CodeCommit",
                 "RegisteredApproval",

@@ -84,6 +84,11 @@ def _session(config):
                            sagemaker_config=SDK_CONFIG)
 
 
+def _property_file(spec):
+    return PropertyFile(name=spec.property_file, output_name=spec.output_name,
+                        path=spec.file_name)
+
+
 def _s3(config, *parts):
     return Join(on="/", values=[f"s3://{config.bucket}/{config.prefix}", *parts])
 
@@ -212,9 +217,7 @@ class _Steps:
             name=STEPS.prepare,
             description="Fetch MNIST, verify each file's SHA-256, split off a stratified "
                         "validation set, write train / validation / test.",
-            property_files=[PropertyFile(name=DATA_REPORT.property_file,
-                                         output_name=DATA_REPORT.output_name,
-                                         path=DATA_REPORT.file_name)],
+            property_files=[_property_file(DATA_REPORT)],
             step_args=self.processor("mnist-prepare").run(
                 code=self.code["preprocess.py"],
                 arguments=["--source", self.p["MnistSourceUri"], "--output-dir", PROCESSING],
@@ -251,9 +254,7 @@ class _Steps:
         )
 
     def evaluate(self, model_data, outputs):
-        evaluation_file = PropertyFile(name=EVALUATION.property_file,
-                                       output_name=EVALUATION.output_name,
-                                       path=EVALUATION.file_name)
+        evaluation_file = _property_file(EVALUATION)
         step = ProcessingStep(
             name=STEPS.evaluate,
             description="Accuracy, weighted precision / recall / F1 and the confusion matrix on "

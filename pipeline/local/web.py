@@ -14,20 +14,28 @@ from pipeline.local.errors import ServiceError
 from pipeline.local.models import as_kwargs
 from pipeline.local.resources import ACCOUNT
 from pipeline.review import pages
-from pipeline.review.runs import Sources, all_items
+from pipeline.review.runs import Sources, all_items, find_execution
 
 HTML = {"Content-Type": "text/html; charset=utf-8"}
 
 
 class BackendClient:
-    """The backend with boto3's call shape: ``describe_endpoint(EndpointName=...)``."""
+    """The backend with boto3's call shape and errors: ``describe_endpoint(EndpointName=...)``,
+    refusals raised as botocore's ClientError."""
 
     def __init__(self, backend):
         self._backend = backend
 
     def __getattr__(self, operation):
         method = getattr(self._backend, operation)
-        return lambda **request: method(**as_kwargs(request))
+
+        def call(**request):
+            try:
+                return method(**as_kwargs(request))
+            except ServiceError as err:
+                raise ClientError({"Error": {"Code": err.code, "Message": err.message}},
+                                  operation) from err
+        return call
 
 
 class RunBrowser:
@@ -41,17 +49,10 @@ class RunBrowser:
                                                        "PipelineSummaries")]
 
     def _execution_arn(self, ref):
-        """An execution by ARN or by id (any pipeline's)."""
-        if ref.startswith("arn:"):
-            return ref
-        for name in self._pipelines():
-            arn = f"{self.backend.describe_pipeline(name)['PipelineArn']}/execution/{ref}"
-            try:
-                self.backend.describe_pipeline_execution(arn)
-                return arn
-            except ServiceError:
-                continue
-        raise ServiceError("ValidationException", f"no execution {ref}", 404)
+        arn = find_execution(self.sources.sagemaker, self._pipelines(), ref)
+        if arn is None:
+            raise ServiceError("ValidationException", f"no execution {ref}", 404)
+        return arn
 
     def _package_arn(self, group, version):
         return (f"arn:aws:sagemaker:{self.backend.region}:{ACCOUNT}:model-package/"

@@ -10,6 +10,8 @@ from html import escape
 from typing import List, Optional
 from urllib.parse import quote
 
+from botocore.exceptions import ClientError
+
 from pipeline.config import STEPS
 from pipeline.review import charts, dag
 from pipeline.review.runs import (Execution, Sources, all_items, curves, epoch, execution,
@@ -212,7 +214,7 @@ def job_page(sources: Sources, name: str) -> bytes:
         try:
             job = call(**{key: name})
             break
-        except Exception:  # noqa: BLE001 - try the other kind
+        except ClientError:  # try the other kind
             continue
     if not job:
         return page(f"Job {name}", "<p>No such training or processing job.</p>")
@@ -332,7 +334,7 @@ def _trained_by(sm, package_arn) -> Optional[str]:
         return None
     try:
         package = sm.describe_model_package(ModelPackageName=package_arn)
-    except Exception:  # noqa: BLE001
+    except ClientError:
         return None
     arn = package.get("CustomerMetadataProperties", {}).get("PipelineExecutionArn", "")
     return arn if arn.startswith("arn:") else None
@@ -344,7 +346,7 @@ def _serving(sm, desc) -> Optional[str]:
         config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
         model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
         tags = sm.list_tags(ResourceArn=model["ModelArn"])["Tags"]
-    except Exception:  # noqa: BLE001
+    except ClientError:
         return None
     return next((t["Value"] for t in tags if t["Key"].endswith(":model-package")), None)
 

@@ -150,11 +150,25 @@ def execution_arns(sm, pipeline_names, limit=50) -> List[dict]:
     return rows[:limit]
 
 
+def find_execution(sm, pipeline_names, ref) -> Optional[str]:
+    """An execution by ARN, or by id in the first of these pipelines that has it."""
+    if ref.startswith("arn:"):
+        return ref
+    for name in pipeline_names:
+        try:
+            arn = f"{sm.describe_pipeline(PipelineName=name)['PipelineArn']}/execution/{ref}"
+            sm.describe_pipeline_execution(PipelineExecutionArn=arn)
+            return arn
+        except ClientError:
+            continue
+    return None
+
+
 def _job(sm, kind, name) -> dict:
     call = sm.describe_training_job if kind == "TrainingJob" else sm.describe_processing_job
     try:
         return call(**{f"{kind[:-3]}JobName": name})
-    except Exception:  # noqa: BLE001 - a review shows what it can; the job may be gone
+    except ClientError:  # a review shows what it can; the job may be gone
         return {}
 
 
@@ -268,13 +282,13 @@ def _attach_results(sources, run, detail):
         try:
             run.package = sm.describe_model_package(
                 ModelPackageName=register.metadata["RegisterModel"]["Arn"])
-        except Exception:  # noqa: BLE001
+        except ClientError:
             run.package = None
     name = run.parameters.get("EndpointName")
     if name and run.step(STEPS.deploy):
         try:
             run.endpoint = sm.describe_endpoint(EndpointName=name)
-        except Exception:  # noqa: BLE001 - deleted (KeepEndpoint=false) or never made
+        except ClientError:  # deleted (KeepEndpoint=false) or never made
             run.endpoint = None
 
 

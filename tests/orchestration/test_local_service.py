@@ -301,6 +301,8 @@ def test_names_are_checked_against_the_models_constraints_as_aws_does(service):
     message = refusal(sm.create_pipeline, PipelineName="a/../b", RoleArn=ROLE,
                       PipelineDefinition="{}")
     assert "at 'pipelineName' failed to satisfy constraint" in message
+    message = refusal(sm.describe_endpoint, EndpointName="e" * 63)  # at the limit: allowed
+    assert message == f'Could not find endpoint "{"e" * 63}".'
     message = refusal(sm.describe_endpoint, EndpointName="e" * 64)  # too long for both rules
     assert message.startswith("2 validation errors detected: ")
     assert "Member must have length less than or equal to 63; " in message
