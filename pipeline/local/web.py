@@ -63,8 +63,9 @@ class RunBrowser:
         try:
             return 200, HTML, self._get(parts, query)
         except ServiceError as err:
-            return err.status if err.status != 400 else 404, HTML, pages.page(
-                "Not found", f"<p>{pages.escape(err.message)}</p>")
+            return err.status if err.status != 400 else 404, HTML, _not_found(err.message)
+        except ClientError as err:  # what the review read through the backend does not exist
+            return 404, HTML, _not_found(err.response["Error"]["Message"])
 
     def _get(self, parts, query):
         s = self.sources
@@ -104,6 +105,10 @@ class RunBrowser:
         except (ServiceError, ClientError) as err:
             return 400, HTML, pages.page("Refused", f"<p>{pages.escape(str(err))}</p>")
         return 400, HTML, pages.page("Bad request", "<p>unknown form</p>")
+
+
+def _not_found(message):
+    return pages.page("Not found", f"<p>{pages.escape(message)}</p>")
 
 
 def _redirect(location):

@@ -208,16 +208,16 @@ def report(sources: Sources, arn: str) -> bytes:
 # ---------------------------------------------------------------------- a job
 def job_page(sources: Sources, name: str) -> bytes:
     sm = sources.sagemaker
-    job, kind = {}, ""
+    job, kind, missing = {}, "", None
     for kind, call, key in (("Training", sm.describe_training_job, "TrainingJobName"),
                             ("Processing", sm.describe_processing_job, "ProcessingJobName")):
         try:
             job = call(**{key: name})
             break
-        except ClientError:  # try the other kind
-            continue
+        except ClientError as err:  # try the other kind
+            missing = err
     if not job:
-        return page(f"Job {name}", "<p>No such training or processing job.</p>")
+        raise missing
     state = job.get(f"{kind}JobStatus", "")
     try:
         log = sources.job_log(name)

@@ -88,6 +88,19 @@ def test_unknown_operation_is_rejected(service):
     assert json.loads(err.value.read())["__type"] == "UnknownOperationException"
 
 
+@pytest.mark.parametrize("path, message", [
+    ("/packages/no-group/1", "model-package/no-group/1 does not exist"),
+    ("/executions/no-pipeline/abc", "no execution abc"),
+    ("/jobs", "no page at /jobs"),
+    ("/jobs/no-job", "job with name no-job"),
+])
+def test_run_browser_pages_of_what_does_not_exist_are_404(service, path, message):
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(service.url + path)
+    assert err.value.code == 404
+    assert message in err.value.read().decode()
+
+
 def test_the_aws_cli_works_against_it(service):
     upload_code(service)
     service.client("sagemaker").create_model_package_group(ModelPackageGroupName="cli-group")
