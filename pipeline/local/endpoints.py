@@ -39,12 +39,21 @@ class ModelServer:
     restarts: int = 0
 
     def stop(self):
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                self.process.kill()
+        """Stop the server's whole process group: its workers too, even when the server
+        itself already died (a kill -9 leaves them running)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGCONT)  # a frozen (stopped) one, to end it
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # whatever did not end in time
+        except ProcessLookupError:
+            pass
 
 
 class HostingError(Exception):

@@ -4,26 +4,32 @@ Serves a model directory (model.tar.gz extracted) with the handlers it carries i
 ``code/inference.py`` (or ``$SAGEMAKER_PROGRAM``): model_fn once, then input_fn, predict_fn and
 output_fn per request. Bad input gets the handler's 4xx status and message as JSON; the server
 keeps serving. Runs in the job environment (MXNet), one process per endpoint.
+
+HTTP is uvicorn's (httptools' llhttp parser on uvloop): it refuses ambiguous framing (folded
+headers, Content-Length with Transfer-Encoding, bad chunk sizes) with a 400 and closes the
+connection. Predictions run one at a time on a worker thread, in arrival order, so the event
+loop keeps answering ``/ping`` while a slow model works and no connection waits behind a
+later one.
 """
 import argparse
+import asyncio
 import importlib.util
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
-import threading
-import socketserver
-from http import HTTPStatus
+from concurrent.futures import ThreadPoolExecutor
+
+import httptools
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_BODY = 6 * 1024 * 1024  # SageMaker's real-time payload limit
-MAX_HEADERS = 100
-DRAIN_LIMIT = 16 * 1024 * 1024  # an oversized body up to this is read and dropped after the 413
-IDLE_SECONDS = 60  # a connection that sends nothing for this long is closed
-REASONS = {s.value: s.phrase for s in HTTPStatus}
-
-
-class BadRequest(Exception):
-    """The request cannot be read safely: answer 400 and close the connection."""
+DRAIN_LIMIT = 16 * 1024 * 1024  # an oversized body up to this is read and dropped, so that the
+# client, still sending, gets to read the 413; a larger one is refused unread
+IDLE_SECONDS = 60  # a keep-alive connection that sends nothing for this long is closed
 
 
 def load_handlers(model_dir):
@@ -39,27 +45,23 @@ def load_handlers(model_dir):
 
 
 class ModelService:
-    """The model and its handlers; one prediction at a time (MXNet's engine is shared)."""
+    """The model and its handlers."""
 
     def __init__(self, model_dir):
         self.handlers = load_handlers(model_dir)
         self.model = self.handlers.model_fn(model_dir)
-        self.lock = threading.Lock()
 
     def invoke(self, body, content_type, accept):
         """(status, content type, body bytes)"""
         h = self.handlers
         try:
-            data = h.input_fn(body, content_type)
-            with self.lock:
-                prediction = h.predict_fn(data, self.model)
-            result = h.output_fn(prediction, accept)
+            result = h.output_fn(h.predict_fn(h.input_fn(body, content_type), self.model), accept)
         except Exception as err:  # noqa: BLE001 - every failure becomes an HTTP answer
             status = getattr(err, "status_code", None)
             if not isinstance(status, int) or not 400 <= status < 600:
                 status = 500
             message = getattr(err, "message", None) or str(err) or type(err).__name__
-            return status, "application/json", json.dumps({"error": message}).encode()
+            return status, "application/json", _error_body(message)
         out_type = accept
         if isinstance(result, tuple):
             result, out_type = result
@@ -68,172 +70,214 @@ class ModelService:
         return 200, out_type or "application/json", result
 
 
-class Handler(socketserver.StreamRequestHandler):
-    """HTTP/1.1 with keep-alive, parsed by hand: http.server's e-mail header parser costs more
-    than a prediction. Only what the hosting contract needs: GET /ping, POST /invocations."""
+def _error_body(message):
+    return json.dumps({"error": message}).encode()
 
-    service = None  # set by serve()
-    MAX_LINE = 65536
-    timeout = IDLE_SECONDS  # per-connection read timeout: idle or stalled clients are dropped
 
-    def setup(self):
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+class TooLarge(Exception):
+    def __init__(self, size, drained):
+        super().__init__(f"request body of {size} bytes is over the 6 MB limit")
+        self.drained = drained
 
-    def _send(self, status, content_type, body, close=False):
-        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
-                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-                + ("Connection: close\r\n" if close else "") + "\r\n")
-        self.wfile.write(head.encode("latin-1") + body)  # one write: no Nagle stall
 
-    def _error(self, status, message, close=False):
-        self._send(status, "application/json", json.dumps({"error": message}).encode(), close)
+class ClientGone(Exception):
+    """The client left before its request was whole: there is no one to answer."""
 
-    def _read_headers(self):
-        """Header name -> value. Refused: folded lines (obs-fold), lines without a colon,
-        too many headers, a name given twice with different values."""
-        headers = {}
-        for _ in range(MAX_HEADERS + 1):
-            line = self.rfile.readline(self.MAX_LINE)
-            if line in (b"\r\n", b"\n", b""):
-                return headers
-            if line[:1] in (b" ", b"\t"):
-                raise BadRequest("folded header lines (obs-fold) are not accepted")
-            if not line.endswith(b"\n"):
-                raise BadRequest("header line too long")
-            name, colon, value = line.decode("latin-1").partition(":")
-            name, value = name.strip().lower(), value.strip()
-            if not colon or not name or name != name.split()[0]:
-                raise BadRequest("malformed header line")
-            if name in headers and headers[name] != value:
-                raise BadRequest(f"conflicting {name} headers")
-            headers[name] = value
-        raise BadRequest(f"more than {MAX_HEADERS} headers")
 
-    @staticmethod
-    def _framing(headers):
-        """('chunked', None) or ('length', n), refusing ambiguous framing (smuggling)."""
-        encoding = headers.get("transfer-encoding")
-        if encoding is not None:
-            if "content-length" in headers:
-                raise BadRequest("both Content-Length and Transfer-Encoding")
-            if encoding.lower() != "chunked":
-                raise BadRequest(f"unsupported Transfer-Encoding {encoding!r}")
-            return "chunked", None
-        text = headers.get("content-length", "0")
-        if not text.isdigit() or len(text) > 18:
-            raise BadRequest(f"bad Content-Length {text[:40]!r}")
-        return "length", int(text)
+class HostingApp:
+    """The ASGI application: the two routes of the hosting contract."""
 
-    def _read_chunked(self):
-        data = bytearray()
-        while True:
-            line = self.rfile.readline(self.MAX_LINE).split(b";")[0].strip()
-            if not line or len(line) > 16 or not all(c in b"0123456789abcdefABCDEF"
-                                                      for c in line):
-                raise BadRequest("bad chunk size")
-            size = int(line, 16)
-            if size == 0:
-                while self.rfile.readline(self.MAX_LINE) not in (b"\r\n", b"\n", b""):
-                    pass
-                return bytes(data)
-            if len(data) + size > MAX_BODY:
-                raise OverflowError(len(data) + size, 0)  # mid-body: nothing to resume
-            chunk = self.rfile.read(size)
-            if len(chunk) != size or self.rfile.readline(self.MAX_LINE) not in (b"\r\n", b"\n"):
-                raise BadRequest("truncated chunk")
-            data += chunk
+    def __init__(self, service):
+        self.service = service
+        # One worker: MXNet's engine is shared, and a single queue serves callers in order.
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="predict")
 
-    def _drain(self, count):
-        """Read and drop ``count`` bytes in small pieces; False if the client went away."""
-        while count > 0:
-            piece = self.rfile.read(min(count, 65536))
-            if not piece:
-                return False
-            count -= len(piece)
-        return True
-
-    def _read_body(self, headers):
-        kind, length = self._framing(headers)
-        if kind == "chunked":
-            return self._read_chunked()
-        if length > MAX_BODY:
-            raise OverflowError(length, length)  # not buffered: drained or closed after 413
-        body = self.rfile.read(length)
-        if len(body) != length:
-            raise BadRequest("body shorter than its Content-Length")
-        return body
-
-    def handle(self):
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":  # lifespan events need nothing here
+            return
+        method, route = scope["method"], scope["path"]
+        if route == "/ping" and method == "GET":
+            return await _reply(send, 200, "text/plain", b"")
+        if route not in ("/ping", "/invocations"):
+            return await _error(send, 404, f"no route {route}; use GET /ping or "
+                                "POST /invocations")
+        if route == "/ping" or method != "POST":
+            return await _error(send, 405, f"{method} is not allowed on {route}")
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            self._serve_connection()
-        except (socket.timeout, ConnectionError):
-            pass  # an idle client, or one that went away
+            body = await _read_body(receive, headers.get("content-length"))
+        except TooLarge as err:
+            return await _error(send, 413, str(err), close=not err.drained)
+        except ClientGone:
+            return
+        answer = await asyncio.get_running_loop().run_in_executor(
+            self.worker, self.service.invoke, body,
+            headers.get("content-type", "application/json"),
+            headers.get("accept") or "application/json")
+        await _reply(send, *answer)
 
-    def _serve_connection(self):
-        while True:
-            line = self.rfile.readline(self.MAX_LINE)
-            if not line:
-                return
-            if line in (b"\r\n", b"\n"):
-                continue
-            if not line.endswith(b"\n"):
-                self._error(414, "request line too long", close=True)
-                return
-            parts = line.decode("latin-1").split()
-            if len(parts) != 3:
-                self._error(400, "malformed request line", close=True)
-                return
-            method, path, version = parts
-            try:
-                headers = self._read_headers()
-                if headers.get("expect", "").lower() == "100-continue":
-                    _, length = self._framing(headers)  # refuse before inviting the body
-                    if length is not None and length > MAX_BODY:
-                        raise OverflowError(length, 0)  # the client waits: nothing to drain
-                    self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                body = self._read_body(headers)
-            except OverflowError as err:
-                size, unread = err.args
-                keep = 0 < unread <= DRAIN_LIMIT
-                self._error(413, f"request body of {size} bytes is over the 6 MB limit",
-                            close=not keep)
-                if not keep or not self._drain(unread):
-                    return
-                continue
-            except BadRequest as err:
-                self._error(400, str(err), close=True)
-                return
-            close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
-            route = path.split("?", 1)[0]
-            if method == "GET" and route == "/ping":
-                self._send(200, "text/plain", b"", close)
-            elif method == "POST" and route == "/invocations":
-                self._send(*self.service.invoke(
-                    body, headers.get("content-type", "application/json"),
-                    headers.get("accept") or "application/json"), close=close)
-            elif route in ("/ping", "/invocations"):
-                self._error(405, f"{method} is not allowed on {route}", close)
+
+async def _read_body(receive, declared):
+    """The whole body. One over the limit is never buffered: it is refused from its declared
+    length, or once its chunks pass the limit, after dropping up to DRAIN_LIMIT of it."""
+    if declared is not None and int(declared) > MAX_BODY:
+        size = int(declared)
+        raise TooLarge(size, size <= DRAIN_LIMIT and await _drain(receive, DRAIN_LIMIT))
+    body, more = bytearray(), True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > MAX_BODY:
+            size = len(body)
+            raise TooLarge(size, not more or await _drain(receive, DRAIN_LIMIT - size))
+    return bytes(body)
+
+
+async def _drain(receive, budget) -> bool:
+    """Read and drop the rest of a body; False if it is over ``budget`` or the client left."""
+    while budget >= 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return budget >= 0
+    return False
+
+
+async def _reply(send, status, content_type, body, close=False):
+    headers = [(b"content-type", content_type.encode("latin-1")),
+               (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(send, status, message, close=False):
+    await _reply(send, status, "application/json", _error_body(message), close)
+
+
+class _ParserReason:
+    """The parser, remembering why it refused a request."""
+
+    def __init__(self, parser):
+        self._parser, self.reason = parser, ""
+
+    def feed_data(self, data):
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as err:
+            self.reason = str(err)
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._parser, name)
+
+
+class Protocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol with two answers it does not give: its 400 for a request
+    llhttp refuses also says why, and a client that half-closes its side (sends, then shuts
+    down writing) still gets its answer, or a 400 if the request was cut short, instead of a
+    silently dropped connection."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.parser = _ParserReason(self.parser)
+        self._in_headers = self._answer_then_close = False
+
+    def send_400_response(self, msg):
+        reason = getattr(self.parser, "reason", "")
+        super().send_400_response(f"{msg} {reason}".strip())
+
+    def on_message_begin(self):
+        super().on_message_begin()
+        self._in_headers = True
+
+    def on_headers_complete(self):
+        self._in_headers = False
+        super().on_headers_complete()
+
+    def eof_received(self):
+        cycle = self.cycle
+        if self._in_headers:
+            self.send_400_response("The request ended inside its headers.")
+        elif cycle is not None and not cycle.response_complete:
+            if cycle.more_body:
+                self.send_400_response("The request ended before its body did.")
             else:
-                self._error(404, f"no route {route}; use GET /ping or POST /invocations", close)
-            if close:
-                return
+                self._answer_then_close = True
+                return True  # keep the transport open for the answer
+        return None  # close
+
+    def on_response_complete(self):
+        super().on_response_complete()
+        if self._answer_then_close:
+            self.transport.close()
 
 
-class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024  # the listen backlog: bursts of clients wait in the kernel
+def run_worker(model_dir, sock):
+    """One worker: the model, and an event loop answering on the shared listening socket."""
+    config = uvicorn.Config(HostingApp(ModelService(model_dir)), loop="uvloop", http=Protocol,
+                            lifespan="off", access_log=False, log_level="warning",
+                            backlog=1024, timeout_keep_alive=IDLE_SECONDS,
+                            server_header=False, date_header=False)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
-def serve(model_dir, port, host="127.0.0.1", ready_file=None):
-    Handler.service = ModelService(model_dir)
-    httpd = Server((host, port), Handler)
-    print(f"serving {model_dir} on http://{host}:{httpd.server_address[1]}", flush=True)
+def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1):
+    """Listen, then serve with ``workers`` processes (SageMaker's containers start one per
+    vCPU); if one of them ends, the others are stopped and the server exits, so that whoever
+    watches it (the local hosting's health check) sees one failure, not a half-working server.
+    """
+    sock = _socket(host, port, listen=workers == 1)
+    bound = sock.getsockname()[1]
+    print(f"serving {model_dir} on http://{host}:{bound} with {workers} worker(s)", flush=True)
     if ready_file:
         with open(ready_file, "w") as handle:
-            handle.write(str(httpd.server_address[1]))
-    httpd.serve_forever()
+            handle.write(str(bound))
+    if workers == 1:
+        return run_worker(model_dir, sock)
+    # Each worker listens on its own socket bound to the same port (SO_REUSEPORT): the
+    # kernel spreads connections over them evenly, where one shared socket lets the first
+    # worker to wake take them all.
+    children = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--model-dir",
+                                  model_dir, "--host", host, "--port", str(bound),
+                                  "--worker"]) for _ in range(workers)]
+
+    def stop(signum, frame):
+        for child in children:
+            child.terminate()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    pid, status = os.wait()
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    print(f"worker {pid} exited with code {code}; stopping the server", flush=True)
+    for child in children:
+        if child.pid != pid:
+            child.terminate()
+            child.wait()
+    sys.exit(1)
+
+
+def _socket(host, port, listen):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    if listen:
+        sock.listen(1024)
+    return sock
+
+
+def default_workers():
+    """SageMaker's model-server setting, else one worker per CPU, as the containers do."""
+    text = os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS", "")
+    return int(text) if text.isdigit() and int(text) > 0 else os.cpu_count() or 1
 
 
 def main(argv=None):
@@ -241,9 +285,18 @@ def main(argv=None):
     parser.add_argument("--model-dir", default="/opt/ml/model")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--ready-file", help="write the bound port here once serving")
+    parser.add_argument("--ready-file",
+                        help="write the bound port here once listening")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="worker processes (default: $SAGEMAKER_MODEL_SERVER_WORKERS, "
+                        "else one per CPU)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of them
     args = parser.parse_args(argv)
-    serve(args.model_dir, args.port, args.host, args.ready_file)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.worker:
+        return run_worker(args.model_dir, _socket(args.host, args.port, listen=True))
+    serve(args.model_dir, args.port, args.host, args.ready_file, args.workers)
 
 
 if __name__ == "__main__":

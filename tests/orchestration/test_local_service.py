@@ -631,7 +631,7 @@ def test_dead_and_frozen_model_servers_are_replaced_then_the_endpoint_fails(host
     assert _until(lambda: "sleepy" in service.hosting.servers
                   and _server_pid(service) != first and _answers(runtime), 30)
     second = _server_pid(service)
-    os.kill(second, signal.SIGSTOP)  # frozen: alive, silent
+    os.killpg(second, signal.SIGSTOP)  # frozen, it and its workers: alive, silent
     assert _until(lambda: "sleepy" in service.hosting.servers
                   and _server_pid(service) != second and _answers(runtime), 30)
     assert sm.describe_endpoint(EndpointName="sleepy")["EndpointStatus"] == "InService"
