@@ -52,14 +52,51 @@ def to_ms(text):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url, script, concurrency, seconds):
+def process_tree_cpu(roots):
+    """CPU seconds used so far by the processes ``roots`` and all their descendants (Linux)."""
+    tick, parent, cpu = os.sysconf("SC_CLK_TCK"), {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(entry)] = int(fields[1])
+            cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    inside = set(roots)
+    grew = True
+    while grew:
+        more = {pid for pid, ppid in parent.items() if ppid in inside} - inside
+        grew, inside = bool(more), inside | more
+    return sum(cpu.get(pid, 0.0) for pid in inside)
+
+
+def pids_running(text):
+    """Processes whose command line contains ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if text.encode() in handle.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def wrk(url, script, concurrency, seconds, roots=()):
+    before = process_tree_cpu(roots)
     out = subprocess.run(["wrk", f"-t{min(concurrency, 2)}", f"-c{concurrency}",
                           f"-d{seconds}s", "--latency", "-s", script, url],
                          capture_output=True, text=True, check=True).stdout
     pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.M))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
-    return {"p50": to_ms(pct["50"]), "p90": to_ms(pct["90"]), "p99": to_ms(pct["99"]),
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    cpu_ms = (process_tree_cpu(roots) - before) * 1000 / max(requests, 1)
+    return {"cpu_ms": cpu_ms,"p50": to_ms(pct["50"]), "p90": to_ms(pct["90"]), "p99": to_ms(pct["99"]),
             "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
             "errors": int(errors.group(1)) if errors else 0,
             "socket_errors": socket_errors.group(1) if socket_errors else ""}
@@ -129,6 +166,7 @@ class AwsServingStack:
                        stdout=self.log, stderr=subprocess.STDOUT, check=True)
         self.url = f"http://127.0.0.1:{self.port}/invocations"
         self._wait_ready()
+        self.pids = pids_running(config)  # the Java frontend; its Python workers are its children
 
     def _wait_ready(self, timeout=120):
         import urllib.request
@@ -195,6 +233,8 @@ def verdicts(rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="duration of each row")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="seconds of load at concurrency 16 before a target's rows")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk (make bench-serve does)", file=sys.stderr)
@@ -217,15 +257,20 @@ def main():
         model_dir = service.home.model_dir("bench", service.backend.describe_endpoint(
             endpoint_name="bench")["EndpointConfigName"])
         aws_stack = AwsServingStack(model_dir, home)
-        targets = [("ours, via service route", f"{service.url}/endpoints/bench/invocations"),
+        model_server = service.hosting.servers["bench"].process.pid
+        targets = [("ours, via service route", f"{service.url}/endpoints/bench/invocations",
+                    [os.getpid()]),  # the service runs in this process; the server is its child
                    ("ours, model server",
-                    f"http://127.0.0.1:{service.hosting.port_of('bench')}/invocations"),
-                   (AWS, aws_stack.url)]
+                    f"http://127.0.0.1:{service.hosting.port_of('bench')}/invocations",
+                    [model_server]),
+                   (AWS, aws_stack.url, aws_stack.pids)]
         try:
-            for name, url in targets:
-                wrk(url, script, 1, 1)  # warm-up
+            for name, url, roots in targets:
+                print(f"warming up and measuring {name} ...", file=sys.stderr, flush=True)
+                wrk(url, script, 16, args.warmup)  # the JVM's JIT, caches, connections
                 for concurrency in CONCURRENCY:
-                    rows.append((name, concurrency, wrk(url, script, concurrency, args.seconds)))
+                    rows.append((name, concurrency, wrk(url, script, concurrency, args.seconds,
+                                                        roots)))
         finally:
             aws_stack.stop()
     finally:
@@ -233,13 +278,18 @@ def main():
         shutil.rmtree(home, ignore_errors=True)
 
     print(f"machine: {machine()}")
-    print(f"load: wrk, {args.seconds} s per row, single-image JSON (784 values), keep-alive\n")
-    print("| target                     | conc | p50 ms | p90 ms | p99 ms |  req/s | errors |")
-    print("|----------------------------|------|--------|--------|--------|--------|--------|")
+    print(f"load: wrk, {args.warmup} s warm-up at concurrency 16 per target, then {args.seconds}"
+          " s per row, single-image JSON (784 values), keep-alive")
+    print("cpu ms/req: CPU time of the target's processes (all of them: service, model server "
+          "workers; Java frontend and Python workers) per answered request\n")
+    print("| target                     | conc | p50 ms | p90 ms | p99 ms |  req/s | cpu ms/req "
+          "| errors |")
+    print("|----------------------------|------|--------|--------|--------|--------|------------"
+          "|--------|")
     for name, concurrency, r in rows:
         errors = str(r["errors"]) + (f" ({r['socket_errors']})" if r["socket_errors"] else "")
         print(f"| {name:<26} | {concurrency:>4} | {r['p50']:>6.2f} | {r['p90']:>6.2f} | "
-              f"{r['p99']:>6.2f} | {r['rps']:>6.0f} | {errors:>6} |")
+              f"{r['p99']:>6.2f} | {r['rps']:>6.0f} | {r['cpu_ms']:>10.3f} | {errors:>6} |")
     print(f"\ntargets (each ours route against {AWS} in this run):")
     for line in verdicts(rows):
         print(f"  {line}")

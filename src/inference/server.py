@@ -219,34 +219,54 @@ class Protocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def run_worker(model_dir, sock):
-    """One worker: the model, and an event loop answering on the shared listening socket."""
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling its starter once it accepts connections."""
+
+    def __init__(self, config, on_ready):
+        super().__init__(config)
+        self.on_ready = on_ready
+
+    async def startup(self, sockets=None):
+        await super().startup(sockets=sockets)
+        if not self.should_exit:
+            self.on_ready()
+
+
+def run_worker(model_dir, sock, on_ready):
+    """One worker: the model, and an event loop answering on the listening socket."""
     config = uvicorn.Config(HostingApp(ModelService(model_dir)), loop="uvloop", http=Protocol,
                             lifespan="off", access_log=False, log_level="warning",
                             backlog=1024, timeout_keep_alive=IDLE_SECONDS,
                             server_header=False, date_header=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    _Server(config, on_ready).run(sockets=[sock])
 
 
 def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1):
-    """Listen, then serve with ``workers`` processes (SageMaker's containers start one per
-    vCPU); if one of them ends, the others are stopped and the server exits, so that whoever
-    watches it (the local hosting's health check) sees one failure, not a half-working server.
-    """
+    """Serve with ``workers`` processes (SageMaker's containers start one per vCPU); the
+    ready file is written once all of them answer. If one of them ends, the others are stopped
+    and the server exits, so that whoever watches it (the local hosting's health check) sees
+    one failure, not a half-working server."""
     sock = _socket(host, port, listen=workers == 1)
     bound = sock.getsockname()[1]
-    print(f"serving {model_dir} on http://{host}:{bound} with {workers} worker(s)", flush=True)
-    if ready_file:
-        with open(ready_file, "w") as handle:
-            handle.write(str(bound))
+
+    def ready():
+        print(f"serving {model_dir} on http://{host}:{bound} with {workers} worker(s)",
+              flush=True)
+        if ready_file:
+            with open(ready_file, "w") as handle:
+                handle.write(str(bound))
+
     if workers == 1:
-        return run_worker(model_dir, sock)
+        return run_worker(model_dir, sock, ready)
     # Each worker listens on its own socket bound to the same port (SO_REUSEPORT): the
     # kernel spreads connections over them evenly, where one shared socket lets the first
-    # worker to wake take them all.
+    # worker to wake take them all. Each writes a byte to the pipe once it answers.
+    read_end, write_end = os.pipe()
     children = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--model-dir",
                                   model_dir, "--host", host, "--port", str(bound),
-                                  "--worker"]) for _ in range(workers)]
+                                  "--worker-ready-fd", str(write_end)], pass_fds=[write_end])
+                for _ in range(workers)]
+    os.close(write_end)
 
     def stop(signum, frame):
         for child in children:
@@ -255,6 +275,9 @@ def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    with os.fdopen(read_end, "rb") as pipe:
+        if len(pipe.read(workers)) == workers:  # short: a worker died before it was ready
+            ready()
     pid, status = os.wait()
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     print(f"worker {pid} exited with code {code}; stopping the server", flush=True)
@@ -286,16 +309,19 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--ready-file",
-                        help="write the bound port here once listening")
+                        help="write the bound port here once serving")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="worker processes (default: $SAGEMAKER_MODEL_SERVER_WORKERS, "
                         "else one per CPU)")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of them
+    parser.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)  # a worker's
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    if args.worker:
-        return run_worker(args.model_dir, _socket(args.host, args.port, listen=True))
+    if args.worker_ready_fd is not None:
+        def ready():
+            os.write(args.worker_ready_fd, b"1")
+            os.close(args.worker_ready_fd)
+        return run_worker(args.model_dir, _socket(args.host, args.port, listen=True), ready)
     serve(args.model_dir, args.port, args.host, args.ready_file, args.workers)
 
 
