@@ -3,20 +3,22 @@
 Create and update start a new server from the endpoint config's model and switch traffic only
 once its ``/ping`` answers; the old server stops after the switch (no gap, no mixed state). A
 failed update leaves the old server serving. Runtime calls are proxied over keep-alive loopback
-connections.
+connections, asynchronously, on the service's event loop.
 """
+import asyncio
 import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional
+
+import httptools
 
 from pipeline.config import ROOT
 from pipeline.local.home import ServiceHome
@@ -37,6 +39,7 @@ class ModelServer:
     model_dir: str = ""
     failed_checks: int = 0
     restarts: int = 0
+    idle: list = field(default_factory=list)  # keep-alive connections to it, not in use
 
     def stop(self):
         """Stop the server's whole process group: its workers too, even when the server
@@ -73,7 +76,6 @@ class Hosting:
         self.start_timeout, self.invocation_timeout = start_timeout, invocation_timeout
         self.servers: Dict[str, ModelServer] = {}
         self.lock = threading.Lock()
-        self._local = threading.local()
         self._closing = threading.Event()
         threading.Thread(target=self._watch, args=(health_seconds,), daemon=True,
                          name="model-server-health").start()
@@ -255,71 +257,80 @@ class Hosting:
         server = self.servers.get(endpoint)
         return server.port if server else None
 
-    def invoke(self, endpoint, body, content_type, accept):
-        """(status, content type, body) from the endpoint's model server."""
+    async def invoke(self, endpoint, body, content_type, accept):
+        """(status, content type, body) from the endpoint's model server; on the service's
+        event loop, over keep-alive connections kept per server."""
         server = self.servers.get(endpoint)
         if server is None:
             raise HostingError(f"endpoint {endpoint} has no running model server")
-        conns = getattr(self._local, "conns", None)
-        if conns is None:
-            conns = self._local.conns = {}
         request = (f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                    f"{content_type}\r\nAccept: {accept}\r\nContent-Length: {len(body)}"
                    "\r\n\r\n").encode("latin-1") + body
         for attempt in range(2):
-            conn = conns.get(server.port)
+            conn = server.idle.pop() if server.idle else None
             try:
                 if conn is None:
-                    conn = conns[server.port] = _Connection(server.port,
-                                                            self.invocation_timeout)
-                return conn.exchange(request)
-            except socket.timeout:  # not retried: the model had its time
+                    conn = await _Connection.open(server.port)
+                answer, keep = await asyncio.wait_for(conn.exchange(request),
+                                                      self.invocation_timeout)
+            except asyncio.TimeoutError:  # not retried: the model had its time
                 conn.close()
-                conns.pop(server.port, None)
                 raise InvocationTimeout(f"no answer within {self.invocation_timeout:.0f} s")
-            except (OSError, ValueError):
+            except (OSError, httptools.HttpParserError) as err:  # e.g. one the server dropped
                 if conn is not None:
                     conn.close()
-                conns.pop(server.port, None)
                 if attempt:
-                    raise
+                    raise HostingError(f"the model server did not answer: {err}") from err
+                continue
+            if keep:
+                server.idle.append(conn)
+            else:
+                conn.close()
+            return answer
 
 
 class _Connection:
-    """A keep-alive loopback connection to a model server, with just enough HTTP/1.1 to read
-    its answers (status line, Content-Type, Content-Length): http.client's e-mail header
-    parsing costs more than the model server's whole prediction."""
+    """A keep-alive loopback connection to a model server; answers parsed by httptools."""
 
-    def __init__(self, port, timeout=INVOCATION_TIMEOUT):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = self.sock.makefile("rb")
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
 
-    def exchange(self, request):
-        self.sock.sendall(request)
-        status_line = self.reader.readline(65536)
-        if not status_line:
-            raise ConnectionResetError("the model server closed the connection")
-        status = int(status_line.split(None, 2)[1])
-        content_type, length = "application/json", 0
-        while True:
-            line = self.reader.readline(65536)
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            name = name.strip().lower()
-            if name == "content-length":
-                length = int(value)
-            elif name == "content-type":
-                content_type = value.strip()
-        return status, content_type, self.reader.read(length)
+    @classmethod
+    async def open(cls, port):
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def exchange(self, request):
+        """((status, content type, body), whether the connection may be used again)"""
+        answer = _Answer()
+        parser = httptools.HttpResponseParser(answer)
+        self.writer.write(request)
+        while not answer.complete:
+            data = await self.reader.read(65536)
+            if not data:
+                raise ConnectionResetError("the model server closed the connection")
+            parser.feed_data(data)
+        return ((parser.get_status_code(), answer.content_type, bytes(answer.body)),
+                parser.should_keep_alive())
 
     def close(self):
-        try:
-            self.reader.close()
-            self.sock.close()
-        except OSError:
-            pass
+        self.writer.close()
+
+
+class _Answer:
+    """httptools' callbacks, collecting one answer."""
+
+    def __init__(self):
+        self.content_type, self.body, self.complete = "application/json", bytearray(), False
+
+    def on_header(self, name, value):
+        if name.lower() == b"content-type":
+            self.content_type = value.decode("latin-1")
+
+    def on_body(self, body):
+        self.body += body
+
+    def on_message_complete(self):
+        self.complete = True
 
 
 def _retire(server: ModelServer):

@@ -100,7 +100,8 @@ class RuntimeProtocol:
     def __init__(self, backend, hosting):
         self.backend, self.hosting = backend, hosting
 
-    def invoke(self, endpoint, body, content_type, accept) -> Response:
+    async def invoke(self, endpoint, body, content_type, accept) -> Response:
+        """On the service's event loop: only the model server is waited for."""
         if len(body) > INVOCATION_LIMIT:
             return error("ValidationError", "Request body is over the 6 MB limit "
                          f"({len(body)} bytes).", 413)
@@ -113,7 +114,8 @@ class RuntimeProtocol:
             return error("ValidationError", f"Endpoint {endpoint} is {status}; "
                          "it can be invoked only when InService.")
         try:
-            status, out_type, out = self.hosting.invoke(endpoint, body, content_type, accept)
+            status, out_type, out = await self.hosting.invoke(endpoint, body, content_type,
+                                                              accept)
         except InvocationTimeout:  # as SageMaker words it
             return self._model_error(endpoint, 0, "Your invocation timed out while waiting for "
                                      "a response from container primary. Review the latency "

@@ -7,7 +7,10 @@ Routes, first match wins: ``POST /`` with ``X-Amz-Target: SageMaker.*`` (the Sag
 ``/executions``, ``/jobs``, ``/packages``, ``/endpoints``, ``/compare``), for browsers;
 everything else is path-style S3.
 """
+import asyncio
+import functools
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -16,10 +19,13 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+
+import uvicorn
 
 from pipeline.config import ROOT
 from pipeline.local import framing, web
@@ -48,10 +54,10 @@ def _json_api(svc, request):
     return api.handle(target, request.body)
 
 
-def _invoke(svc, request, endpoint):
-    return svc.runtime.invoke(endpoint, request.body,
-                              request.headers.get("Content-Type", "application/json"),
-                              request.headers.get("Accept", "application/json"))
+async def _invoke(svc, request, endpoint):
+    return await svc.runtime.invoke(endpoint, request.body,
+                                    request.headers.get("Content-Type", "application/json"),
+                                    request.headers.get("Accept", "application/json"))
 
 
 def _ping(svc, request):
@@ -87,7 +93,8 @@ def _signed(request):
 
 
 # (methods or None for any, path pattern, a predicate on the request or None, handler, body
-# limit); a request no route takes is path-style S3.
+# limit); a request no route takes is path-style S3. Coroutine handlers run on the event loop
+# (the runtime: it only waits for a model server); the others on the API's worker threads.
 ROUTES = [
     (None, r".*", lambda r: "X-Amz-Target" in r.headers, _json_api, API_LIMIT),
     ({"POST"}, r"/endpoints/(?P<endpoint>[^/]+)/invocations", None, _invoke, INVOCATION_LIMIT),
@@ -102,114 +109,149 @@ _COMPILED = [(methods, re.compile(pattern), when, handler, limit)
              for methods, pattern, when, handler, limit in ROUTES]
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    service = None  # the LocalSageMaker instance, set per server class
-    timeout = 60  # per-connection read timeout: idle or stalled clients are dropped
+METHODS = {"GET", "HEAD", "PUT", "POST", "DELETE"}
+EXECUTOR_THREADS = 64  # API calls, S3 and pages in flight at once (SQLite and disk are quick)
 
-    def setup(self):
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_message(self, fmt, *args):
-        pass
+class Headers(dict):
+    """A request's headers by lower-cased name (HTTP's names are case-insensitive)."""
 
-    def _read_body(self, limit, s3_object=False):
-        """The body under the route's limit; an S3 object's is spooled (file, MD5)."""
-        if s3_object:
-            body = framing.spool_body(self.rfile, self.headers, limit, self.service.home.root)
-            if "aws-chunked" in self.headers.get("Content-Encoding", ""):
-                data = framing.read_chunked(body[0], limit)
-                body = (io.BytesIO(data), hashlib.md5(data).hexdigest())
-            return body
-        body = framing.read_body(self.rfile, self.headers, limit)
-        if "aws-chunked" in self.headers.get("Content-Encoding", ""):
-            body = framing.read_chunked(io.BytesIO(body), limit)
-        return body
+    def __getitem__(self, name):
+        return super().__getitem__(name.lower())
 
-    def _reply(self, response):
-        status, headers, body = response
-        lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
+    def get(self, name, default=None):
+        return super().get(name.lower(), default)
+
+    def __contains__(self, name):
+        return super().__contains__(name.lower())
+
+
+class Request:
+    """What a route handler reads: ``command``, ``url_path``, ``query``, ``headers``, ``body``
+    (an S3 object's: (file, MD5))."""
+
+    def __init__(self, scope):
+        # the path as sent (percent-encoded): handlers decode the parts they take
+        self.command, self.url_path = scope["method"], scope["raw_path"].decode("latin-1")
+        self.query = scope["query_string"].decode("latin-1")
+        headers = Headers()
+        for name, value in scope["headers"]:
+            name, value = name.decode("latin-1"), value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        self.headers, self.body, self.is_s3 = headers, b"", False
+
+
+def _host_allowed(request) -> bool:
+    """Only loopback names: a page on another site that rebinds its DNS name to 127.0.0.1
+    sends its own name as Host, and is refused."""
+    host = request.headers.get("Host", "")
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return name.lower() in LOOPBACK_HOSTS
+
+
+class ServiceApp:
+    """The service as an ASGI application, served by uvicorn (the HTTP protocol is the model
+    server's too): route, read the body under the route's limit, answer."""
+
+    def __init__(self, service):
+        self.service = service
+        self.workers = ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="api")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return
+        request = Request(scope)
+        try:
+            status, headers, body = await self._answer(request, receive)
+        except framing.ClientGone:
+            return
         headers = dict(headers)
         headers.setdefault("Content-Length", str(len(body)))
         headers["x-amzn-RequestId"] = str(uuid.uuid4())  # one per response, as AWS's
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(payload + (body if self.command != "HEAD" else b""))
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]})
+        await send({"type": "http.response.body", "body": body})
 
-    def _route(self):
-        parsed = urllib.parse.urlsplit(self.path)
-        self.url_path, self.query, self.is_s3 = parsed.path, parsed.query, False
-        for methods, pattern, when, handler, limit in _COMPILED:
-            match = pattern.fullmatch(parsed.path)
-            if match and (methods is None or self.command in methods) and \
-                    (when is None or when(self)):
-                self.body = self._read_body(limit)
-                args = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
-                return handler(self.service, self, **args)
-        object_put = self.command == "PUT" and "/" in parsed.path.strip("/")
-        self.is_s3 = True
-        self.body = self._read_body(S3_OBJECT_LIMIT if object_put else API_LIMIT, object_put)
-        return _s3(self.service, self)
-
-    def _refusal(self, code, message, status):
-        """An error in the shape of the API the request was for (S3's XML, else JSON)."""
-        if getattr(self, "is_s3", False):
-            return S3Protocol.error(code, message, status)
-        return error(code, message, status)
-
-    def _host_allowed(self) -> bool:
-        """Only loopback names: a page on another site that rebinds its DNS name to 127.0.0.1
-        sends its own name as Host, and is refused."""
-        host = self.headers.get("Host", "")
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return name.lower() in LOOPBACK_HOSTS
-
-    def _handle(self):
+    async def _answer(self, request, receive):
         try:
-            framing.check_headers(self.headers)
-            if not self._host_allowed():
-                self.close_connection = True
-                self._reply(error("AccessDenied", "the local service answers only requests "
-                                  "addressed to a loopback host name", 403))
-                return
-            self._reply(self._route())
+            if not _host_allowed(request):
+                return _closing(error("AccessDenied", "the local service answers only requests "
+                                      "addressed to a loopback host name", 403))
+            if request.command not in METHODS:
+                status, headers, body = error("MethodNotAllowed", f"{request.command} is not "
+                                              "supported; use GET, HEAD, PUT, POST or DELETE", 405)
+                return status, {**headers, "Allow": "GET, HEAD, PUT, POST, DELETE"}, body
+            return await self._route(request, receive)
         except framing.BadRequest as err:
-            self.close_connection = True
-            self._reply(self._refusal("BadRequest", str(err), 400))
-        except framing.TooLarge as err:
-            self.close_connection = True  # what is left of the body is never read
-            code = "ValidationError" if self.path.endswith("/invocations") else \
-                "EntityTooLarge" if getattr(self, "is_s3", False) else "RequestEntityTooLarge"
-            self._reply(self._refusal(code, str(err), 413))
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            self.close_connection = True
+            return _closing(_refusal(request, "BadRequest", str(err), 400))
+        except framing.TooLarge as err:  # what is left of the body is never read
+            code = "ValidationError" if request.url_path.endswith("/invocations") else \
+                "EntityTooLarge" if request.is_s3 else "RequestEntityTooLarge"
+            return _closing(_refusal(request, code, str(err), 413))
+        except framing.ClientGone:
+            raise
         except Exception as err:  # noqa: BLE001 - answer, log, keep serving
             traceback.print_exc()
-            self._reply(error("InternalFailure", f"{type(err).__name__}: {err}", 500))
+            return error("InternalFailure", f"{type(err).__name__}: {err}", 500)
 
-    do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _handle
+    async def _route(self, request, receive):
+        svc = self.service
+        for methods, pattern, when, handler, limit in _COMPILED:
+            match = pattern.fullmatch(request.url_path)
+            if match and (methods is None or request.command in methods) and \
+                    (when is None or when(request)):
+                args = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+                request.body = await self._body(request, receive, limit)
+                if asyncio.iscoroutinefunction(handler):
+                    return await handler(svc, request, **args)
+                return await self._in_worker(handler, svc, request, **args)
+        request.is_s3 = True
+        object_put = request.command == "PUT" and "/" in request.url_path.strip("/")
+        request.body = await self._body(request, receive,
+                                        S3_OBJECT_LIMIT if object_put else API_LIMIT, object_put)
+        return await self._in_worker(_s3, svc, request)
 
-    def __getattr__(self, name):
-        """Any other method: 405 (a client's mistake), not http.server's 501."""
-        if name.startswith("do_"):
-            return self._method_not_allowed
-        raise AttributeError(name)
+    async def _body(self, request, receive, limit, s3_object=False):
+        """The body under the route's limit; an S3 object's is spooled (file, MD5)."""
+        aws_chunked = "aws-chunked" in request.headers.get("Content-Encoding", "")
+        if s3_object:
+            body = await framing.spool_body(receive, request.headers, limit,
+                                            self.service.home.root)
+            if aws_chunked:
+                data = await self._in_worker(framing.read_chunked, body[0], limit)
+                body = (io.BytesIO(data), hashlib.md5(data).hexdigest())
+            return body
+        body = await framing.read_body(receive, request.headers, limit)
+        if aws_chunked:
+            body = framing.read_chunked(io.BytesIO(body), limit)
+        return body
 
-    def _method_not_allowed(self):
-        self.close_connection = True  # its body, if any, is not read
-        status, headers, body = error("MethodNotAllowed", f"{self.command} is not supported; "
-                                      "use GET, HEAD, PUT, POST or DELETE", 405)
-        self._reply((status, {**headers, "Allow": "GET, HEAD, PUT, POST, DELETE"}, body))
+    async def _in_worker(self, function, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(
+            self.workers, functools.partial(function, *args, **kwargs))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024  # the listen backlog: bursts of clients wait in the kernel
+def _refusal(request, code, message, status):
+    """An error in the shape of the API the request was for (S3's XML, else JSON)."""
+    if request.is_s3:
+        return S3Protocol.error(code, message, status)
+    return error(code, message, status)
 
-    def handle_error(self, request, client_address):
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)  # a real bug: keep its traceback
+
+def _closing(response):
+    """The response, and the connection closed after it (its request is not read further)."""
+    status, headers, body = response
+    return status, {**headers, "Connection": "close"}, body
+
+
+def _load_protocol():
+    """The HTTP protocol both local servers use; it lives beside the model server, which runs
+    in the job environment."""
+    path = os.path.join(ROOT, "src", "inference", "protocol.py")
+    spec = importlib.util.spec_from_file_location("local_http_protocol", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Protocol
 
 
 class LocalSageMaker:
@@ -220,10 +262,14 @@ class LocalSageMaker:
         tests that need them short."""
         self.home = ServiceHome(home)
         os.makedirs(self.home.root, exist_ok=True)
-        handler = type("BoundHandler", (Handler,), {"service": self})
-        self.httpd = _Server(("127.0.0.1", port), handler)
-        self.port = self.httpd.server_address[1]
+        self.sock = socket.create_server(("127.0.0.1", port), backlog=1024)
+        self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self.http = uvicorn.Server(uvicorn.Config(
+            ServiceApp(self), loop="uvloop", http=_load_protocol(), lifespan="off",
+            access_log=False, log_level="error", backlog=1024, timeout_keep_alive=60,
+            server_header=False, date_header=False))
+        self._thread = None
         job_python = job_python or os.environ.get("MNIST_JOB_PYTHON", DEFAULT_JOB_PYTHON)
         if not os.path.exists(job_python):
             raise FileNotFoundError(f"job environment python {job_python} not found: run "
@@ -261,21 +307,32 @@ class LocalSageMaker:
             json.dump({"url": self.url, "port": self.port, "pid": os.getpid()}, handle)
 
     def serve_forever(self):
+        """Serve until SIGTERM or SIGINT, then close. uvicorn catches the signal, stops
+        serving, then raises it again for the handler it found: a no-op, so that closing runs
+        (hosting's model servers stopped, the service file removed)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: None)
         self.write_service_file()
         try:
-            self.httpd.serve_forever()
+            self.http.run(sockets=[self.sock])
         finally:
             self.close()
 
     def start_background(self):
         """For tests and benchmarks in one process: serve from a thread."""
-        thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        thread.start()
+        self._thread = threading.Thread(target=self.http.run, kwargs={"sockets": [self.sock]},
+                                        daemon=True)
+        self._thread.start()
+        while not self.http.started and self._thread.is_alive():
+            time.sleep(0.01)
         return self
 
     def close(self):
+        self.http.should_exit = True
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(30)
         self.hosting.shutdown()
-        self.httpd.server_close()
+        self.sock.close()
         try:
             with open(self.home.service_file) as handle:
                 if json.load(handle).get("pid") == os.getpid():
@@ -286,12 +343,6 @@ class LocalSageMaker:
 
 def serve(home, port=0, job_python=None):
     service = LocalSageMaker(home, port, job_python)
-
-    def stop(signum, frame):
-        threading.Thread(target=service.httpd.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     print(f"local SageMaker serving on {service.url} (home {service.home.root})", flush=True)
     service.serve_forever()
     sys.exit(0)
