@@ -1,7 +1,7 @@
 """Endpoint latency and throughput: ours (through the local service and directly) beside AWS's
 own MXNet serving stack, serving the same model.
 
-Runs the pipeline (5 epochs) on a fresh local service to get a real endpoint, then drives it with
+Runs the pipeline (5 epochs) on a fresh local service (its own process) to get a real endpoint, then drives it with
 wrk, a bounded loopback load generator (a fixed duration per row), with single-image JSON
 requests (one real test digit, 784 values 0-255) at concurrency 1, 4, 8, 16 and 64: through
 ``POST /endpoints/NAME/invocations`` on the service (what boto3 calls), straight at the
@@ -28,7 +28,8 @@ sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 from common import machine  # noqa: E402
 from pipeline.aws import Clients, install_pipeline  # noqa: E402
 from pipeline.definition import PipelineConfig  # noqa: E402
-from pipeline.local.server import LocalSageMaker  # noqa: E402
+from pipeline.local import launcher  # noqa: E402
+from pipeline.local.home import ServiceHome  # noqa: E402
 
 MNIST = os.path.join(ROOT, "data", "mnist")
 CONCURRENCY = (1, 4, 8, 16, 64)
@@ -96,7 +97,8 @@ def wrk(url, script, concurrency, seconds, roots=()):
     socket_errors = re.search(r"Socket errors: (.*)", out)
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     cpu_ms = (process_tree_cpu(roots) - before) * 1000 / max(requests, 1)
-    return {"cpu_ms": cpu_ms,"p50": to_ms(pct["50"]), "p90": to_ms(pct["90"]), "p99": to_ms(pct["99"]),
+    return {"cpu_ms": cpu_ms, "p50": to_ms(pct["50"]), "p90": to_ms(pct["90"]),
+            "p99": to_ms(pct["99"]),
             "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
             "errors": int(errors.group(1)) if errors else 0,
             "socket_errors": socket_errors.group(1) if socket_errors else ""}
@@ -193,8 +195,9 @@ class AwsServingStack:
         self.log.close()
 
 
-def deploy(service):
-    clients = Clients.create(endpoint_url=service.url, local=True)
+def deploy(url, home):
+    """The pipeline run to its endpoint ``bench``: (the clients, the endpoint's config)."""
+    clients = Clients.create(endpoint_url=url, local=True)
     install_pipeline(clients, PipelineConfig(bucket="sagemaker-local"), local=True)
     sm = clients.sagemaker
     arn = sm.start_pipeline_execution(PipelineName="mnist-mxnet", PipelineParameters=[
@@ -207,7 +210,8 @@ def deploy(service):
             break
         time.sleep(0.5)
     if status != "Succeeded":
-        raise SystemExit(f"the pipeline {status}; see {service.home.logs_dir}")
+        raise SystemExit(f"the pipeline {status}; see {ServiceHome(home).logs_dir}")
+    return sm.describe_endpoint(EndpointName="bench")["EndpointConfigName"]
 
 
 def verdicts(rows):
@@ -244,25 +248,26 @@ def main():
               file=sys.stderr)
         return 2
     home = tempfile.mkdtemp(prefix="bench-serve-")
-    service = LocalSageMaker(home).start_background()
+    # its own process, as users run it (`run_pipeline.py local start`)
+    process, info = launcher.spawn(home)
     rows = []
     try:
-        deploy(service)
+        config = deploy(info["url"], home)
         body = os.path.join(home, "digit.json")
         with open(body, "w") as handle:
             json.dump(first_test_digit(), handle)
         script = os.path.join(home, "post.lua")
         with open(script, "w") as handle:
             handle.write(LUA.format(body=body))
-        model_dir = service.home.model_dir("bench", service.backend.describe_endpoint(
-            endpoint_name="bench")["EndpointConfigName"])
+        model_dir = ServiceHome(home).model_dir("bench", config)
+        with open(os.path.join(model_dir, ".port")) as handle:
+            model_server_url = f"http://127.0.0.1:{handle.read().strip()}/invocations"
+        with open(os.path.join(model_dir, ".pid")) as handle:
+            model_server = int(handle.read())
         aws_stack = AwsServingStack(model_dir, home)
-        model_server = service.hosting.servers["bench"].process.pid
-        targets = [("ours, via service route", f"{service.url}/endpoints/bench/invocations",
-                    [os.getpid()]),  # the service runs in this process; the server is its child
-                   ("ours, model server",
-                    f"http://127.0.0.1:{service.hosting.port_of('bench')}/invocations",
-                    [model_server]),
+        targets = [("ours, via service route", f"{info['url']}/endpoints/bench/invocations",
+                    [process.pid]),  # the model server is the service's child
+                   ("ours, model server", model_server_url, [model_server]),
                    (AWS, aws_stack.url, aws_stack.pids)]
         try:
             for name, url, roots in targets:
@@ -274,7 +279,7 @@ def main():
         finally:
             aws_stack.stop()
     finally:
-        service.close()
+        launcher.stop(home)
         shutil.rmtree(home, ignore_errors=True)
 
     print(f"machine: {machine()}")

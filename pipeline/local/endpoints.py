@@ -271,9 +271,9 @@ class Hosting:
             try:
                 if conn is None:
                     conn = await _Connection.open(server.port)
-                answer, keep = await asyncio.wait_for(conn.exchange(request),
-                                                      self.invocation_timeout)
-            except asyncio.TimeoutError:  # not retried: the model had its time
+                async with asyncio.timeout(self.invocation_timeout):
+                    answer, keep = await conn.exchange(request)
+            except TimeoutError:  # not retried: the model had its time
                 conn.close()
                 raise InvocationTimeout(f"no answer within {self.invocation_timeout:.0f} s")
             except (OSError, httptools.HttpParserError) as err:  # e.g. one the server dropped
@@ -302,7 +302,7 @@ class _Connection:
     async def exchange(self, request):
         """((status, content type, body), whether the connection may be used again)"""
         answer = _Answer()
-        parser = httptools.HttpResponseParser(answer)
+        parser = answer.parser = httptools.HttpResponseParser(answer)
         self.writer.write(request)
         while not answer.complete:
             data = await self.reader.read(65536)
@@ -310,7 +310,7 @@ class _Connection:
                 raise ConnectionResetError("the model server closed the connection")
             parser.feed_data(data)
         return ((parser.get_status_code(), answer.content_type, bytes(answer.body)),
-                parser.should_keep_alive())
+                answer.keep_alive)
 
     def close(self):
         self.writer.close()
@@ -321,6 +321,7 @@ class _Answer:
 
     def __init__(self):
         self.content_type, self.body, self.complete = "application/json", bytearray(), False
+        self.parser, self.keep_alive = None, False
 
     def on_header(self, name, value):
         if name.lower() == b"content-type":
@@ -331,6 +332,7 @@ class _Answer:
 
     def on_message_complete(self):
         self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()  # reset once the message is done
 
 
 def _retire(server: ModelServer):

@@ -9,6 +9,7 @@ everything else is path-style S3.
 """
 import asyncio
 import functools
+import gc
 import hashlib
 import importlib.util
 import io
@@ -306,12 +307,20 @@ class LocalSageMaker:
         with open(self.home.service_file, "w") as handle:
             json.dump({"url": self.url, "port": self.port, "pid": os.getpid()}, handle)
 
+    def _settle(self):
+        """Everything loaded so far lives as long as the service: out of the garbage
+        collector's sight (gc.freeze), a full collection scans only what requests allocate,
+        not 100,000 long-lived objects (a 70 ms pause mid-request otherwise)."""
+        gc.collect()
+        gc.freeze()
+
     def serve_forever(self):
         """Serve until SIGTERM or SIGINT, then close. uvicorn catches the signal, stops
         serving, then raises it again for the handler it found: a no-op, so that closing runs
         (hosting's model servers stopped, the service file removed)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: None)
+        self._settle()
         self.write_service_file()
         try:
             self.http.run(sockets=[self.sock])
@@ -320,6 +329,7 @@ class LocalSageMaker:
 
     def start_background(self):
         """For tests and benchmarks in one process: serve from a thread."""
+        self._settle()
         self._thread = threading.Thread(target=self.http.run, kwargs={"sockets": [self.sock]},
                                         daemon=True)
         self._thread.start()
