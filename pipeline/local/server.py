@@ -269,7 +269,7 @@ class LocalSageMaker:
         self.http = uvicorn.Server(uvicorn.Config(
             ServiceApp(self), loop="uvloop", http=_load_protocol(), lifespan="off",
             access_log=False, log_level="error", backlog=1024, timeout_keep_alive=60,
-            server_header=False, date_header=False))
+            server_header=False, date_header=False, proxy_headers=False))
         self._thread = None
         job_python = job_python or os.environ.get("MNIST_JOB_PYTHON", DEFAULT_JOB_PYTHON)
         if not os.path.exists(job_python):

@@ -179,7 +179,7 @@ def run_worker(model_dir, sock, on_ready):
     config = uvicorn.Config(HostingApp(ModelService(model_dir)), loop="uvloop", http=Protocol,
                             lifespan="off", access_log=False, log_level="warning",
                             backlog=1024, timeout_keep_alive=IDLE_SECONDS,
-                            server_header=False, date_header=False)
+                            server_header=False, date_header=False, proxy_headers=False)
     _Server(config, on_ready).run(sockets=[sock])
 
 
