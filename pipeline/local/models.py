@@ -59,27 +59,45 @@ def _page(items: list, out_key: str, next_token=None, max_results=None) -> dict:
     return response
 
 
+_TIME_FILTERS = {"creation_time_after": ("CreationTime", 1), "created_after": ("CreationTime", 1),
+                 "creation_time_before": ("CreationTime", -1),
+                 "created_before": ("CreationTime", -1),
+                 "last_modified_time_after": ("LastModifiedTime", 1),
+                 "last_modified_time_before": ("LastModifiedTime", -1)}
+_PAGING = {"sort_by", "sort_order", "next_token", "max_results"}
+
+
 def _list(resource, docs: List[dict], name_field: Optional[str] = None, **query) -> dict:
-    """A List* answer: NameContains / CreationTime / StatusEquals filters, the summary shape,
-    SortBy / SortOrder (newest first unless asked otherwise), then one page."""
+    """A List* answer: every filter the operation documents (NameContains, the creation and
+    modification time bounds, StatusEquals), the summary shape, SortBy / SortOrder with the
+    operation's documented defaults, then one page of the documented default size. A filter
+    this service cannot apply is refused rather than ignored."""
     name_field = name_field or resource.name_field
-    if query.get("name_contains"):
-        needle = query["name_contains"].lower()
-        docs = [d for d in docs if needle in d[name_field].lower()]
-    if query.get("creation_time_after"):
-        docs = [d for d in docs if d["CreationTime"] > _epoch(query["creation_time_after"])]
-    if query.get("creation_time_before"):
-        docs = [d for d in docs if d["CreationTime"] < _epoch(query["creation_time_before"])]
-    if resource.status_field and query.get("status_equals"):
-        docs = [d for d in docs if d[resource.status_field] == query["status_equals"]]
+    for key, value in query.items():
+        if value is None or key in _PAGING:
+            continue
+        if key == "name_contains":
+            docs = [d for d in docs if value.lower() in d[name_field].lower()]
+        elif key in _TIME_FILTERS:
+            field, sign = _TIME_FILTERS[key]  # compared in milliseconds, as clients send them
+            bound = round(_epoch(value), 3)
+            docs = [d for d in docs if d.get(field) is not None
+                    and (round(d[field], 3) - bound) * sign > 0]
+        elif key == "status_equals" and resource.status_field:
+            docs = [d for d in docs if d.get(resource.status_field) == value]
+        else:
+            raise validation(f"{botocore.xform_name(key)} is not supported by the local "
+                             "service's " + resource.list_operation[0])
     items = [resource.summary(d) for d in docs]
     sort_fields = {"CreationTime": "CreationTime", "Name": name_field,
                    "Status": resource.status_field, **resource.sort_fields}
     key = sort_fields.get(query.get("sort_by")) or sort_fields["CreationTime"]
+    order = query.get("sort_order") or resource.sort_order
     items.sort(key=lambda i: (i.get(key) is None, i.get(key) or 0),
-               reverse=query.get("sort_order", "Descending") == "Descending")
+               reverse=order == "Descending")
     out_key = resource.list_operation[1]
-    return _page(items, out_key, query.get("next_token"), query.get("max_results"))
+    return _page(items, out_key, query.get("next_token"),
+                 query.get("max_results") or resource.page_size)
 
 
 class SageMakerBackend:
@@ -205,9 +223,10 @@ class SageMakerBackend:
         self.store.delete(Pipeline.kind, doc["PipelineName"])
         return {"PipelineArn": doc["PipelineArn"]}
 
-    def list_pipelines(self, pipeline_name_prefix="", **query):
+    def list_pipelines(self, pipeline_name_prefix="", managed_by=None, **query):
         docs = [p for p in self.store.list(Pipeline.kind)
-                if p["PipelineName"].startswith(pipeline_name_prefix)]
+                if p["PipelineName"].startswith(pipeline_name_prefix)
+                and managed_by in (None, "CUSTOMER")]  # none here is managed by AWS
         return _list(Pipeline, docs, **query)
 
     # ---------------------------------------------------------- executions
@@ -310,8 +329,12 @@ class SageMakerBackend:
     def list_processing_jobs(self, **query):
         return _list(ProcessingJob, self.store.list(ProcessingJob.kind), **query)
 
-    def list_training_jobs(self, **query):
-        return _list(TrainingJob, self.store.list(TrainingJob.kind), **query)
+    def list_training_jobs(self, warm_pool_status_equals=None, training_plan_arn_equals=None,
+                           **query):
+        docs = self.store.list(TrainingJob.kind)
+        if warm_pool_status_equals or training_plan_arn_equals:
+            docs = []  # no job here keeps a warm pool or runs on a training plan
+        return _list(TrainingJob, docs, **query)
 
     # ------------------------------------------------------------ registry
     def create_model_package_group(self, model_package_group_name,
@@ -324,15 +347,19 @@ class SageMakerBackend:
             self._put_new(ModelPackageGroup, name, {
                 "ModelPackageGroupName": name, "ModelPackageGroupArn": arn,
                 "ModelPackageGroupDescription": model_package_group_description,
-                "CreationTime": time.time(), "ModelPackageGroupStatus": "Completed"}, tags)
+                "CreationTime": time.time(), "ModelPackageGroupStatus": "Completed",
+                "CreatedBy": {}}, tags)  # no Studio user profile or domain here
         return {"ModelPackageGroupArn": arn}
 
     def describe_model_package_group(self, model_package_group_name):
         return ModelPackageGroup.describe(
             self._get(ModelPackageGroup, model_package_group_name.split("/")[-1]))
 
-    def list_model_package_groups(self, **query):
-        return _list(ModelPackageGroup, self.store.list(ModelPackageGroup.kind), **query)
+    def list_model_package_groups(self, cross_account_filter_option=None, **query):
+        docs = self.store.list(ModelPackageGroup.kind)
+        if cross_account_filter_option == "CrossAccount":
+            docs = []  # one account here: no group is shared from another
+        return _list(ModelPackageGroup, docs, **query)
 
     def delete_model_package_group(self, model_package_group_name):
         name = model_package_group_name
@@ -388,8 +415,10 @@ class SageMakerBackend:
         return ModelPackage.describe(self._package(model_package_name))
 
     def list_model_packages(self, model_package_group_name=None, model_approval_status=None,
-                            **query):
+                            model_package_type=None, **query):
         docs = self.store.list(ModelPackage.kind)
+        if model_package_type == "Unversioned":  # every package here belongs to a group
+            docs = []
         if model_package_group_name:
             docs = [p for p in docs if p["ModelPackageGroupName"] == model_package_group_name]
         if model_approval_status:
@@ -397,15 +426,36 @@ class SageMakerBackend:
         return _list(ModelPackage, docs, "ModelPackageName", **query)
 
     def update_model_package(self, model_package_arn, model_approval_status=None,
-                             approval_description=None, customer_metadata_properties=None):
+                             customer_metadata_properties=None,
+                             customer_metadata_properties_to_remove=None,
+                             additional_inference_specifications_to_add=None, client_token=None,
+                             **members):
+        """Approval; metadata merged key by key (and keys removed); inference specifications
+        added to the existing ones (15 at most, as AWS documents); every other member
+        (ApprovalDescription, InferenceSpecification, SourceUri, ...) replaced as given."""
         with self.lock:
             doc = self._package(model_package_arn)
             changed = model_approval_status not in (None, doc["ModelApprovalStatus"])
-            for key, value in (("ModelApprovalStatus", model_approval_status),
-                               ("ApprovalDescription", approval_description),
-                               ("CustomerMetadataProperties", customer_metadata_properties)):
-                if value is not None:
-                    doc[key] = value
+            if model_approval_status is not None:
+                doc["ModelApprovalStatus"] = model_approval_status
+            if customer_metadata_properties or customer_metadata_properties_to_remove:
+                properties = {**doc.get("CustomerMetadataProperties", {}),
+                              **(customer_metadata_properties or {})}
+                for key in customer_metadata_properties_to_remove or ():
+                    properties.pop(key, None)
+                doc["CustomerMetadataProperties"] = properties
+            if additional_inference_specifications_to_add:
+                specs = doc.get("AdditionalInferenceSpecifications", []) + list(
+                    additional_inference_specifications_to_add)
+                if len(specs) > 15:
+                    raise validation("Total number of additional Inference Specifications can "
+                                     f"not exceed 15 (this would make {len(specs)}).")
+                names = [spec["Name"] for spec in specs]
+                if len(set(names)) != len(names):
+                    raise validation("Additional Inference Specification names must be unique "
+                                     f"within a model package: {names}")
+                doc["AdditionalInferenceSpecifications"] = specs
+            doc.update(aws_names("UpdateModelPackage", members))
             doc["LastModifiedTime"] = time.time()
             self.store.put(ModelPackage.kind, doc["ModelPackageArn"], doc)
         if changed:

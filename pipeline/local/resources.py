@@ -35,6 +35,8 @@ class Resource:
     sort_fields: Dict[str, str] = {}  # SortBy values whose summary field differs
     describe_operation: str = ""
     list_operation: Tuple[str, str] = ("", "")  # (operation, member holding the summaries)
+    sort_order: str = "Descending"  # its List operation's documented default SortOrder
+    page_size: int = 100  # its List operation's default MaxResults (if undocumented: 100)
     missing: Tuple[str, str] = ("ValidationException", 'Could not find {what} "{name}".')
     what: str = ""
 
@@ -122,6 +124,7 @@ class ProcessingJob(Resource):
                    "Stopping": {"Stopped", "Failed", "Completed"}}
     describe_operation = "DescribeProcessingJob"
     list_operation = ("ListProcessingJobs", "ProcessingJobSummaries")
+    sort_order = "Ascending"
     missing = ("ValidationException", "Could not find requested job with name {name}")
     what = "processing job"
 
@@ -159,6 +162,7 @@ class Endpoint(Resource):
                    "InService": {"Updating", "Failed"}, "Failed": {"Updating"}}
     describe_operation = "DescribeEndpoint"
     list_operation = ("ListEndpoints", "Endpoints")
+    page_size = 10
     what = "endpoint"
 
 
@@ -167,6 +171,7 @@ class ModelPackageGroup(Resource):
     arn_field, arn_type = "ModelPackageGroupArn", "model-package-group"
     describe_operation = "DescribeModelPackageGroup"
     list_operation = ("ListModelPackageGroups", "ModelPackageGroupSummaryList")
+    sort_order = "Ascending"
     what = "model package group"
 
 
@@ -177,5 +182,6 @@ class ModelPackage(Resource):
                                              "ModelPackageArn", "model-package")
     describe_operation = "DescribeModelPackage"
     list_operation = ("ListModelPackages", "ModelPackageSummaryList")
+    sort_order = "Ascending"
     missing = ("ValidationException", "ModelPackage {name} does not exist.")
 

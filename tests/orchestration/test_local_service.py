@@ -963,3 +963,83 @@ def test_endpoint_configs_describe_back_what_they_were_created_with(service):
                              "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
     desc = sm.describe_endpoint_config(EndpointConfigName="described")
     assert desc["KmsKeyId"] == "alias/mine" and desc["DataCaptureConfig"] == capture
+
+
+def test_lists_sort_page_and_filter_as_each_operation_documents(service):
+    sm = service.client("sagemaker")
+    sm.create_model_package_group(ModelPackageGroupName="ordered")
+    container = {"Image": "img", "ModelDataUrl": f"s3://{BUCKET}/m/model.tar.gz"}
+    spec = {"Containers": [container], "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"]}
+    for _ in range(3):
+        sm.create_model_package(ModelPackageGroupName="ordered", InferenceSpecification=spec)
+    versions = [p["ModelPackageVersion"] for p in sm.list_model_packages(
+        ModelPackageGroupName="ordered")["ModelPackageSummaryList"]]
+    assert versions == [1, 2, 3]  # ListModelPackages: "The default is Ascending."
+    assert [p["ModelPackageVersion"] for p in sm.list_model_packages(
+        ModelPackageGroupName="ordered", SortOrder="Descending")[
+        "ModelPackageSummaryList"]] == [3, 2, 1]
+    assert sm.list_model_packages(ModelPackageGroupName="ordered",
+                                  ModelPackageType="Unversioned")["ModelPackageSummaryList"] == []
+
+    sm.create_model(ModelName="paged", ExecutionRoleArn=ROLE, PrimaryContainer=container)
+    sm.create_endpoint_config(EndpointConfigName="paged", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "paged", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    before = sm.list_endpoints()["Endpoints"]
+    for n in range(12 - len(before)):  # their model data does not exist: they end Failed
+        sm.create_endpoint(EndpointName=f"paged-{n}", EndpointConfigName="paged")
+    page = sm.list_endpoints(NameContains="paged")
+    assert len(page["Endpoints"]) == 10 and "NextToken" in page  # "defaults to 10"
+    rest = sm.list_endpoints(NameContains="paged", NextToken=page["NextToken"])["Endpoints"]
+    names = [e["EndpointName"] for e in page["Endpoints"] + rest]
+    assert len(names) == len(set(names)) == 12 - len(before)
+    created = [e["CreationTime"] for e in page["Endpoints"]]
+    assert created == sorted(created, reverse=True)  # ListEndpoints: Descending by default
+    middle = page["Endpoints"][5]["CreationTime"]
+    newer = sm.list_endpoints(NameContains="paged", CreationTimeAfter=middle,
+                              MaxResults=100)["Endpoints"]
+    assert {e["EndpointName"] for e in newer} == {e["EndpointName"]
+                                                   for e in page["Endpoints"][:5]}
+
+    pipelines = sm.list_pipelines(MaxResults=100)["PipelineSummaries"]
+    if pipelines:
+        oldest = min(p["CreationTime"] for p in pipelines)
+        assert sm.list_pipelines(CreatedBefore=oldest)["PipelineSummaries"] == []
+        assert len(sm.list_pipelines(CreatedAfter=oldest, MaxResults=100)[
+            "PipelineSummaries"]) == len(pipelines) - 1
+    assert sm.list_training_jobs(WarmPoolStatusEquals="Available")["TrainingJobSummaries"] == []
+
+
+def test_model_package_updates_merge_metadata_and_add_inference_specifications(service):
+    sm = service.client("sagemaker")
+    sm.create_model_package_group(ModelPackageGroupName="updated")
+    assert sm.describe_model_package_group(ModelPackageGroupName="updated")["CreatedBy"] == {}
+    container = {"Image": "img", "ModelDataUrl": f"s3://{BUCKET}/m/model.tar.gz"}
+    spec = {"Containers": [container], "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"]}
+    arn = sm.create_model_package(ModelPackageGroupName="updated", InferenceSpecification=spec,
+                                  CustomerMetadataProperties={"a": "1", "b": "2"})[
+        "ModelPackageArn"]
+    sm.update_model_package(ModelPackageArn=arn, CustomerMetadataProperties={"c": "3"},
+                            CustomerMetadataPropertiesToRemove=["a"],
+                            AdditionalInferenceSpecificationsToAdd=[
+                                {"Name": "compiled", "Containers": [container]}])
+    desc = sm.describe_model_package(ModelPackageName=arn)
+    assert desc["CustomerMetadataProperties"] == {"b": "2", "c": "3"}
+    assert [s["Name"] for s in desc["AdditionalInferenceSpecifications"]] == ["compiled"]
+    with pytest.raises(ClientError) as err:
+        sm.update_model_package(ModelPackageArn=arn, AdditionalInferenceSpecificationsToAdd=[
+            {"Name": f"more-{n}", "Containers": [container]} for n in range(15)])
+    assert "can not exceed 15 (this would make 16)" in err.value.response["Error"]["Message"]
+
+
+def test_a_list_filter_the_service_cannot_apply_is_refused_not_ignored(service):
+    sm = service.client("sagemaker")
+    sm.create_pipeline(PipelineName="aliased", RoleArn=ROLE, PipelineDefinition=json.dumps(
+        {"Version": "2020-12-01", "Steps": [{"Name": "Gate", "Type": "Condition",
+                                              "Arguments": {"Conditions": []}}]}))
+    with pytest.raises(ClientError) as err:
+        sm.list_pipeline_executions(PipelineName="aliased", PipelineVersionAlias="x")
+    assert "pipeline_version_alias is not supported by the local service's " \
+        "ListPipelineExecutions" in err.value.response["Error"]["Message"]
