@@ -100,6 +100,12 @@ def _list(resource, docs: List[dict], name_field: Optional[str] = None, **query)
                  query.get("max_results") or resource.page_size)
 
 
+def _variant_summary(name, weight, count) -> dict:
+    """A variant as DescribeEndpoint shows it once the endpoint has settled."""
+    return {"VariantName": name, "CurrentWeight": float(weight), "DesiredWeight": float(weight),
+            "CurrentInstanceCount": int(count), "DesiredInstanceCount": int(count)}
+
+
 class SageMakerBackend:
     def __init__(self, store: Store, region: str = "us-east-1"):
         self.store, self.region = store, region
@@ -564,6 +570,31 @@ class SageMakerBackend:
         self.hosting.deploy(endpoint_name, endpoint_config_name)
         return {"EndpointArn": doc["EndpointArn"]}
 
+    def update_endpoint_weights_and_capacities(self, endpoint_name,
+                                               desired_weights_and_capacities):
+        """New weights and instance counts for an InService endpoint's variants, recorded as
+        its variants' current ones (one local model server serves the endpoint whatever the
+        counts; with several variants the first one answers)."""
+        with self.lock:
+            doc = self._get(Endpoint, endpoint_name)
+            if doc["EndpointStatus"] != "InService":
+                raise validation(f"Cannot update in-progress endpoint \"{doc['EndpointArn']}\".")
+            variants = {v["VariantName"]: v for v in doc.get("ProductionVariants", [])}
+            unknown = [d["VariantName"] for d in desired_weights_and_capacities
+                       if d["VariantName"] not in variants]
+            if unknown:
+                raise validation(f"The variant name(s) {unknown} are not present in endpoint "
+                                 f"{endpoint_name}; it has {sorted(variants)}.")
+            for desired in desired_weights_and_capacities:
+                old = variants[desired["VariantName"]]
+                variants[desired["VariantName"]] = _variant_summary(
+                    old["VariantName"], desired.get("DesiredWeight", old["CurrentWeight"]),
+                    desired.get("DesiredInstanceCount", old["CurrentInstanceCount"]))
+            self.store.put(Endpoint.kind, endpoint_name, {
+                **doc, "ProductionVariants": list(variants.values()),
+                "LastModifiedTime": time.time()})
+        return {"EndpointArn": doc["EndpointArn"]}
+
     def describe_endpoint(self, endpoint_name):
         return Endpoint.describe(self._get(Endpoint, endpoint_name))
 
@@ -681,8 +712,9 @@ class SageMakerBackend:
         config = self._get(EndpointConfig, config_name)
         self._transition(Endpoint, endpoint_name, "InService", EndpointConfigName=config_name,
                          FailureReason=None, LastModifiedTime=time.time(), ProductionVariants=[
-                             {"VariantName": v["VariantName"], "CurrentInstanceCount": 1,
-                              "DesiredInstanceCount": 1, "CurrentWeight": 1.0}
+                             _variant_summary(v["VariantName"],
+                                              v.get("InitialVariantWeight", 1.0),
+                                              v.get("InitialInstanceCount", 1))
                              for v in config["ProductionVariants"]])
 
     def endpoint_update_failed(self, endpoint_name: str, serving_config: str, reason: str):

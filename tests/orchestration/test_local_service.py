@@ -734,6 +734,25 @@ def test_a_failed_update_keeps_the_old_model_serving(hosted):
     assert not os.path.exists(os.path.join(service.home.endpoints_dir, "sleepy", "broken"))
 
 
+def test_endpoint_weights_and_capacities_are_updated_as_described(hosted):
+    service, sm, runtime = hosted
+    (variant,) = sm.describe_endpoint(EndpointName="sleepy")["ProductionVariants"]
+    assert variant["CurrentWeight"] == 1.0 and variant["CurrentInstanceCount"] == 1
+    sm.update_endpoint_weights_and_capacities(EndpointName="sleepy", DesiredWeightsAndCapacities=[
+        {"VariantName": "AllTraffic", "DesiredWeight": 0.5, "DesiredInstanceCount": 3}])
+    desc = sm.describe_endpoint(EndpointName="sleepy")
+    (variant,) = desc["ProductionVariants"]
+    assert desc["EndpointStatus"] == "InService"
+    assert (variant["CurrentWeight"], variant["DesiredWeight"]) == (0.5, 0.5)
+    assert (variant["CurrentInstanceCount"], variant["DesiredInstanceCount"]) == (3, 3)
+    with pytest.raises(ClientError) as err:
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName="sleepy", DesiredWeightsAndCapacities=[{"VariantName": "Canary",
+                                                                 "DesiredWeight": 1.0}])
+    assert "['Canary'] are not present in endpoint sleepy" in str(err.value)
+    assert _answers(runtime)  # still serving
+
+
 def test_bad_definitions_and_tokens_are_refused_up_front_with_a_400(service):
     sm = service.client("sagemaker")
 
