@@ -370,7 +370,7 @@ class SageMakerBackend:
     def delete_model_package_group(self, model_package_group_name):
         name = model_package_group_name
         self._get(ModelPackageGroup, name)
-        if any(p["ModelPackageGroupName"] == name
+        if any(p.get("ModelPackageGroupName") == name
                for p in self.store.list(ModelPackage.kind)):
             raise ServiceError("ConflictException",
                                f"Model package group {name} still has model packages")
@@ -379,32 +379,42 @@ class SageMakerBackend:
 
     def create_model_package(self, model_package_group_name=None, tags=None,
                              client_token=None, **members):
-        """Every other CreateModelPackage member is kept as given (in AWS's spelling)."""
-        group = model_package_group_name
-        if not group:
-            raise validation("Only versioned model packages (ModelPackageGroupName) are "
-                             "supported by the local service")
-        if members.get("model_package_name"):
+        """A version in a group (ModelPackageGroupName), or an unversioned package
+        (ModelPackageName, no approval status: it does not apply to them). Every other member
+        is kept as given (in AWS's spelling)."""
+        group, name = model_package_group_name, members.pop("model_package_name", None)
+        if group and name:
             raise validation("ModelPackageName is for unversioned model packages; a versioned "
                              "one (ModelPackageGroupName) cannot have it")
+        if not group and not name:
+            raise validation("ModelPackageName is required for an unversioned model package, "
+                             "ModelPackageGroupName for a versioned one")
         with self.lock:
-            if self.store.get(ModelPackageGroup.kind, group) is None:
-                raise validation(f"Model Package Group {group} does not exist.")
-            version = 1 + sum(1 for p in self.store.list(ModelPackage.kind)
-                              if p["ModelPackageGroupName"] == group)
-            arn = ModelPackage.arn(self.region, f"{group}/{version}")
             now = time.time()
             doc = aws_names("CreateModelPackage", members)
-            doc.update({"ModelPackageGroupName": group, "ModelPackageVersion": version,
-                        "ModelPackageArn": arn, "ModelPackageName": group,
-                        "ModelPackageStatus": "Completed", "CreationTime": now,
-                        "LastModifiedTime": now,
-                        "ModelApprovalStatus": members.get("model_approval_status",
-                                                           "PendingManualApproval"),
+            if group:
+                if self.store.get(ModelPackageGroup.kind, group) is None:
+                    raise validation(f"Model Package Group {group} does not exist.")
+                version = 1 + sum(1 for p in self.store.list(ModelPackage.kind)
+                                  if p.get("ModelPackageGroupName") == group)
+                arn = ModelPackage.arn(self.region, f"{group}/{version}")
+                doc.update({"ModelPackageGroupName": group, "ModelPackageVersion": version,
+                            "ModelPackageName": group,
+                            "ModelApprovalStatus": members.get("model_approval_status",
+                                                               "PendingManualApproval")})
+            else:
+                arn = ModelPackage.arn(self.region, name)
+                if self.store.get(ModelPackage.kind, arn) is not None:
+                    raise validation(f"Model Package {arn} already exists.")
+                doc.pop("ModelApprovalStatus", None)
+                doc["ModelPackageName"] = name
+            doc.update({"ModelPackageArn": arn, "ModelPackageStatus": "Completed",
+                        "CreationTime": now, "LastModifiedTime": now,
                         "ModelPackageStatusDetails": {"ValidationStatuses": [],
                                                       "ImageScanStatuses": []}})
             self._put_new(ModelPackage, arn, doc, tags)
-        self._package_changed(doc)
+        if group:
+            self._package_changed(doc)
         return {"ModelPackageArn": arn}
 
     def _package_changed(self, doc):
@@ -415,6 +425,11 @@ class SageMakerBackend:
                              [doc["ModelPackageArn"]], ModelPackage.describe(doc))
 
     def _package(self, ref) -> dict:
+        """By ARN, or an unversioned package by its name."""
+        if not ref.startswith("arn:"):
+            doc = self.store.get(ModelPackage.kind, ModelPackage.arn(self.region, ref))
+            if doc is not None and "ModelPackageGroupName" not in doc:
+                return doc
         return self._get(ModelPackage, ref)
 
     def describe_model_package(self, model_package_name):
@@ -422,13 +437,14 @@ class SageMakerBackend:
 
     def list_model_packages(self, model_package_group_name=None, model_approval_status=None,
                             model_package_type=None, **query):
-        docs = self.store.list(ModelPackage.kind)
-        if model_package_type == "Unversioned":  # every package here belongs to a group
-            docs = []
+        # AWS's default type is Unversioned, but a group's packages are its versions
+        kind = model_package_type or ("Versioned" if model_package_group_name else "Unversioned")
+        docs = [p for p in self.store.list(ModelPackage.kind)
+                if kind == "Both" or ("ModelPackageGroupName" in p) == (kind == "Versioned")]
         if model_package_group_name:
-            docs = [p for p in docs if p["ModelPackageGroupName"] == model_package_group_name]
+            docs = [p for p in docs if p.get("ModelPackageGroupName") == model_package_group_name]
         if model_approval_status:
-            docs = [p for p in docs if p["ModelApprovalStatus"] == model_approval_status]
+            docs = [p for p in docs if p.get("ModelApprovalStatus") == model_approval_status]
         return _list(ModelPackage, docs, "ModelPackageName", **query)
 
     def update_model_package(self, model_package_arn, model_approval_status=None,
@@ -441,7 +457,10 @@ class SageMakerBackend:
         (ApprovalDescription, InferenceSpecification, SourceUri, ...) replaced as given."""
         with self.lock:
             doc = self._package(model_package_arn)
-            changed = model_approval_status not in (None, doc["ModelApprovalStatus"])
+            if model_approval_status and "ModelPackageGroupName" not in doc:
+                raise validation("ModelApprovalStatus does not apply to unversioned model "
+                                 "packages")
+            changed = model_approval_status not in (None, doc.get("ModelApprovalStatus"))
             if model_approval_status is not None:
                 doc["ModelApprovalStatus"] = model_approval_status
             if customer_metadata_properties or customer_metadata_properties_to_remove:

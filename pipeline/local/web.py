@@ -54,9 +54,9 @@ class RunBrowser:
             raise ServiceError("ValidationException", f"no execution {ref}", 404)
         return arn
 
-    def _package_arn(self, group, version):
+    def _package_arn(self, group_or_name, version=None):
         return (f"arn:aws:sagemaker:{self.backend.region}:{ACCOUNT}:model-package/"
-                f"{group}/{version}")
+                + (f"{group_or_name}/{version}" if version else group_or_name))
 
     def get(self, path, query) -> tuple:
         parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/") if p]
@@ -77,8 +77,8 @@ class RunBrowser:
             return pages.job_page(s, parts[1])
         if parts == ["packages"]:
             return pages.packages_page(s)
-        if parts[0] == "packages" and len(parts) == 3:  # /packages/GROUP/VERSION
-            arn = self._package_arn(parts[1], parts[2])
+        if parts[0] == "packages" and len(parts) in (2, 3):  # /packages/GROUP/VERSION or NAME
+            arn = self._package_arn(*parts[1:])
             return pages.package_page(s, arn, query.get("message", [""])[0])
         if parts == ["endpoints"]:
             return pages.endpoints_page(s, self._pipelines())

@@ -247,10 +247,9 @@ def packages_page(sources: Sources) -> bytes:
     sm, links = sources.sagemaker, Links()
     rows = []
     for p in all_items(sm.list_model_packages, "ModelPackageSummaryList",
-                       SortBy="CreationTime", SortOrder="Descending"):
-        rows.append([links.package(p["ModelPackageArn"], f"{p['ModelPackageGroupName']} "
-                                   f"v{p.get('ModelPackageVersion', '')}"),
-                     status(p["ModelApprovalStatus"]), when(p["CreationTime"])])
+                       ModelPackageType="Both", SortBy="CreationTime", SortOrder="Descending"):
+        rows.append([links.package(p["ModelPackageArn"], package_title(p)),
+                     status(p.get("ModelApprovalStatus", "")), when(p["CreationTime"])])
     return page("Model registry", table(["package", "approval", "created"], rows, "packages"))
 
 
@@ -260,15 +259,16 @@ def package_page(sources: Sources, arn: str, message: str = "") -> bytes:
     lineage = p.get("CustomerMetadataProperties", {})
     parts = [f'<p class="notice">{escape(message)}</p>' if message else "",
              table(["package", "approval", "created", "description"], [[
-                 escape(p["ModelPackageArn"]), status(p["ModelApprovalStatus"]),
+                 escape(p["ModelPackageArn"]), status(p.get("ModelApprovalStatus", "")),
                  when(p["CreationTime"]), escape(p.get("ModelPackageDescription", ""))]])]
-    parts.append(
-        '<form method="post" action="/packages/approval">'
-        f'<input type="hidden" name="arn" value="{escape(p["ModelPackageArn"])}">'
-        '<button name="status" value="Approved" id="approve">Approve</button>'
-        '<button name="status" value="Rejected" id="reject">Reject</button></form>'
-        "<p>Approving fires the model package state-change event: the approve -> deploy rule "
-        "starts the deploy pipeline, as on AWS.</p>")
+    if "ModelPackageGroupName" in p:  # approval applies to versions only
+        parts.append(
+            '<form method="post" action="/packages/approval">'
+            f'<input type="hidden" name="arn" value="{escape(p["ModelPackageArn"])}">'
+            '<button name="status" value="Approved" id="approve">Approve</button>'
+            '<button name="status" value="Rejected" id="reject">Reject</button></form>'
+            "<p>Approving fires the model package state-change event: the approve -> deploy "
+            "rule starts the deploy pipeline, as on AWS.</p>")
     rows = []
     for key, value in sorted(lineage.items()):
         shown = links.execution(value) if key == "PipelineExecutionArn" else (
@@ -278,8 +278,14 @@ def package_page(sources: Sources, arn: str, message: str = "") -> bytes:
     evaluation = package_evaluation(sources, p) or {}
     metrics = next(iter(evaluation.values()), None) if evaluation else None
     parts.append("<h2>Model quality</h2>" + metrics_section(metrics))
-    return page(f"Model package {p.get('ModelPackageGroupName', '')} "
-                f"v{p.get('ModelPackageVersion', '')}", "".join(parts))
+    return page(f"Model package {package_title(p)}", "".join(parts))
+
+
+def package_title(p) -> str:
+    """A version as "GROUP vN"; an unversioned package by its name."""
+    if "ModelPackageGroupName" in p:
+        return f"{p['ModelPackageGroupName']} v{p.get('ModelPackageVersion', '')}"
+    return p["ModelPackageName"]
 
 
 # ---------------------------------------------------------------------- endpoints

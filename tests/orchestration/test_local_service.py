@@ -1062,3 +1062,39 @@ def test_a_list_filter_the_service_cannot_apply_is_refused_not_ignored(service):
         sm.list_pipeline_executions(PipelineName="aliased", PipelineVersionAlias="x")
     assert "pipeline_version_alias is not supported by the local service's " \
         "ListPipelineExecutions" in err.value.response["Error"]["Message"]
+
+
+def test_unversioned_model_packages(service):
+    """CreateModelPackage with a ModelPackageName and no group: described by name, listed by
+    default (AWS's default ModelPackageType is Unversioned) and not among a group's versions;
+    approval does not apply; the run browser shows it."""
+    sm = service.client("sagemaker")
+    spec = {"Containers": [{"Image": "img", "ModelDataUrl": f"s3://{BUCKET}/m/model.tar.gz"}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"]}
+    arn = sm.create_model_package(ModelPackageName="standalone", InferenceSpecification=spec,
+                                  ModelPackageDescription="not in a group")["ModelPackageArn"]
+    assert arn.endswith(":model-package/standalone")
+    desc = sm.describe_model_package(ModelPackageName="standalone")
+    assert desc["ModelPackageArn"] == arn and "ModelApprovalStatus" not in desc
+    assert "ModelPackageGroupName" not in desc and "ModelPackageVersion" not in desc
+    listed = [p["ModelPackageArn"] for p in sm.list_model_packages()["ModelPackageSummaryList"]]
+    assert arn in listed
+    assert all(":model-package/standalone" in a or a.count("/") == 1 for a in listed)
+    assert arn not in [p["ModelPackageArn"] for p in sm.list_model_packages(
+        ModelPackageType="Versioned")["ModelPackageSummaryList"]]
+    with pytest.raises(ClientError) as err:
+        sm.create_model_package(ModelPackageName="standalone", InferenceSpecification=spec)
+    assert "already exists" in err.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as err:
+        sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+    assert "does not apply to unversioned" in err.value.response["Error"]["Message"]
+    with urllib.request.urlopen(service.url + "/packages/standalone") as page:
+        html = page.read().decode()
+    assert "Model package standalone" in html and "not in a group" in html
+    assert 'id="approve"' not in html
+    with urllib.request.urlopen(service.url + "/packages") as page:
+        assert "/packages/standalone" in page.read().decode()
+    sm.delete_model_package(ModelPackageName="standalone")
+    with pytest.raises(ClientError):
+        sm.describe_model_package(ModelPackageName="standalone")
