@@ -1,8 +1,9 @@
 """Endpoint latency and throughput: ours (through the local service and directly) beside AWS's
 own MXNet serving stack, serving the same model.
 
-Runs the pipeline (5 epochs) on a fresh local service (its own process) to get a real endpoint, then drives it with
-wrk, a bounded loopback load generator (a fixed duration per row), with single-image JSON
+Runs the pipeline (5 epochs) on a fresh local service (its own process) to get a real
+endpoint, then drives it with wrk, a bounded loopback load generator (a fixed duration per row,
+after a warm-up of each target), with single-image JSON
 requests (one real test digit, 784 values 0-255) at concurrency 1, 4, 8, 16 and 64: through
 ``POST /endpoints/NAME/invocations`` on the service (what boto3 calls), straight at the
 endpoint's model server, and at multi-model-server 1.1.11 with sagemaker-mxnet-inference 1.5.5

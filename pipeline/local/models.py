@@ -16,8 +16,9 @@ from typing import Dict, List, Optional
 import botocore
 
 from pipeline.config import render_value
-from pipeline.local import constraints
+from pipeline.local import constraints, search
 from pipeline.local.errors import ServiceError, validation
+from pipeline.local.paging import page
 from pipeline.local.resources import (Endpoint, EndpointConfig, Model, ModelPackage,
                                       ModelPackageGroup, Pipeline, PipelineExecution,
                                       PipelineExecutionStep, ProcessingJob, SERVICE_MODEL,
@@ -46,17 +47,6 @@ def _epoch(value) -> float:
     if isinstance(value, (int, float)):
         return float(value)
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-
-
-def _page(items: list, out_key: str, next_token=None, max_results=None) -> dict:
-    """One page; NextToken is the index of the next item, as a string."""
-    if next_token and not (str(next_token).isdigit() and int(next_token) <= len(items)):
-        raise validation("Invalid pagination token")  # one this service never gave
-    start, limit = int(next_token or 0), int(max_results or 100)
-    response = {out_key: items[start:start + limit]}
-    if start + limit < len(items):
-        response["NextToken"] = str(start + limit)
-    return response
 
 
 _TIME_FILTERS = {"creation_time_after": ("CreationTime", 1), "created_after": ("CreationTime", 1),
@@ -96,7 +86,7 @@ def _list(resource, docs: List[dict], name_field: Optional[str] = None, **query)
     items.sort(key=lambda i: (i.get(key) is None, i.get(key) or 0),
                reverse=order == "Descending")
     out_key = resource.list_operation[1]
-    return _page(items, out_key, query.get("next_token"),
+    return page(items, out_key, query.get("next_token"),
                  query.get("max_results") or resource.page_size)
 
 
@@ -158,7 +148,7 @@ class SageMakerBackend:
         return {"Tags": tags}
 
     def list_tags(self, resource_arn, next_token=None, max_results=None):
-        return _page(self._tags(resource_arn), "Tags", next_token, max_results)
+        return page(self._tags(resource_arn), "Tags", next_token, max_results)
 
     def delete_tags(self, resource_arn, tag_keys):
         keep = [t for t in self._tags(resource_arn) if t["Key"] not in set(tag_keys)]
@@ -301,13 +291,13 @@ class SageMakerBackend:
         steps = [PipelineExecutionStep.summary(s) for s in self.step_records(
             pipeline_execution_arn)]
         steps.sort(key=lambda s: s["StartTime"], reverse=sort_order != "Ascending")
-        return _page(steps, "PipelineExecutionSteps", next_token, max_results)
+        return page(steps, "PipelineExecutionSteps", next_token, max_results)
 
     def list_pipeline_parameters_for_execution(self, pipeline_execution_arn, next_token=None,
                                                max_results=None):
         doc = self._execution(pipeline_execution_arn)
         params = [{"Name": k, "Value": render_value(v)} for k, v in doc["Parameters"].items()]
-        return _page(params, "PipelineParameters", next_token, max_results)
+        return page(params, "PipelineParameters", next_token, max_results)
 
     def stop_pipeline_execution(self, pipeline_execution_arn, client_request_token=None):
         arn = pipeline_execution_arn
@@ -491,6 +481,9 @@ class SageMakerBackend:
         doc = self._package(model_package_name)
         self.store.delete(ModelPackage.kind, doc["ModelPackageArn"])
         return {}
+
+    def search(self, resource, **query):
+        return search.search(self, resource, **query)
 
     # ------------------------------------------------------------- hosting
     def create_model(self, model_name, primary_container=None, containers=None,

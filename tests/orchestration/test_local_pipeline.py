@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from botocore.exceptions import ClientError
 
 from conftest import ROOT
 from localservice import ServiceProcess, steps_of, wait_for
@@ -522,3 +523,44 @@ def test_job_logs_through_the_cloudwatch_logs_api(service, default_run, monkeypa
     session.logs_for_job(job, wait=False)
     printed = capsys.readouterr().out
     assert printed.count("epoch=") == 20 and "model saved to" in printed
+
+
+def test_search_finds_training_jobs_and_packages_by_their_properties(clients, default_run):
+    """SageMaker's Search over what a run left: its training job by a nested filter on its
+    final metrics, its model package by lineage metadata, with And / Or sub-expressions."""
+    sm, _, _ = clients
+    arn, _ = default_run
+    steps = steps_of(sm, arn)
+    job = steps["TrainModel"]["Metadata"]["TrainingJob"]["Arn"].split("/")[-1]
+    found = sm.search(Resource="TrainingJob", SearchExpression={
+        "Filters": [{"Name": "TrainingJobName", "Operator": "Equals", "Value": job}],
+        "NestedFilters": [{"NestedPropertyName": "FinalMetricDataList", "Filters": [
+            {"Name": "FinalMetricDataList.MetricName", "Operator": "Equals",
+             "Value": "validation_accuracy"},
+            {"Name": "FinalMetricDataList.Value", "Operator": "GreaterThan", "Value": "0.97"}]}]})
+    (record,) = found["Results"]
+    assert record["TrainingJob"]["TrainingJobStatus"] == "Completed"
+    assert record["TrainingJob"]["HyperParameters"]
+    assert sm.search(Resource="TrainingJob", SearchExpression={
+        "Filters": [{"Name": "TrainingJobName", "Operator": "Equals", "Value": job}],
+        "NestedFilters": [{"NestedPropertyName": "FinalMetricDataList", "Filters": [
+            {"Name": "FinalMetricDataList.Value", "Operator": "GreaterThan",
+             "Value": "1.5"}]}]})["Results"] == []
+
+    package = _package_of(sm, arn)
+    by_lineage = sm.search(Resource="ModelPackage", SearchExpression={"Filters": [
+        {"Name": "CustomerMetadataProperties.PipelineExecutionArn", "Operator": "Equals",
+         "Value": arn}]})["Results"]
+    assert [r["ModelPackage"]["ModelPackageArn"] for r in by_lineage] == [package]
+    either = sm.search(Resource="ModelPackage", SearchExpression={"Operator": "Or",
+        "SubExpressions": [
+            {"Filters": [{"Name": "ModelPackageArn", "Operator": "Equals", "Value": package}]},
+            {"Filters": [{"Name": "ModelApprovalStatus", "Operator": "Equals",
+                          "Value": "Rejected"}]}]}, SortBy="CreationTime",
+        SortOrder="Ascending", MaxResults=100)["Results"]
+    assert package in [r["ModelPackage"]["ModelPackageArn"] for r in either]
+    assert all(r["ModelPackage"]["ModelPackageArn"] == package
+               or r["ModelPackage"]["ModelApprovalStatus"] == "Rejected" for r in either)
+    with pytest.raises(ClientError) as err:
+        sm.search(Resource="FeatureGroup")
+    assert "not supported by the local service" in err.value.response["Error"]["Message"]
