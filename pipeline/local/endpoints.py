@@ -257,9 +257,11 @@ class Hosting:
         server = self.servers.get(endpoint)
         return server.port if server else None
 
-    async def invoke(self, endpoint, body, content_type, accept):
+    async def invoke(self, endpoint, body, content_type, accept, timeout=None):
         """(status, content type, body) from the endpoint's model server; on the service's
-        event loop, over keep-alive connections kept per server."""
+        event loop, over keep-alive connections kept per server. ``timeout``: SageMaker's 60 s
+        unless given (asynchronous invocations get longer)."""
+        timeout = self.invocation_timeout if timeout is None else timeout
         server = self.servers.get(endpoint)
         if server is None:
             raise HostingError(f"endpoint {endpoint} has no running model server")
@@ -271,11 +273,11 @@ class Hosting:
             try:
                 if conn is None:
                     conn = await _Connection.open(server.port)
-                async with asyncio.timeout(self.invocation_timeout):
+                async with asyncio.timeout(timeout):
                     answer, keep = await conn.exchange(request)
             except TimeoutError:  # not retried: the model had its time
                 conn.close()
-                raise InvocationTimeout(f"no answer within {self.invocation_timeout:.0f} s")
+                raise InvocationTimeout(f"no answer within {timeout:.0f} s")
             except (OSError, httptools.HttpParserError) as err:  # e.g. one the server dropped
                 if conn is not None:
                     conn.close()

@@ -1,6 +1,7 @@
 """The wire: SageMaker's AWS JSON 1.1 API (requests checked with botocore's own service model,
 then handed to the backend as keyword arguments), sagemaker-runtime's InvokeEndpoint, and the
 path-style S3 calls boto3 makes here. Errors leave in AWS's shapes."""
+import asyncio
 import functools
 import hashlib
 import inspect
@@ -8,6 +9,7 @@ import io
 import json
 import re
 import sqlite3
+import uuid
 import xml.sax.saxutils as saxutils
 from datetime import datetime, timezone
 from email.utils import formatdate
@@ -94,11 +96,16 @@ class JsonProtocol:
         return kwargs if takes_any else {k: v for k, v in kwargs.items() if k in named}
 
 
-class RuntimeProtocol:
-    """POST /endpoints/{name}/invocations, as sagemaker-runtime's InvokeEndpoint."""
+ASYNC_TIMEOUT = 900  # InvokeEndpointAsync's default InvocationTimeoutSeconds (15 minutes)
 
-    def __init__(self, backend, hosting):
-        self.backend, self.hosting = backend, hosting
+
+class RuntimeProtocol:
+    """sagemaker-runtime: InvokeEndpoint (``POST /endpoints/{name}/invocations``) and
+    InvokeEndpointAsync (``.../async-invocations``)."""
+
+    def __init__(self, backend, hosting, s3):
+        self.backend, self.hosting, self.s3 = backend, hosting, s3
+        self._background = set()  # async invocations in progress (a reference keeps each)
 
     async def invoke(self, endpoint, body, content_type, accept) -> Response:
         """On the service's event loop: only the model server is waited for."""
@@ -133,6 +140,71 @@ class RuntimeProtocol:
         return status, {"Content-Type": out_type,
                         "x-Amzn-Invoked-Production-Variant": "AllTraffic"}, out
 
+
+    async def invoke_async(self, endpoint, headers) -> Response:
+        """202 at once with where the answer will be, as SageMaker does: the input is read from
+        S3 and the model invoked in the background; the answer goes to the endpoint config's
+        S3OutputPath as ``<InferenceId>.out``, a failure to S3FailurePath as
+        ``<InferenceId>-error.out`` (to the output path when the config has none)."""
+        try:
+            described = self.backend.describe_endpoint(endpoint)
+            status = described["EndpointStatus"]
+            config = self.backend.describe_endpoint_config(described["EndpointConfigName"])
+        except ServiceError:
+            return error("ValidationError", f"Endpoint {endpoint} of account {ACCOUNT} not found.")
+        if status != "InService":
+            return error("ValidationError", f"Endpoint {endpoint} is {status}; it can be invoked "
+                         "only when InService.")
+        output = config.get("AsyncInferenceConfig", {}).get("OutputConfig")
+        if not output:
+            return error("ValidationError", f"Endpoint {endpoint} is not configured for "
+                         "asynchronous inference: its endpoint config has no "
+                         "AsyncInferenceConfig.")
+        source = headers.get("X-Amzn-SageMaker-InputLocation")
+        if not source or not source.startswith("s3://"):
+            return error("ValidationError", "InputLocation must be the s3:// URI of the input")
+        inference_id = headers.get("X-Amzn-SageMaker-Inference-Id") or str(uuid.uuid4())
+        extension = headers.get("X-Amzn-SageMaker-S3OutputPathExtension", "").strip("/")
+        answer_uri = "/".join(filter(None, [output["S3OutputPath"].rstrip("/"), extension,
+                                            f"{inference_id}.out"]))
+        failure_uri = (f"{output['S3FailurePath'].rstrip('/')}/{inference_id}-error.out"
+                       if output.get("S3FailurePath") else answer_uri)
+        timeout = float(headers.get("X-Amzn-SageMaker-InvocationTimeoutSeconds", ASYNC_TIMEOUT))
+        task = asyncio.get_running_loop().create_task(self._answer_later(
+            endpoint, source, answer_uri, failure_uri, timeout,
+            headers.get("X-Amzn-SageMaker-Content-Type", "application/json"),
+            headers.get("X-Amzn-SageMaker-Accept", "application/json")))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        located = {"X-Amzn-SageMaker-OutputLocation": answer_uri}
+        if output.get("S3FailurePath"):
+            located["X-Amzn-SageMaker-FailureLocation"] = failure_uri
+        return 202, {"Content-Type": "application/json", **located}, json.dumps(
+            {"InferenceId": inference_id}).encode()
+
+    async def _answer_later(self, endpoint, source, answer_uri, failure_uri, timeout,
+                            content_type, accept):
+        loop = asyncio.get_running_loop()
+        try:
+            body = await loop.run_in_executor(None, self._read, source)
+            status, _, out = await self.hosting.invoke(endpoint, body, content_type, accept,
+                                                       timeout)
+            target = answer_uri if status < 400 else failure_uri
+        except (HostingError, OSError, ValueError) as err:
+            target, out = failure_uri, f"{type(err).__name__}: {err}".encode()
+        await loop.run_in_executor(None, self._write, target, out)
+
+    def _read(self, uri) -> bytes:
+        data = self.s3.get(*self.s3.split(uri))
+        if data is None:
+            raise FileNotFoundError(f"the input {uri} does not exist")
+        return data
+
+    def _write(self, uri, data):
+        bucket, key = self.s3.split(uri)
+        if not self.s3.bucket_exists(bucket):
+            self.s3.create_bucket(bucket)
+        self.s3.put(bucket, key, data)
 
     def _model_error(self, endpoint, status, original, kind) -> Response:
         """SageMaker's ModelError (HTTP 424): what the model's container answered."""

@@ -2,8 +2,9 @@
 
 Routes, first match wins: ``POST /`` with ``X-Amz-Target: SageMaker.*`` (the SageMaker API),
 ``AWSEvents.*`` (the EventBridge subset) or ``Logs_20140328.*`` (the CloudWatch Logs subset);
-``POST /endpoints/{name}/invocations`` (sagemaker-runtime); ``GET /ping`` (health); unsigned
-``GET /draw/{endpoint}`` (the drawing pad) and the run browser's pages and forms (``/``,
+``POST /endpoints/{name}/invocations`` and ``.../async-invocations`` (sagemaker-runtime);
+``GET /ping`` (health); unsigned ``GET /draw/{endpoint}`` (the drawing pad) and the run
+browser's pages and forms (``/``,
 ``/executions``, ``/jobs``, ``/packages``, ``/endpoints``, ``/compare``), for browsers;
 everything else is path-style S3.
 """
@@ -61,6 +62,10 @@ async def _invoke(svc, request, endpoint):
                                     request.headers.get("Accept", "application/json"))
 
 
+async def _invoke_async(svc, request, endpoint):
+    return await svc.runtime.invoke_async(endpoint, request.headers)
+
+
 def _ping(svc, request):
     return 200, {"Content-Type": "application/json"}, b'{"status": "ok"}'
 
@@ -84,6 +89,7 @@ def _s3(svc, request):
 
 
 API_LIMIT = 10 * 1024 * 1024  # a JSON API request (a pipeline definition is at most 1 MB)
+ASYNC_BODY_LIMIT = 128000  # InvokeEndpointAsync's Body (its input is read from S3)
 FORM_LIMIT = 64 * 1024
 S3_OBJECT_LIMIT = 5 * 1024 ** 3  # S3's largest single PUT
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
@@ -99,6 +105,8 @@ def _signed(request):
 ROUTES = [
     (None, r".*", lambda r: "X-Amz-Target" in r.headers, _json_api, API_LIMIT),
     ({"POST"}, r"/endpoints/(?P<endpoint>[^/]+)/invocations", None, _invoke, INVOCATION_LIMIT),
+    ({"POST"}, r"/endpoints/(?P<endpoint>[^/]+)/async-invocations", None, _invoke_async,
+     ASYNC_BODY_LIMIT),
     (None, r"/ping", None, _ping, 0),
     ({"GET"}, r"/draw/(?P<endpoint>[^/]+)", lambda r: not _signed(r), _drawing_pad, 0),
     ({"GET"}, r"/|/(executions|jobs|packages|endpoints|compare)(/.*)?",
@@ -293,7 +301,7 @@ class LocalSageMaker:
         self.json_apis = [self.sagemaker, JsonProtocol(self.events, EVENTS_MODEL),
                           JsonProtocol(LogsBackend(self.backend.store, self.home, region),
                                        LOGS_MODEL)]
-        self.runtime = RuntimeProtocol(self.backend, self.hosting)
+        self.runtime = RuntimeProtocol(self.backend, self.hosting, self.s3)
         self.s3_api = S3Protocol(self.s3)
         self.browser = web.RunBrowser(self.backend, self.s3, self.home, self.url)
         self.backend.recover_interrupted()

@@ -753,6 +753,49 @@ def test_endpoint_weights_and_capacities_are_updated_as_described(hosted):
     assert _answers(runtime)  # still serving
 
 
+def test_asynchronous_invocations_write_answers_and_failures_to_s3(hosted):
+    """InvokeEndpointAsync as SageMaker does it: 202 with the output location at once, the input
+    read from S3, the answer written to S3OutputPath as <InferenceId>.out, a model's error to
+    S3FailurePath as <InferenceId>-error.out."""
+    service, sm, runtime = hosted
+    s3 = boto3.client("s3", endpoint_url=service.url, region_name="us-east-1",
+                      aws_access_key_id="local", aws_secret_access_key="local",
+                      config=Config(s3={"addressing_style": "path"}))
+    with pytest.raises(ClientError) as err:  # its config has no AsyncInferenceConfig
+        runtime.invoke_endpoint_async(EndpointName="sleepy", InputLocation="s3://models/x")
+    assert "not configured for asynchronous inference" in str(err.value)
+    sm.create_endpoint_config(
+        EndpointConfigName="sleepy-async", ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": "sleepy", "InitialInstanceCount": 1,
+            "InstanceType": "ml.m5.large"}],
+        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://models/async/out",
+                                               "S3FailurePath": "s3://models/async/failed"}})
+    sm.update_endpoint(EndpointName="sleepy", EndpointConfigName="sleepy-async")
+    assert _until(lambda: sm.describe_endpoint(EndpointName="sleepy")["EndpointConfigName"]
+                  == "sleepy-async", 60)
+    s3.put_object(Bucket="models", Key="async/in/ok.txt", Body=b"0.2")
+    s3.put_object(Bucket="models", Key="async/in/bad.txt", Body=b"not a number")
+    answer = runtime.invoke_endpoint_async(EndpointName="sleepy", ContentType="text/plain",
+                                           InputLocation="s3://models/async/in/ok.txt")
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 202
+    assert answer["OutputLocation"] == f"s3://models/async/out/{answer['InferenceId']}.out"
+    failing = runtime.invoke_endpoint_async(EndpointName="sleepy", InferenceId="bad-1",
+                                            InputLocation="s3://models/async/in/bad.txt")
+    assert failing["FailureLocation"] == "s3://models/async/failed/bad-1-error.out"
+
+    def body_of(key):
+        try:
+            return s3.get_object(Bucket="models", Key=key)["Body"].read()
+        except ClientError:
+            return None
+
+    assert _until(lambda: body_of(f"async/out/{answer['InferenceId']}.out") is not None, 30)
+    assert json.loads(body_of(f"async/out/{answer['InferenceId']}.out")) == {"slept": 0.2}
+    assert _until(lambda: body_of("async/failed/bad-1-error.out") is not None, 30)
+    assert b"could not convert string to float" in body_of("async/failed/bad-1-error.out")
+    assert body_of("async/out/bad-1.out") is None
+
+
 def test_bad_definitions_and_tokens_are_refused_up_front_with_a_400(service):
     sm = service.client("sagemaker")
 
