@@ -102,6 +102,7 @@ class SageMakerBackend:
         self.orchestrator = None  # set by the service: workflow.orchestrator.Orchestrator
         self.hosting = None  # set by the service: endpoints.Hosting
         self.events = None  # set by the service: events.EventsBackend (approve -> deploy)
+        self.s3 = None  # set by the service: s3.LocalS3 (definitions sent by S3 location)
         self.lock = threading.RLock()
 
     # ------------------------------------------------------------- helpers
@@ -156,12 +157,24 @@ class SageMakerBackend:
         return {}
 
     # ----------------------------------------------------------- pipelines
+    def _definition_text(self, text, location) -> Optional[str]:
+        """PipelineDefinition, or the object PipelineDefinitionS3Location names (the way to
+        send a definition over the API's 1 MB)."""
+        if text and location:
+            raise validation("Give PipelineDefinition or PipelineDefinitionS3Location, not both")
+        if not location:
+            return text
+        data = self.s3.get(location["Bucket"], location["ObjectKey"]) if self.s3 else None
+        if data is None:
+            raise validation(f"PipelineDefinitionS3Location s3://{location['Bucket']}/"
+                             f"{location['ObjectKey']} does not exist")
+        return data.decode("utf-8", errors="replace")
+
     @staticmethod
     def _checked_definition(text) -> str:
         """The definition, checked before any lock is taken (a big one takes a while)."""
         if not text:
-            raise validation("PipelineDefinition is required (PipelineDefinitionS3Location is "
-                             "not supported by the local service)")
+            raise validation("PipelineDefinition or PipelineDefinitionS3Location is required")
         try:
             definition = json.loads(text)
             check_definition(definition)
@@ -174,8 +187,10 @@ class SageMakerBackend:
         return text
 
     def create_pipeline(self, pipeline_name, role_arn, pipeline_definition=None,
-                        pipeline_display_name=None, pipeline_description="", tags=None):
-        definition = self._checked_definition(pipeline_definition)
+                        pipeline_definition_s3_location=None, pipeline_display_name=None,
+                        pipeline_description="", tags=None):
+        definition = self._checked_definition(self._definition_text(
+            pipeline_definition, pipeline_definition_s3_location))
         with self.lock:
             if self.store.get(Pipeline.kind, pipeline_name):
                 raise ServiceError("ResourceInUse", f"Pipeline {pipeline_name} already exists.")
@@ -190,10 +205,11 @@ class SageMakerBackend:
                 "PipelineVersionId": 1}, tags)
         return {"PipelineArn": arn}
 
-    def update_pipeline(self, pipeline_name, pipeline_definition=None, role_arn=None,
+    def update_pipeline(self, pipeline_name, pipeline_definition=None,
+                        pipeline_definition_s3_location=None, role_arn=None,
                         pipeline_description=None, pipeline_display_name=None):
-        checked = None if pipeline_definition is None else \
-            self._checked_definition(pipeline_definition)
+        text = self._definition_text(pipeline_definition, pipeline_definition_s3_location)
+        checked = None if text is None else self._checked_definition(text)
         with self.lock:
             doc = self._pipeline(pipeline_name)
             if checked is not None:

@@ -295,6 +295,7 @@ class LocalSageMaker:
                                          self._read_json, jobs)
         self.hosting = Hosting(self.backend, self.s3, self.home, job_python, **hosting_options)
         self.backend.orchestrator, self.backend.hosting = self.orchestrator, self.hosting
+        self.backend.s3 = self.s3
         self.events = EventsBackend(self.backend.store, region, self.backend.start_from_event)
         self.backend.events = self.events
         self.sagemaker = JsonProtocol(self.backend)

@@ -1141,3 +1141,32 @@ def test_unversioned_model_packages(service):
     sm.delete_model_package(ModelPackageName="standalone")
     with pytest.raises(ClientError):
         sm.describe_model_package(ModelPackageName="standalone")
+
+
+def test_a_pipeline_definition_can_come_from_s3(service):
+    """PipelineDefinitionS3Location, as the SDK sends definitions too large for the request."""
+    sm = service.client("sagemaker")
+    s3 = service.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="definitions")
+    first = {"Version": "2020-12-01", "Steps": [{"Name": "Gate", "Type": "Condition",
+                                                 "Arguments": {"Conditions": []}}]}
+    second = {**first, "Parameters": [{"Name": "Epochs", "Type": "Integer", "DefaultValue": 3}]}
+    s3.put_object(Bucket="definitions", Key="p/one.json", Body=json.dumps(first).encode())
+    s3.put_object(Bucket="definitions", Key="p/two.json", Body=json.dumps(second).encode())
+    sm.create_pipeline(PipelineName="from-s3", RoleArn=ROLE, PipelineDefinitionS3Location={
+        "Bucket": "definitions", "ObjectKey": "p/one.json"})
+    assert json.loads(sm.describe_pipeline(PipelineName="from-s3")["PipelineDefinition"]) == first
+    sm.update_pipeline(PipelineName="from-s3", PipelineDefinitionS3Location={
+        "Bucket": "definitions", "ObjectKey": "p/two.json"})
+    assert json.loads(sm.describe_pipeline(PipelineName="from-s3")["PipelineDefinition"]) == \
+        second
+    with pytest.raises(ClientError) as err:
+        sm.create_pipeline(PipelineName="from-nowhere", RoleArn=ROLE,
+                           PipelineDefinitionS3Location={"Bucket": "definitions",
+                                                         "ObjectKey": "p/missing.json"})
+    assert "s3://definitions/p/missing.json does not exist" in str(err.value)
+    with pytest.raises(ClientError) as err:
+        sm.create_pipeline(PipelineName="from-both", RoleArn=ROLE,
+                           PipelineDefinition=json.dumps(first), PipelineDefinitionS3Location={
+                               "Bucket": "definitions", "ObjectKey": "p/one.json"})
+    assert "not both" in str(err.value)
