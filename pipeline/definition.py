@@ -38,7 +38,7 @@ from sagemaker.workflow.pipeline import Pipeline
 from sagemaker.workflow.pipeline_context import PipelineSession
 from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.model_step import ModelStep
-from sagemaker.workflow.steps import ProcessingStep, TrainingStep
+from sagemaker.workflow.steps import CacheConfig, ProcessingStep, TrainingStep
 from sagemaker.inputs import TrainingInput
 
 import sagemaker.utils as sagemaker_utils  # noqa: E402
@@ -49,6 +49,9 @@ from pipeline.packaging import Artifact, build_artifacts
 
 _sdk_validate_config = sagemaker_utils.validate_sagemaker_config
 
+# Preparing the same data and training the same model with the same code and hyperparameters
+# again gives nothing new: a re-run within 30 days reuses the earlier run (any change reruns).
+CACHE = CacheConfig(enable_caching=True, expire_after="P30D")
 FRAMEWORK_VERSION = "1.9.0"
 PY_VERSION = "py38"
 PROCESSING = "/opt/ml/processing"
@@ -215,6 +218,7 @@ class _Steps:
     def prepare(self):
         return ProcessingStep(
             name=STEPS.prepare,
+            cache_config=CACHE,
             description="Fetch MNIST, verify each file's SHA-256, split off a stratified "
                         "validation set, write train / validation / test.",
             property_files=[_property_file(DATA_REPORT)],
@@ -245,6 +249,7 @@ class _Steps:
             sagemaker_session=self.session)
         return TrainingStep(
             name=STEPS.train,
+            cache_config=CACHE,
             description="Train the Gluon MLP (MXNet 1.9 script mode); dist_sync on several "
                         "instances.",
             step_args=estimator.fit({

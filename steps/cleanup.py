@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import boto3
 from botocore.exceptions import ClientError
@@ -31,16 +32,33 @@ def not_found(err):
         "could not find" in error.get("Message", "").lower())
 
 
-def in_use(sm, endpoint_name):
+IN_FLIGHT = ("Creating", "Updating", "SystemUpdating", "RollingBack")
+SETTLE_TIMEOUT = 1800.0  # seconds to wait for another run's deployment to finish
+
+
+def in_use(sm, endpoint_name, timeout=SETTLE_TIMEOUT, first_poll=0.25, max_poll=15.0):
     """(endpoint config, model names) the endpoint serves now, or (None, set()) when there is
-    no endpoint. Any other error stops Cleanup: deleting what a live endpoint uses because its
+    no endpoint. While another run is deploying to it, it waits for the endpoint to settle: the
+    config and model that deployment switches to are not in use yet, and deleting them would
+    break it. Any other error stops Cleanup: deleting what a live endpoint uses because its
     description failed would take it down."""
-    try:
-        desc = sm.describe_endpoint(EndpointName=endpoint_name)
-    except ClientError as err:
-        if not not_found(err):
-            raise
-        return None, set()
+    deadline, poll = time.time() + timeout, first_poll
+    while True:
+        try:
+            desc = sm.describe_endpoint(EndpointName=endpoint_name)
+        except ClientError as err:
+            if not not_found(err):
+                raise
+            return None, set()
+        if desc["EndpointStatus"] not in IN_FLIGHT:
+            break
+        if time.time() > deadline:
+            raise RuntimeError(f"endpoint {endpoint_name} still {desc['EndpointStatus']} after "
+                               f"{timeout:.0f} s: nothing deleted")
+        print(f"endpoint {endpoint_name} is {desc['EndpointStatus']} (another deployment): "
+              "waiting before cleaning up", flush=True)
+        time.sleep(poll)
+        poll = min(poll * 2, max_poll)
     config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
     return desc["EndpointConfigName"], {v["ModelName"] for v in config["ProductionVariants"]}
 

@@ -21,6 +21,7 @@ from typing import Dict, Optional
 import httptools
 
 from pipeline.config import ROOT
+from pipeline.local.errors import ServiceError
 from pipeline.local.home import ServiceHome
 
 INVOCATION_LIMIT = 6 * 1024 * 1024  # SageMaker's real-time payload limit
@@ -105,7 +106,11 @@ class Hosting:
                 return
             old = self.servers.get(endpoint)
             self.servers[endpoint] = server
-        self.backend.endpoint_in_service(endpoint, config_name)
+        try:
+            self.backend.endpoint_in_service(endpoint, config_name)
+        except ServiceError:  # the endpoint was deleted while its model started
+            self.remove(endpoint)
+            return
         if old and old is not server:
             _retire(old)
 

@@ -645,6 +645,12 @@ class SageMakerBackend:
         return self.store.list(PipelineExecutionStep.kind,
                                prefix=PipelineExecutionStep.key(execution_arn, ""))
 
+    def sibling_executions(self, execution_arn) -> List[str]:
+        """The other executions of the same pipeline (where a cached step looks)."""
+        pipeline = self._execution(execution_arn)["PipelineArn"]
+        return [e["PipelineExecutionArn"] for e in self.store.list(PipelineExecution.kind)
+                if e["PipelineArn"] == pipeline and e["PipelineExecutionArn"] != execution_arn]
+
     def step_started(self, execution_arn, spec: dict, attempt: int) -> str:
         key = PipelineExecutionStep.key(execution_arn, spec["Name"])
         self.store.put(PipelineExecutionStep.kind, key, {
@@ -659,12 +665,15 @@ class SageMakerBackend:
         self.store.update(PipelineExecutionStep.kind, key, Metadata=metadata)
 
     def step_ended(self, key: str, status: str, reason: Optional[str] = None,
-                   properties: Optional[dict] = None, metadata: Optional[dict] = None):
+                   properties: Optional[dict] = None, metadata: Optional[dict] = None,
+                   cache_key: Optional[str] = None, cache_hit: Optional[dict] = None):
+        """``cache_key``: what later executions' cached steps compare (kept, not described);
+        ``cache_hit``: the execution whose run this step reused."""
         changes = {"EndTime": time.time(), "FailureReason": reason}
-        if properties is not None:
-            changes["Properties"] = properties
-        if metadata is not None:
-            changes["Metadata"] = metadata
+        for field, value in (("Properties", properties), ("Metadata", metadata),
+                             ("CacheKey", cache_key), ("CacheHitResult", cache_hit)):
+            if value is not None:
+                changes[field] = value
         with self.lock:
             doc = self.store.get(PipelineExecutionStep.kind, key)
             if not PipelineExecutionStep.allows(doc["StepStatus"], status):  # a bug if so
@@ -737,13 +746,18 @@ class SageMakerBackend:
         return self.store.get(Endpoint.kind, endpoint_name) is not None
 
     def endpoint_in_service(self, endpoint_name: str, config_name: str):
-        config = self._get(EndpointConfig, config_name)
+        """The endpoint serves ``config_name``'s model. The config may have been deleted while
+        the model started (as on AWS, an endpoint keeps serving a deleted config): its
+        variants are then the ones the endpoint had."""
+        config = self.store.get(EndpointConfig.kind, config_name)
+        changes = {}
+        if config is not None:
+            changes["ProductionVariants"] = [
+                _variant_summary(v["VariantName"], v.get("InitialVariantWeight", 1.0),
+                                 v.get("InitialInstanceCount", 1))
+                for v in config["ProductionVariants"]]
         self._transition(Endpoint, endpoint_name, "InService", EndpointConfigName=config_name,
-                         FailureReason=None, LastModifiedTime=time.time(), ProductionVariants=[
-                             _variant_summary(v["VariantName"],
-                                              v.get("InitialVariantWeight", 1.0),
-                                              v.get("InitialInstanceCount", 1))
-                             for v in config["ProductionVariants"]])
+                         FailureReason=None, LastModifiedTime=time.time(), **changes)
 
     def endpoint_update_failed(self, endpoint_name: str, serving_config: str, reason: str):
         """A failed update: the old model keeps serving."""

@@ -344,3 +344,32 @@ def test_a_busy_endpoint_that_stays_busy_fails_truthfully(aws, test_dir, tmp_pat
     assert code == 1 and "Cannot update in-progress endpoint" in failure
     assert "(rolled back: endpoint kept on mnist-test-exec1)" in failure
     assert endpoint_config(aws) == "mnist-test-exec1"
+
+
+def test_cleanup_waits_for_another_runs_deployment_before_deleting(aws, test_dir, tmp_path,
+                                                                   monkeypatch, capsys):
+    """While another execution updates the endpoint, the config and model it switches to are
+    not in use yet: Cleanup waits for the endpoint to settle, then deletes only what it left
+    unused (deleting them mid-update broke that deployment)."""
+    queue_answer(range(10))
+    assert run_deploy(register(aws), "exec1", test_dir, tmp_path)[0] == 0
+    real = aws.describe_endpoint
+    polls = []
+
+    def updating_twice(**kwargs):
+        desc = real(**kwargs)
+        polls.append(desc["EndpointStatus"])
+        return {**desc, "EndpointStatus": "Updating"} if len(polls) <= 2 else desc
+
+    monkeypatch.setattr(aws, "describe_endpoint", updating_twice)
+    monkeypatch.setattr(cleanup.time, "sleep", lambda seconds: None)
+    cleanup.cleanup(aws, ENDPOINT, keep_endpoint=True)
+    assert len(polls) == 3
+    assert capsys.readouterr().out.count("(another deployment): waiting before cleaning up") == 2
+    assert [c["EndpointConfigName"] for c in aws.list_endpoint_configs()["EndpointConfigs"]] == [
+        "mnist-test-exec1"]
+
+    monkeypatch.setattr(aws, "describe_endpoint",
+                        lambda **kwargs: {**real(**kwargs), "EndpointStatus": "Updating"})
+    with pytest.raises(RuntimeError, match="still Updating after 0 s: nothing deleted"):
+        cleanup.in_use(aws, ENDPOINT, timeout=0)

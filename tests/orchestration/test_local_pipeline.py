@@ -564,3 +564,33 @@ def test_search_finds_training_jobs_and_packages_by_their_properties(clients, de
     with pytest.raises(ClientError) as err:
         sm.search(Resource="FeatureGroup")
     assert "not supported by the local service" in err.value.response["Error"]["Message"]
+
+
+def test_cached_steps_reuse_an_identical_earlier_run_and_any_change_reruns(clients, default_run):
+    """CacheConfig as Pipelines applies it: the same data and training arguments reuse the
+    earlier execution's PrepareData and TrainModel (no new jobs; CacheHitResult names it; later
+    steps read its outputs); more epochs rerun training only."""
+    sm, _, runtime = clients
+    first, _ = default_run
+    jobs_before = len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"])
+    again = start(sm)
+    assert wait_for(sm, again) == "Succeeded"
+    summaries = {s["StepName"]: s for s in sm.list_pipeline_execution_steps(
+        PipelineExecutionArn=again)["PipelineExecutionSteps"]}
+    first_steps = steps_of(sm, first)
+    for name in ("PrepareData", "TrainModel"):
+        assert summaries[name]["CacheHitResult"] == {"SourcePipelineExecutionArn": first}
+        assert summaries[name]["Metadata"] == first_steps[name]["Metadata"]  # the same job
+    assert "CacheHitResult" not in summaries["EvaluateModel"]
+    assert len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == jobs_before
+    package = sm.describe_model_package(ModelPackageName=_package_of(sm, again))
+    assert package["CustomerMetadataProperties"]["TrainingJobName"] == \
+        first_steps["TrainModel"]["Metadata"]["TrainingJob"]["Arn"].split("/")[-1]
+
+    changed = start(sm, Epochs=3, AccuracyThreshold=0.9)
+    assert wait_for(sm, changed) == "Succeeded"
+    summaries = {s["StepName"]: s for s in sm.list_pipeline_execution_steps(
+        PipelineExecutionArn=changed)["PipelineExecutionSteps"]}
+    assert "CacheHitResult" in summaries["PrepareData"]
+    assert "CacheHitResult" not in summaries["TrainModel"]  # HyperParameters changed
+    assert len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == jobs_before + 1

@@ -1,5 +1,6 @@
 """Runs executions: walks the DAG in dependency order, one step at a time, skipping the branch
-a condition did not take; stop and retry (a retry keeps what succeeded, properties included).
+a condition did not take; stop and retry (a retry keeps what succeeded, properties included);
+steps with caching on reuse an earlier execution's run (``cache``).
 
 Every step's end, however it came, is recorded through the backend: an expression error or a
 refusal of the registry becomes the step's failure, a bug in the service the execution's.
@@ -11,6 +12,7 @@ import traceback
 from typing import Dict
 
 from pipeline.local.errors import ServiceError
+from pipeline.local.workflow import cache
 from pipeline.local.workflow.expressions import Context, StepFailed
 from pipeline.local.workflow.graph import dependencies, flatten
 from pipeline.local.workflow.handlers import Outcome, Status, StepHandler, StepRun
@@ -96,16 +98,27 @@ class Orchestrator:
             done.add(name)
 
     def _run_step(self, run: StepRun) -> Outcome:
+        key = hit = None
         try:
-            outcome = self.handlers[run.spec["Type"]].run(run)
+            if cache.enabled(run.spec):
+                key = cache.cache_key(run.spec, run.arguments())
+            source = key and cache.find_hit(self.backend, run.execution_arn, run.spec, key)
+            if source:  # not run again: the earlier run's job and outputs
+                outcome = Outcome(Status.SUCCEEDED, source["Properties"], source["Metadata"])
+                hit = {"SourcePipelineExecutionArn": source["ExecutionArn"]}
+            else:
+                outcome = self.handlers[run.spec["Type"]].run(run)
         except StepFailed as err:
             outcome = Outcome(Status.FAILED, reason=str(err))
         except ServiceError as err:  # the registry or hosting refused the request
             outcome = Outcome(Status.FAILED, reason=err.message)
+        except ValueError as err:  # a CacheConfig this service cannot read
+            outcome = Outcome(Status.FAILED, reason=str(err))
         metadata = outcome.metadata or None
         if outcome.status == Status.SUCCEEDED:
             self.backend.step_ended(run.record, outcome.status.value,
-                                    properties=outcome.properties, metadata=metadata)
+                                    properties=outcome.properties, metadata=metadata,
+                                    cache_key=key, cache_hit=hit)
         else:
             self.backend.step_ended(run.record, outcome.status.value, outcome.reason
                                     if outcome.status == Status.FAILED else None,
