@@ -25,7 +25,8 @@ from pipeline.local.resources import (Endpoint, EndpointConfig, Model, ModelPack
                                       TrainingJob)
 from pipeline.local.store import Store
 from pipeline.local.workflow.expressions import Context
-from pipeline.local.workflow.graph import DefinitionError, check_definition, coerce_parameter
+from pipeline.local.workflow.graph import (DefinitionError, check_definition, coerce_parameter,
+                                           flatten)
 
 MAX_TAGS = 50  # per resource, as AWS allows
 INTERRUPTED = "interrupted: the local SageMaker service stopped while this ran; retry it"
@@ -244,9 +245,12 @@ class SageMakerBackend:
     # ---------------------------------------------------------- executions
     def start_pipeline_execution(self, pipeline_name, pipeline_parameters=(),
                                  pipeline_execution_display_name=None,
-                                 pipeline_execution_description="", client_request_token=None):
+                                 pipeline_execution_description="", client_request_token=None,
+                                 selective_execution_config=None):
         pipeline = self._pipeline(pipeline_name)
         definition = json.loads(pipeline["PipelineDefinition"])
+        if selective_execution_config:
+            self._check_selection(pipeline, definition, selective_execution_config)
         declared = {p["Name"]: p for p in definition.get("Parameters", [])}
         given = {p["Name"]: p["Value"] for p in pipeline_parameters or ()}
         unknown = sorted(set(given) - set(declared))
@@ -271,6 +275,8 @@ class SageMakerBackend:
             "PipelineExecutionStatus": "Executing", "CreationTime": now, "LastModifiedTime": now,
             "PipelineDefinition": pipeline["PipelineDefinition"], "Parameters": values,
             "RoleArn": pipeline["RoleArn"]}
+        if selective_execution_config:
+            doc["SelectiveExecutionConfig"] = selective_execution_config
         if definition.get("PipelineExperimentConfig"):  # an experiment and a run group, named
             doc["PipelineExperimentConfig"] = Context(doc, {}, {}, None).resolve(
                 definition["PipelineExperimentConfig"])
@@ -283,6 +289,18 @@ class SageMakerBackend:
         return self.start_pipeline_execution(
             pipeline_name, parameters,
             pipeline_execution_description="started by an EventBridge rule")
+
+    def _check_selection(self, pipeline, definition, config):
+        """A selective execution needs a source execution of the same pipeline and steps the
+        definition has."""
+        source = self.store.get(PipelineExecution.kind, config["SourcePipelineExecutionArn"])
+        if source is None or source["PipelineArn"] != pipeline["PipelineArn"]:
+            raise validation(f"SourcePipelineExecutionArn {config['SourcePipelineExecutionArn']} "
+                             f"is not an execution of pipeline {pipeline['PipelineName']}")
+        unknown = sorted({s["StepName"] for s in config["SelectedSteps"]}
+                         - set(flatten(definition)))
+        if unknown:
+            raise validation(f"Selected steps not in the pipeline: {', '.join(unknown)}")
 
     def _execution(self, arn) -> dict:
         return self._get(PipelineExecution, arn)
@@ -666,12 +684,15 @@ class SageMakerBackend:
 
     def step_ended(self, key: str, status: str, reason: Optional[str] = None,
                    properties: Optional[dict] = None, metadata: Optional[dict] = None,
-                   cache_key: Optional[str] = None, cache_hit: Optional[dict] = None):
+                   cache_key: Optional[str] = None, cache_hit: Optional[dict] = None,
+                   selective_result: Optional[dict] = None):
         """``cache_key``: what later executions' cached steps compare (kept, not described);
-        ``cache_hit``: the execution whose run this step reused."""
+        ``cache_hit`` / ``selective_result``: the execution whose run this step reused, by
+        caching or for a selective execution."""
         changes = {"EndTime": time.time(), "FailureReason": reason}
         for field, value in (("Properties", properties), ("Metadata", metadata),
-                             ("CacheKey", cache_key), ("CacheHitResult", cache_hit)):
+                             ("CacheKey", cache_key), ("CacheHitResult", cache_hit),
+                             ("SelectiveExecutionResult", selective_result)):
             if value is not None:
                 changes[field] = value
         with self.lock:

@@ -594,3 +594,32 @@ def test_cached_steps_reuse_an_identical_earlier_run_and_any_change_reruns(clien
     assert "CacheHitResult" in summaries["PrepareData"]
     assert "CacheHitResult" not in summaries["TrainModel"]  # HyperParameters changed
     assert len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == jobs_before + 1
+
+
+def test_a_selective_execution_runs_only_the_selected_steps(clients, default_run):
+    """SelectiveExecutionConfig: EvaluateModel alone, again; what it needs (PrepareData,
+    TrainModel) comes from the source execution, the steps after it are not run."""
+    sm, _, _ = clients
+    source, _ = default_run
+    config = {"SourcePipelineExecutionArn": source, "SelectedSteps": [
+        {"StepName": "EvaluateModel"}]}
+    arn = sm.start_pipeline_execution(
+        PipelineName="mnist-mxnet", SelectiveExecutionConfig=config,
+        PipelineParameters=[{"Name": "MnistSourceUri", "Value": MNIST}])["PipelineExecutionArn"]
+    assert wait_for(sm, arn) == "Succeeded"
+    assert sm.describe_pipeline_execution(PipelineExecutionArn=arn)[
+        "SelectiveExecutionConfig"] == config
+    steps = {s["StepName"]: s for s in sm.list_pipeline_execution_steps(
+        PipelineExecutionArn=arn)["PipelineExecutionSteps"]}
+    assert set(steps) == {"PrepareData", "TrainModel", "EvaluateModel"}
+    earlier = steps_of(sm, source)
+    for name in ("PrepareData", "TrainModel"):
+        assert steps[name]["SelectiveExecutionResult"] == {"SourcePipelineExecutionArn": source}
+        assert steps[name]["Metadata"] == earlier[name]["Metadata"]
+    assert "SelectiveExecutionResult" not in steps["EvaluateModel"]
+    assert steps["EvaluateModel"]["Metadata"]["ProcessingJob"]["Arn"] != \
+        earlier["EvaluateModel"]["Metadata"]["ProcessingJob"]["Arn"]  # it ran again
+    with pytest.raises(ClientError) as err:
+        sm.start_pipeline_execution(PipelineName="mnist-mxnet", SelectiveExecutionConfig={
+            "SourcePipelineExecutionArn": source, "SelectedSteps": [{"StepName": "Nope"}]})
+    assert "Selected steps not in the pipeline: Nope" in str(err.value)

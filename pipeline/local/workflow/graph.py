@@ -51,6 +51,16 @@ def references(value) -> set:
     return found
 
 
+def ancestors(names, deps: Dict[str, set]) -> set:
+    """Every step the given steps depend on, directly or not."""
+    found, todo = set(), list(names)
+    while todo:
+        for parent in deps[todo.pop()] - found:
+            found.add(parent)
+            todo.append(parent)
+    return found
+
+
 def dependencies(steps) -> Dict[str, set]:
     deps, known = {}, set(steps)
     for name, entry in steps.items():

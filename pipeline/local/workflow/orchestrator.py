@@ -1,6 +1,7 @@
 """Runs executions: walks the DAG in dependency order, one step at a time, skipping the branch
 a condition did not take; stop and retry (a retry keeps what succeeded, properties included);
-steps with caching on reuse an earlier execution's run (``cache``).
+steps with caching on reuse an earlier execution's run (``cache``); a selective execution runs
+only its selected steps, taking what they need from its source execution.
 
 Every step's end, however it came, is recorded through the backend: an expression error or a
 refusal of the registry becomes the step's failure, a bug in the service the execution's.
@@ -14,7 +15,7 @@ from typing import Dict
 from pipeline.local.errors import ServiceError
 from pipeline.local.workflow import cache
 from pipeline.local.workflow.expressions import Context, StepFailed
-from pipeline.local.workflow.graph import dependencies, flatten
+from pipeline.local.workflow.graph import ancestors, dependencies, flatten
 from pipeline.local.workflow.handlers import Outcome, Status, StepHandler, StepRun
 
 STOPPED_REASON = "stopped by StopPipelineExecution"
@@ -71,6 +72,12 @@ class Orchestrator:
                           self.read_json)
         stop = self._stop[arn]
         done, skipped = set(properties), set()
+        selection = execution.get("SelectiveExecutionConfig")
+        if selection:  # only the selected steps run; what they need comes from the source
+            selected = {s["StepName"] for s in selection["SelectedSteps"]}
+            needed = ancestors(selected, deps) - selected
+            source = {r["StepName"]: r for r in self.backend.step_records(
+                selection["SourcePipelineExecutionArn"])}
         while True:
             ready = [n for n in steps if n not in done | skipped and deps[n] <= done | skipped]
             if not ready:
@@ -84,6 +91,22 @@ class Orchestrator:
             if stop.is_set():
                 return Status.STOPPED, STOPPED_REASON
             spec = steps[name]["step"]
+            if selection and name not in selected:
+                if name not in needed:  # downstream or aside: not run in this execution
+                    skipped.add(name)
+                    continue
+                earlier = source.get(name, {})
+                if earlier.get("StepStatus") != Status.SUCCEEDED.value:
+                    return Status.FAILED, (f"Step {name} did not succeed in the source execution "
+                                           f"{selection['SourcePipelineExecutionArn']}; the "
+                                           "selected steps need its outputs")
+                self.backend.step_ended(
+                    self.backend.step_started(arn, spec, 1), Status.SUCCEEDED.value,
+                    properties=earlier["Properties"], metadata=earlier["Metadata"],
+                    selective_result={"SourcePipelineExecutionArn": earlier["ExecutionArn"]})
+                context.properties[name] = earlier["Properties"]
+                done.add(name)
+                continue
             attempt = records.get(name, {}).get("AttemptCount", 0) + 1
             run = StepRun(arn, spec, attempt, self.backend.step_started(arn, spec, attempt),
                           context, stop)
