@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 from pipeline.local.container import ProcessingContainer, TrainingContainer
 from pipeline.local.home import ServiceHome
@@ -45,10 +45,13 @@ class JobRunner:
         self.home, self.s3, self.job_python, self.env = home, s3, job_python, env
         os.makedirs(home.logs_dir, exist_ok=True)
         self._running: Dict[str, subprocess.Popen] = {}
-        self._owners: Dict[str, str] = {}  # process key -> the execution it runs for
+        self._owners: Dict[str, str] = {}  # process key -> the execution or job it runs for
+        self._stopped: Set[str] = set()  # owners asked to stop: what they start later ends too
 
     def stop_owner(self, owner: str) -> bool:
-        """Stop every process started for ``owner`` (an execution)."""
+        """Stop every process started for ``owner`` (an execution, or a job created through
+        the API), and any it starts later (a stop can come while its inputs are staged)."""
+        self._stopped.add(owner)
         keys = [k for k, o in list(self._owners.items()) if o == owner]
         for key in keys:
             proc = self._running.get(key)
@@ -72,7 +75,13 @@ class JobRunner:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         self._running[key], self._owners[key] = proc, owner
+        if owner in self._stopped:
+            os.killpg(proc.pid, signal.SIGTERM)
         return proc
+
+    def resume_owner(self, owner: str):
+        """``owner`` runs again (a retried execution): its stop no longer applies."""
+        self._stopped.discard(owner)
 
     def _wait(self, keys: List[str]) -> List[int]:
         codes = [self._running[k].wait() for k in keys]

@@ -104,6 +104,7 @@ class SageMakerBackend:
         self.hosting = None  # set by the service: endpoints.Hosting
         self.events = None  # set by the service: events.EventsBackend (approve -> deploy)
         self.s3 = None  # set by the service: s3.LocalS3 (definitions sent by S3 location)
+        self.standalone = None  # set by the service: standalone.StandaloneJobs
         self.lock = threading.RLock()
 
     # ------------------------------------------------------------- helpers
@@ -355,6 +356,39 @@ class SageMakerBackend:
 
     def describe_training_job(self, training_job_name):
         return TrainingJob.describe(self._get(TrainingJob, training_job_name))
+
+    def create_training_job(self, training_job_name, tags=None, **members):
+        """A training job outside any pipeline, run as a pipeline's TrainModel is."""
+        return self._create_job(TrainingJob, training_job_name, "CreateTrainingJob", members,
+                                tags)
+
+    def create_processing_job(self, processing_job_name, tags=None, **members):
+        return self._create_job(ProcessingJob, processing_job_name, "CreateProcessingJob",
+                                members, tags)
+
+    def _create_job(self, resource, name, operation, members, tags):
+        with self.lock:
+            existing = self.store.get(resource.kind, name)
+            if existing is not None:
+                raise ServiceError("ResourceInUse", f"{resource.what.capitalize()} names must "
+                                   "be unique within an AWS account and region, and a "
+                                   f"{resource.what} with this name already exists "
+                                   f"({existing[resource.arn_field]})")
+            job = self.standalone.start(resource, name, aws_names(operation, members))
+            self._set_tags(job[resource.arn_field], tags)
+        return {resource.arn_field: job[resource.arn_field]}
+
+    def stop_training_job(self, training_job_name):
+        return self._stop_job(TrainingJob, training_job_name)
+
+    def stop_processing_job(self, processing_job_name):
+        return self._stop_job(ProcessingJob, processing_job_name)
+
+    def _stop_job(self, resource, name):
+        doc = self._transition(resource, name, "Stopping", "The job is {status}; only an "
+                               "InProgress job can be stopped", LastModifiedTime=time.time())
+        self.standalone.stop(doc[resource.arn_field])
+        return {}
 
     def list_processing_jobs(self, **query):
         return _list(ProcessingJob, self.store.list(ProcessingJob.kind), **query)

@@ -40,6 +40,7 @@ from pipeline.local.logs import LogsBackend
 from pipeline.local.responses import (EVENTS_MODEL, LOGS_MODEL, JsonProtocol, RuntimeProtocol,
                                       S3Protocol, error)
 from pipeline.local.s3 import LocalS3
+from pipeline.local.standalone import StandaloneJobs
 from pipeline.local.store import Store
 from pipeline.local.workflow.handlers import default_handlers
 from pipeline.local.workflow.orchestrator import Orchestrator
@@ -296,6 +297,7 @@ class LocalSageMaker:
         self.hosting = Hosting(self.backend, self.s3, self.home, job_python, **hosting_options)
         self.backend.orchestrator, self.backend.hosting = self.orchestrator, self.hosting
         self.backend.s3 = self.s3
+        self.backend.standalone = StandaloneJobs(self.orchestrator.handlers, jobs)
         self.events = EventsBackend(self.backend.store, region, self.backend.start_from_event)
         self.backend.events = self.events
         self.sagemaker = JsonProtocol(self.backend)

@@ -5,6 +5,8 @@ import io
 import json
 import os
 import re
+import shutil
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from botocore.exceptions import ClientError
 from conftest import ROOT
 from localservice import ServiceProcess, steps_of, wait_for
 from pipeline.aws import Clients, install_pipeline
-from pipeline.definition import PipelineConfig
+from pipeline.definition import SDK_CONFIG, PipelineConfig
 from pipeline.packaging import source_commit
 
 BUCKET = "sagemaker-local"
@@ -578,8 +580,10 @@ def test_cached_steps_reuse_an_identical_earlier_run_and_any_change_reruns(clien
     summaries = {s["StepName"]: s for s in sm.list_pipeline_execution_steps(
         PipelineExecutionArn=again)["PipelineExecutionSteps"]}
     first_steps = steps_of(sm, first)
-    for name in ("PrepareData", "TrainModel"):
-        assert summaries[name]["CacheHitResult"] == {"SourcePipelineExecutionArn": first}
+    for name in ("PrepareData", "TrainModel"):  # the execution that ran the job is named
+        ran = first_steps[name].get("CacheHitResult", {}).get("SourcePipelineExecutionArn",
+                                                             first)
+        assert summaries[name]["CacheHitResult"] == {"SourcePipelineExecutionArn": ran}
         assert summaries[name]["Metadata"] == first_steps[name]["Metadata"]  # the same job
     assert "CacheHitResult" not in summaries["EvaluateModel"]
     assert len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == jobs_before
@@ -623,3 +627,105 @@ def test_a_selective_execution_runs_only_the_selected_steps(clients, default_run
         sm.start_pipeline_execution(PipelineName="mnist-mxnet", SelectiveExecutionConfig={
             "SourcePipelineExecutionArn": source, "SelectedSteps": [{"StepName": "Nope"}]})
     assert "Selected steps not in the pipeline: Nope" in str(err.value)
+
+
+def test_the_sdks_own_estimator_and_processor_run_outside_pipelines(service, clients,
+                                                                    default_run, monkeypatch,
+                                                                    tmp_path):
+    """The AWS lab's notebook flow with the unchanged SageMaker SDK, only endpoint URLs set:
+    MXNet(...).fit(logs=True) on the data a run prepared, deploy(), predict() on real test
+    digits, delete_endpoint(); and a ScriptProcessor.run. Standalone CreateTrainingJob /
+    CreateProcessingJob under the container contract the pipeline steps get."""
+    import boto3
+    import sagemaker
+    from sagemaker.deserializers import JSONDeserializer
+    from sagemaker.mxnet import MXNet
+    from sagemaker.processing import ProcessingInput, ProcessingOutput, ScriptProcessor
+    from sagemaker.serializers import JSONSerializer
+
+    for variable in ("S3", "CLOUDWATCH_LOGS", "SAGEMAKER", "SAGEMAKER_RUNTIME"):
+        monkeypatch.setenv(f"AWS_ENDPOINT_URL_{variable}", service.url)
+    sm, s3, runtime = clients
+    arn, _ = default_run
+    prepare = sm.describe_processing_job(ProcessingJobName=steps_of(sm, arn)["PrepareData"][
+        "Metadata"]["ProcessingJob"]["Arn"].split("/")[-1])
+    data = {o["OutputName"]: o["S3Output"]["S3Uri"]
+            for o in prepare["ProcessingOutputConfig"]["Outputs"]}
+    session = sagemaker.Session(
+        boto_session=boto3.Session(region_name="us-east-1", aws_access_key_id="local",
+                                   aws_secret_access_key="local"),
+        sagemaker_client=sm, sagemaker_runtime_client=runtime, default_bucket=BUCKET,
+        sagemaker_config=SDK_CONFIG)  # no telemetry: tests never reach the network
+    role = "arn:aws:iam::000000000000:role/lab"
+    source = tmp_path / "source"  # the training script with the handlers it ships in the model
+    source.mkdir()
+    for part in ("train/train.py", "inference/inference.py"):
+        shutil.copy(os.path.join(ROOT, "src", part), source)
+
+    estimator = MXNet(entry_point="train.py", source_dir=str(source),
+                      role=role, framework_version="1.9.0", py_version="py38",
+                      instance_count=1, instance_type="ml.m5.large",
+                      hyperparameters={"epochs": 2}, sagemaker_session=session,
+                      output_path=f"s3://{BUCKET}/lab/output", metric_definitions=[
+                          {"Name": "validation_accuracy",
+                           "Regex": "validation_accuracy=([0-9.]+)"}])
+    estimator.fit({"train": data["train"], "validation": data["validation"]}, logs=True)
+    job = sm.describe_training_job(TrainingJobName=estimator.latest_training_job.name)
+    assert job["TrainingJobStatus"] == "Completed"
+    assert job["ModelArtifacts"]["S3ModelArtifacts"].startswith(f"s3://{BUCKET}/lab/output/")
+    metrics = {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}
+    assert metrics["validation_accuracy"] > 0.9
+
+    predictor = estimator.deploy(initial_instance_count=1, instance_type="ml.m5.large",
+                                 endpoint_name="lab-endpoint", entry_point="inference.py",
+                                 source_dir=os.path.join(ROOT, "src", "inference"),
+                                 serializer=JSONSerializer(), deserializer=JSONDeserializer())
+    images, labels = idx("t10k-images-idx3-ubyte")[:20], idx("t10k-labels-idx1-ubyte")[:20]
+    answer = predictor.predict(images.tolist())
+    digits = [p["digit"] for p in answer["predictions"]]
+    assert sum(d == int(label) for d, label in zip(digits, labels)) >= 17
+    predictor.delete_endpoint()
+    with pytest.raises(ClientError):
+        sm.describe_endpoint(EndpointName="lab-endpoint")
+
+    script = tmp_path / "count.py"
+    # /opt/ml paths reach a script as arguments (the local contract maps those, not literals)
+    script.write_text("import os, sys\n"
+                      "source, target = sys.argv[1:3]\n"
+                      "names = sorted(os.listdir(source))\n"
+                      "open(os.path.join(target, 'listing.txt'), 'w').write(','.join(names))\n"
+                      "print('listed', len(names), 'files')\n")
+    processor = ScriptProcessor(image_uri=sagemaker.image_uris.retrieve(
+        "mxnet", "us-east-1", version="1.9.0", py_version="py38", instance_type="ml.m5.large",
+        image_scope="training"), command=["python3"], role=role, instance_count=1,
+        instance_type="ml.m5.large", sagemaker_session=session)
+    processor.run(code=str(script), inputs=[ProcessingInput(
+        source=data["train"], destination="/opt/ml/processing/input/data")],
+        outputs=[ProcessingOutput(source="/opt/ml/processing/output",
+                                  destination=f"s3://{BUCKET}/lab/listing")],
+        arguments=["/opt/ml/processing/input/data", "/opt/ml/processing/output"], logs=True)
+    described = processor.jobs[-1].describe()
+    assert described["ProcessingJobStatus"] == "Completed"
+    listing = s3.get_object(Bucket=BUCKET, Key="lab/listing/listing.txt")["Body"].read()
+    assert listing == b"train.npz"
+
+    long = MXNet(entry_point="train.py", source_dir=str(source), role=role,
+                 framework_version="1.9.0", py_version="py38", instance_count=1,
+                 instance_type="ml.m5.large", hyperparameters={"epochs": 200},
+                 sagemaker_session=session, output_path=f"s3://{BUCKET}/lab/output")
+    long.fit({"train": data["train"], "validation": data["validation"]}, wait=False)
+    name = long.latest_training_job.name
+    assert sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "InProgress"
+    with pytest.raises(ClientError) as err:  # names are unique
+        sm.create_training_job(**{k: v for k, v in sm.describe_training_job(
+            TrainingJobName=name).items() if k in ("TrainingJobName", "AlgorithmSpecification",
+                                                   "RoleArn", "OutputDataConfig",
+                                                   "ResourceConfig", "StoppingCondition")})
+    assert err.value.response["Error"]["Code"] == "ResourceInUse"
+    sm.stop_training_job(TrainingJobName=name)
+    deadline = time.time() + 60
+    while sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] != "Stopped":
+        assert time.time() < deadline
+        time.sleep(0.5)
+    assert name in [j["TrainingJobName"] for j in sm.list_training_jobs(
+        NameContains=name)["TrainingJobSummaries"]]

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from conftest import ROOT
 from localservice import ServiceProcess, steps_of, wait_for
-from pipeline.definition import PipelineConfig, build_pipeline, definition_json
+from pipeline.definition import SDK_CONFIG, PipelineConfig, build_pipeline, definition_json
 from pipeline.packaging import build_artifacts, upload_artifacts
 
 BUCKET = "sagemaker-local"
@@ -129,7 +129,8 @@ def test_the_sagemaker_sdks_own_objects_work(service):
     session = sagemaker.Session(boto_session=boto_session,
                                 sagemaker_client=service.client("sagemaker"),
                                 sagemaker_runtime_client=service.client("sagemaker-runtime"),
-                                default_bucket=BUCKET)
+                                default_bucket=BUCKET,
+                                sagemaker_config=SDK_CONFIG)  # no telemetry: no network
     pipeline = build_pipeline(PipelineConfig(bucket=BUCKET, pipeline_name="sdk-pipeline"),
                               artifacts)
     pipeline.sagemaker_session = session

@@ -68,7 +68,8 @@ class StepHandler:
 
 
 class _JobHandler(StepHandler):
-    """Processing and training: record the job, run it, record how it ended."""
+    """Processing and training: record the job, run it, record how it ended. The same two
+    halves run jobs created through the API (``pipeline.local.standalone``)."""
 
     resource = None  # ProcessingJob or TrainingJob
 
@@ -79,17 +80,11 @@ class _JobHandler(StepHandler):
     def run(self, step):
         request = step.arguments()
         name = step.job_name()
-        job = self.backend.job_started(self.resource, name, request, **self.started_fields())
+        job = self.begin(name, request)
         metadata = {self.resource.__name__: {"Arn": job[self.resource.arn_field]}}
         self.backend.step_metadata(step.record, metadata)
-        try:
-            result = self.execute(name, request, step)
-        except (OSError, ValueError, KeyError) as err:  # staging: bad inputs, missing objects
-            result = JobResult(2, f"ClientError: {err}", 0.0)
-        status = "Completed" if result.exit_code == 0 else (
-            "Stopped" if step.stop.is_set() else "Failed")
-        described = self.backend.job_ended(self.resource, name, status,
-                                           **self.ended_fields(job, request, result, status))
+        status, described, result = self.complete(job, request, step.execution_arn,
+                                                  step.stop.is_set)
         if status == "Completed":
             return Outcome(Status.SUCCEEDED, described, metadata)
         if status == "Stopped":
@@ -97,10 +92,27 @@ class _JobHandler(StepHandler):
         return Outcome(Status.FAILED, metadata=metadata,
                        reason=result.failure_reason or "the job failed")
 
+    def begin(self, name, request) -> dict:
+        """The job recorded InProgress."""
+        return self.backend.job_started(self.resource, name, request, **self.started_fields())
+
+    def complete(self, job, request, owner, stopped):
+        """Run the job (its processes belong to ``owner``) and record how it ended:
+        (status, its description, the JobResult). ``stopped()``: whether a stop was asked."""
+        name = job[self.resource.name_field]
+        try:
+            result = self.execute(name, request, owner)
+        except (OSError, ValueError, KeyError) as err:  # staging: bad inputs, missing objects
+            result = JobResult(2, f"ClientError: {err}", 0.0)
+        status = "Completed" if result.exit_code == 0 else ("Stopped" if stopped() else "Failed")
+        described = self.backend.job_ended(self.resource, name, status,
+                                           **self.ended_fields(job, request, result, status))
+        return status, described, result
+
     def started_fields(self) -> dict:
         return {}
 
-    def execute(self, name, request, step) -> JobResult:
+    def execute(self, name, request, owner) -> JobResult:
         raise NotImplementedError
 
     def ended_fields(self, job, request, result, status) -> dict:
@@ -113,8 +125,8 @@ class ProcessingHandler(_JobHandler):
     def started_fields(self):
         return {"ProcessingStartTime": time.time()}
 
-    def execute(self, name, request, step):
-        return self.jobs.run_processing(name, request, owner=step.execution_arn)
+    def execute(self, name, request, owner):
+        return self.jobs.run_processing(name, request, owner=owner)
 
     def ended_fields(self, job, request, result, status):
         # as on AWS: the container's own run, not the input download or output upload
@@ -133,7 +145,7 @@ class TrainingHandler(_JobHandler):
         return {"SecondaryStatus": "Training", "TrainingStartTime": time.time(),
                 "FinalMetricDataList": []}
 
-    def execute(self, name, request, step):
+    def execute(self, name, request, owner):
         metrics = {}
 
         def on_metric(metric, value):
@@ -142,8 +154,7 @@ class TrainingHandler(_JobHandler):
                 {"MetricName": k, "Value": v, "Timestamp": time.time()}
                 for k, v in metrics.items()])
 
-        return self.jobs.run_training(name, request, owner=step.execution_arn,
-                                      on_metric=on_metric)
+        return self.jobs.run_training(name, request, owner=owner, on_metric=on_metric)
 
     def ended_fields(self, job, request, result, status):
         created = job["CreationTime"]

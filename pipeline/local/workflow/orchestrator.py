@@ -30,6 +30,7 @@ class Orchestrator:
     def start(self, arn):
         """Run (or, for a retry, resume) an execution in the background."""
         self._stop[arn] = threading.Event()
+        self.jobs.resume_owner(arn)
         threading.Thread(target=self._run_safely, args=(arn,), daemon=True,
                          name=f"execution-{arn.split('/')[-1]}").start()
 
@@ -128,7 +129,9 @@ class Orchestrator:
             source = key and cache.find_hit(self.backend, run.execution_arn, run.spec, key)
             if source:  # not run again: the earlier run's job and outputs
                 outcome = Outcome(Status.SUCCEEDED, source["Properties"], source["Metadata"])
-                hit = {"SourcePipelineExecutionArn": source["ExecutionArn"]}
+                # the execution whose job it is (a hit on a hit names the one that ran it)
+                hit = source.get("CacheHitResult") or {
+                    "SourcePipelineExecutionArn": source["ExecutionArn"]}
             else:
                 outcome = self.handlers[run.spec["Type"]].run(run)
         except StepFailed as err:
