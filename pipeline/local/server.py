@@ -267,8 +267,10 @@ def _load_protocol():
 class LocalSageMaker:
     """The whole service. ``port=0`` picks a free loopback port."""
 
-    def __init__(self, home, port=0, job_python=None, region="us-east-1", **hosting_options):
-        """``hosting_options``: Hosting's timeouts (invocation_timeout, health_seconds), for
+    def __init__(self, home, port=0, job_python=None, region="us-east-1", read_timeout=60.0,
+                 **hosting_options):
+        """``read_timeout``: seconds a request may stall half-way before a 408;
+        ``hosting_options``: Hosting's timeouts (invocation_timeout, health_seconds); both for
         tests that need them short."""
         self.home = ServiceHome(home)
         os.makedirs(self.home.root, exist_ok=True)
@@ -276,7 +278,8 @@ class LocalSageMaker:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.http = uvicorn.Server(uvicorn.Config(
-            ServiceApp(self), loop="uvloop", http=_load_protocol(), lifespan="off",
+            ServiceApp(self), loop="uvloop", lifespan="off",
+            http=type("ServiceProtocol", (_load_protocol(),), {"read_timeout": read_timeout}),
             access_log=False, log_level="error", backlog=1024, timeout_keep_alive=60,
             server_header=False, date_header=False, proxy_headers=False))
         self._thread = None

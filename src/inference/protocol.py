@@ -1,9 +1,11 @@
 """HTTP/1.1 for the local servers (the model server, and the local service, which loads this
-file from here): uvicorn's protocol on httptools' llhttp parser, with two answers it does not
+file from here): uvicorn's protocol on httptools' llhttp parser, with three answers it does not
 give. Its 400 for a request llhttp refuses (folded headers, Content-Length with
-Transfer-Encoding, bad chunk sizes: the ambiguities request smuggling feeds on) says why; and a
+Transfer-Encoding, bad chunk sizes: the ambiguities request smuggling feeds on) says why; a
 client that half-closes its side (sends, then shuts down writing) still gets its answer, or a
-400 if the request was cut short, instead of a silently dropped connection.
+400 if the request was cut short, instead of a silently dropped connection; and a request that
+stops arriving half-way (headers or body) gets a 408 after ``read_timeout`` seconds without a
+byte (uvicorn times out only idle keep-alive connections).
 """
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -27,12 +29,46 @@ class _ParserReason:
 
 
 class Protocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the two answers above."""
+    """uvicorn's httptools protocol with the three answers above."""
+
+    read_timeout = 60.0  # seconds a started request may go without a byte
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.parser = _ParserReason(self.parser)
-        self._in_headers = self._answer_then_close = False
+        self._in_headers = self._answer_then_close = self._in_request = False
+        self._stall_timer = None
+
+    def data_received(self, data):
+        super().data_received(data)
+        self._watch()
+
+    def _watch(self):
+        """(Re)start the stall timer while a request is incomplete."""
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        if self._in_request and not self.transport.is_closing():
+            self._stall_timer = self.loop.call_later(self.read_timeout, self._stalled)
+
+    def _stalled(self):
+        self._stall_timer = None
+        if self._in_request and not self.transport.is_closing():
+            message = (f"Request timed out: nothing arrived for {self.read_timeout:g} s "
+                       "in the middle of the request.").encode()
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; "
+                                 b"charset=utf-8\r\ncontent-length: %d\r\nconnection: close"
+                                 b"\r\n\r\n%s" % (len(message), message))
+            self.transport.close()
+
+    def connection_lost(self, exc):
+        self._in_request = False
+        self._watch()
+        super().connection_lost(exc)
+
+    def on_message_complete(self):
+        self._in_request = False
+        super().on_message_complete()
 
     def send_400_response(self, msg):
         reason = getattr(self.parser, "reason", "")
@@ -40,7 +76,7 @@ class Protocol(HttpToolsProtocol):
 
     def on_message_begin(self):
         super().on_message_begin()
-        self._in_headers = True
+        self._in_headers = self._in_request = True
 
     def on_headers_complete(self):
         self._in_headers = False

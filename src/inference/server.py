@@ -29,7 +29,7 @@ from protocol import Protocol
 MAX_BODY = 6 * 1024 * 1024  # SageMaker's real-time payload limit
 DRAIN_LIMIT = 16 * 1024 * 1024  # an oversized body up to this is read and dropped, so that the
 # client, still sending, gets to read the 413; a larger one is refused unread
-IDLE_SECONDS = 60  # a keep-alive connection that sends nothing for this long is closed
+IDLE_SECONDS = 60  # an idle keep-alive connection, or a request stalled half-way, is closed
 
 
 def load_handlers(model_dir):
@@ -174,16 +174,18 @@ class _Server(uvicorn.Server):
             self.on_ready()
 
 
-def run_worker(model_dir, sock, on_ready):
+def run_worker(model_dir, sock, on_ready, read_timeout=IDLE_SECONDS):
     """One worker: the model, and an event loop answering on the listening socket."""
-    config = uvicorn.Config(HostingApp(ModelService(model_dir)), loop="uvloop", http=Protocol,
+    protocol = type("WorkerProtocol", (Protocol,), {"read_timeout": read_timeout})
+    config = uvicorn.Config(HostingApp(ModelService(model_dir)), loop="uvloop", http=protocol,
                             lifespan="off", access_log=False, log_level="warning",
                             backlog=1024, timeout_keep_alive=IDLE_SECONDS,
                             server_header=False, date_header=False, proxy_headers=False)
     _Server(config, on_ready).run(sockets=[sock])
 
 
-def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1):
+def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1,
+          read_timeout=IDLE_SECONDS):
     """Serve with ``workers`` processes (SageMaker's containers start one per vCPU); the
     ready file is written once all of them answer. If one of them ends, the others are stopped
     and the server exits, so that whoever watches it (the local hosting's health check) sees
@@ -200,13 +202,14 @@ def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1):
                 handle.write(str(bound))
 
     if workers == 1:
-        return run_worker(model_dir, sock, ready)
+        return run_worker(model_dir, sock, ready, read_timeout)
     # Each worker listens on its own socket bound to the same port (SO_REUSEPORT): the
     # kernel spreads connections over them evenly, where one shared socket lets the first
     # worker to wake take them all. Each writes a byte to the pipe once it answers.
     read_end, write_end = os.pipe()
     children = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--model-dir",
                                   model_dir, "--host", host, "--port", str(bound),
+                                  "--read-timeout", str(read_timeout),
                                   "--worker-ready-fd", str(write_end)], pass_fds=[write_end])
                 for _ in range(workers)]
     os.close(write_end)
@@ -265,6 +268,8 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="worker processes (default: $SAGEMAKER_MODEL_SERVER_WORKERS, "
                         "else one per CPU)")
+    parser.add_argument("--read-timeout", type=float, default=IDLE_SECONDS,
+                        help="seconds a request may stall half-way before a 408 (default 60)")
     parser.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)  # a worker's
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -273,8 +278,9 @@ def main(argv=None):
         def ready():
             os.write(args.worker_ready_fd, b"1")
             os.close(args.worker_ready_fd)
-        return run_worker(args.model_dir, _socket(args.host, args.port, listen=True), ready)
-    serve(args.model_dir, args.port, args.host, args.ready_file, args.workers)
+        return run_worker(args.model_dir, _socket(args.host, args.port, listen=True), ready,
+                          args.read_timeout)
+    serve(args.model_dir, args.port, args.host, args.ready_file, args.workers, args.read_timeout)
 
 
 if __name__ == "__main__":

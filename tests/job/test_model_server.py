@@ -249,3 +249,28 @@ def test_an_oversized_body_is_never_buffered(server):
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             pass
         assert sent < 64 * 1048576  # the server stopped reading long before 300 MB
+
+
+def test_a_request_that_stalls_half_way_gets_a_408(trained, tmp_path):
+    """Headers or a body that stop arriving: refused after --read-timeout seconds without a
+    byte (408, connection closed), where uvicorn alone would wait for ever."""
+    ready = tmp_path / "port"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "src", "inference", "server.py"),
+                             "--model-dir", str(trained[0]), "--port", "0", "--ready-file",
+                             str(ready), "--workers", "1", "--read-timeout", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not (ready.exists() and ready.read_text()):
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        port = int(ready.read_text())
+        for partial in (b"POST /invocations HTTP/1.1\r\nContent-Le",  # inside its headers
+                        b"POST /invocations HTTP/1.1\r\nContent-Length: 10\r\n\r\n[1,"):
+            answer = raw(port, partial)  # sent, then silence: the server answers and closes
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+            assert b"nothing arrived for 1 s" in answer
+        assert call(port, None, method="GET", path="/ping")[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1171,3 +1171,21 @@ def test_a_pipeline_definition_can_come_from_s3(service):
                            PipelineDefinition=json.dumps(first), PipelineDefinitionS3Location={
                                "Bucket": "definitions", "ObjectKey": "p/one.json"})
     assert "not both" in str(err.value)
+
+
+def test_a_request_that_stalls_half_way_gets_a_408(tmp_path):
+    """The service's read timeout: headers or a body that stop arriving are refused after that
+    many seconds without a byte (408, connection closed)."""
+    from pipeline.local.server import LocalSageMaker
+
+    service = LocalSageMaker(str(tmp_path / "home"), read_timeout=1.0).start_background()
+    try:
+        for partial in (b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Tar",
+                        b"PUT /bucket/key HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100"
+                        b"\r\n\r\nfirst bytes"):
+            answer = _raw(service.url, partial)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+            assert b"nothing arrived for 1 s" in answer
+        assert urllib.request.urlopen(service.url + "/ping").status == 200
+    finally:
+        service.close()
