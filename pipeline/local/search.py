@@ -7,6 +7,7 @@ them). A filter's Name is a property path (``HyperParameters.epochs``, ``Tags.pr
 ``CustomerMetadataProperties.CodeCommit``); values compare as numbers when both sides are
 numbers, as times when the property is a time, else as text.
 """
+import operator
 from datetime import datetime
 
 from pipeline.local.errors import validation
@@ -20,6 +21,9 @@ RESOURCES = {"TrainingJob": TrainingJob, "ModelPackage": ModelPackage,
              "PipelineExecution": PipelineExecution, "Endpoint": Endpoint, "Model": Model}
 _RECORD = SERVICE_MODEL.operation_model("Search").output_shape.members["Results"].member
 _MISSING = object()
+_COMPARISONS = {"Equals": operator.eq, "NotEquals": operator.ne, "GreaterThan": operator.gt,
+                "GreaterThanOrEqualTo": operator.ge, "LessThan": operator.lt,
+                "LessThanOrEqualTo": operator.le}
 
 
 def search(backend, resource, search_expression=None, sort_by=None, sort_order=None,
@@ -68,24 +72,21 @@ def _nested(record, nested) -> bool:
 
 
 def _passes(record, flt) -> bool:
-    operator, value = flt.get("Operator", "Equals"), flt.get("Value")
+    op, value = flt.get("Operator", "Equals"), flt.get("Value")
     actual = _lookup(record, flt["Name"])
-    if operator == "Exists":
+    if op == "Exists":
         return actual is not _MISSING
-    if operator == "NotExists":
+    if op == "NotExists":
         return actual is _MISSING
     if actual is _MISSING:
-        return operator == "NotEquals"
+        return op == "NotEquals"
     if value is None:
-        raise validation(f"Filter on {flt['Name']} with operator {operator} needs a Value")
-    if operator == "In":
+        raise validation(f"Filter on {flt['Name']} with operator {op} needs a Value")
+    if op == "In":
         return str(actual) in [v.strip() for v in value.split(",")]
-    if operator == "Contains":
+    if op == "Contains":
         return value.lower() in str(actual).lower()
-    left, right = _comparable(actual, value)
-    return {"Equals": left == right, "NotEquals": left != right,
-            "GreaterThan": left > right, "GreaterThanOrEqualTo": left >= right,
-            "LessThan": left < right, "LessThanOrEqualTo": left <= right}[operator]
+    return _COMPARISONS[op](*_comparable(actual, value))
 
 
 def _lookup(record, path):
@@ -101,19 +102,19 @@ def _lookup(record, path):
 
 
 def _comparable(actual, value):
-    if isinstance(actual, (int, float)) and not isinstance(actual, bool):
-        try:
-            return float(actual), float(value)
-        except ValueError:
-            try:  # a time (kept as epoch seconds) against an ISO 8601 value
-                return float(actual), datetime.fromisoformat(
-                    value.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                pass
+    """Both as numbers when they are (a time, kept as epoch seconds, against an ISO 8601
+    value too), else both as text."""
     try:
         return float(actual), float(value)
     except (TypeError, ValueError):
-        return str(actual), value
+        pass
+    if isinstance(actual, (int, float)) and not isinstance(actual, bool):
+        try:
+            return float(actual), datetime.fromisoformat(
+                value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return str(actual), value
 
 
 def _sortable(value):

@@ -1091,9 +1091,11 @@ def test_model_package_updates_merge_metadata_and_add_inference_specifications(s
     desc = sm.describe_model_package(ModelPackageName=arn)
     assert desc["CustomerMetadataProperties"] == {"b": "2", "c": "3"}
     assert [s["Name"] for s in desc["AdditionalInferenceSpecifications"]] == ["compiled"]
+    sm.update_model_package(ModelPackageArn=arn, AdditionalInferenceSpecificationsToAdd=[
+        {"Name": f"more-{n}", "Containers": [container]} for n in range(14)])  # 15: the limit
     with pytest.raises(ClientError) as err:
         sm.update_model_package(ModelPackageArn=arn, AdditionalInferenceSpecificationsToAdd=[
-            {"Name": f"more-{n}", "Containers": [container]} for n in range(15)])
+            {"Name": "one-more", "Containers": [container]}])
     assert "can not exceed 15 (this would make 16)" in err.value.response["Error"]["Message"]
 
 

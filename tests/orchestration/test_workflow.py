@@ -123,3 +123,56 @@ def test_parameter_coercion():
 def test_json_path_indexes():
     assert json_path({"a": [{"b": 1}, {"b": 2}]}, "a[1].b") == 2
     assert json_path({"a": {"b": 3}}, "$.a.b") == 3
+
+
+def test_cache_expiry_reads_iso_8601_and_aws_short_durations():
+    from pipeline.local.workflow.cache import expire_seconds
+    assert expire_seconds("P30D") == 30 * 86400
+    assert expire_seconds("PT1H") == 3600
+    assert expire_seconds("T16m") == 16 * 60
+    assert expire_seconds("30dT5h") == 30 * 86400 + 5 * 3600
+    assert expire_seconds(None) == float("inf")
+    with pytest.raises(ValueError, match="not an ISO 8601 duration"):
+        expire_seconds("soon")
+
+
+def test_a_cached_step_reuses_only_a_matching_run_inside_expire_after():
+    """The newest Succeeded run with the same key, ended no longer ago than ExpireAfter; not
+    one just outside it, not a failed one, not another key."""
+    import time
+
+    from pipeline.local.workflow.cache import find_hit
+
+    now = time.time()
+    runs = {"old": {"StepName": "Train", "StepStatus": "Succeeded", "CacheKey": "k",
+                    "EndTime": now - 3600 - 5},  # 5 s outside PT1H
+            "inside": {"StepName": "Train", "StepStatus": "Succeeded", "CacheKey": "k",
+                       "EndTime": now - 3600 + 5},
+            "newer-failed": {"StepName": "Train", "StepStatus": "Failed", "CacheKey": "k",
+                             "EndTime": now - 10},
+            "newer-other": {"StepName": "Train", "StepStatus": "Succeeded", "CacheKey": "x",
+                            "EndTime": now - 10}}
+
+    class Backend:
+        def sibling_executions(self, arn):
+            return list(runs)
+
+        def step_records(self, execution):
+            return [runs[execution]]
+
+    spec = {"Name": "Train", "CacheConfig": {"Enabled": True, "ExpireAfter": "PT1H"}}
+    assert find_hit(Backend(), "this", spec, "k") is runs["inside"]
+    del runs["inside"]
+    assert find_hit(Backend(), "this", spec, "k") is None
+
+
+@pytest.mark.parametrize("operator, value, expected", [
+    ("GreaterThan", "0.5", False), ("GreaterThanOrEqualTo", "0.5", True),
+    ("LessThan", "0.5", False), ("LessThanOrEqualTo", "0.5", True),
+    ("Equals", "0.5", True), ("NotEquals", "0.5", False), ("GreaterThan", "0.49", True),
+    ("Contains", "AB", True), ("In", "x, 0.5", True)])
+def test_search_filters_compare_at_their_boundaries(operator, value, expected):
+    from pipeline.local.search import _passes
+    record = {"Metric": {"Value": 0.5, "Name": "xab"}}
+    name = "Metric.Name" if operator == "Contains" else "Metric.Value"
+    assert _passes(record, {"Name": name, "Operator": operator, "Value": value}) is expected

@@ -35,13 +35,18 @@ class StepRun:
     record: str  # the step's record key, for metadata updates
     context: Context
     stop: threading.Event
+    _arguments: Optional[dict] = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
         return self.spec["Name"]
 
     def arguments(self) -> dict:
-        return self.context.resolve(self.spec.get("Arguments", {}))
+        """The step's arguments, resolved once (the cache key and the handler both read
+        them; a JsonGet reads a file)."""
+        if self._arguments is None:
+            self._arguments = self.context.resolve(self.spec.get("Arguments", {}))
+        return self._arguments
 
     def job_name(self) -> str:
         """``pipelines-<execution id>-<step>``, as SageMaker names a step's job (63 chars)."""
