@@ -130,6 +130,7 @@ def test_cache_expiry_reads_iso_8601_and_aws_short_durations():
     assert expire_seconds("P30D") == 30 * 86400
     assert expire_seconds("PT1H") == 3600
     assert expire_seconds("T16m") == 16 * 60
+    assert (expire_seconds("P1M"), expire_seconds("PT1M")) == (30 * 86400, 60)  # month, minute
     assert expire_seconds("30dT5h") == 30 * 86400 + 5 * 3600
     assert expire_seconds(None) == float("inf")
     with pytest.raises(ValueError, match="not an ISO 8601 duration"):
