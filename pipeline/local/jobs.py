@@ -36,6 +36,7 @@ class JobResult:
     seconds: float  # the whole job, staging and upload included
     process_start: Optional[float] = None  # the container process itself
     process_end: Optional[float] = None
+    fault: Optional[str] = None  # a retry exception type when the service, not the job, failed
 
 
 class JobRunner:

@@ -190,7 +190,7 @@ class SageMakerBackend:
 
     def create_pipeline(self, pipeline_name, role_arn, pipeline_definition=None,
                         pipeline_definition_s3_location=None, pipeline_display_name=None,
-                        pipeline_description="", tags=None):
+                        pipeline_description="", tags=None, parallelism_configuration=None):
         definition = self._checked_definition(self._definition_text(
             pipeline_definition, pipeline_definition_s3_location))
         with self.lock:
@@ -204,12 +204,14 @@ class SageMakerBackend:
                 "PipelineDefinition": definition,
                 "PipelineDescription": pipeline_description, "RoleArn": role_arn,
                 "PipelineStatus": "Active", "CreationTime": now, "LastModifiedTime": now,
-                "PipelineVersionId": 1}, tags)
+                "PipelineVersionId": 1, "ParallelismConfiguration": parallelism_configuration},
+                tags)
         return {"PipelineArn": arn}
 
     def update_pipeline(self, pipeline_name, pipeline_definition=None,
                         pipeline_definition_s3_location=None, role_arn=None,
-                        pipeline_description=None, pipeline_display_name=None):
+                        pipeline_description=None, pipeline_display_name=None,
+                        parallelism_configuration=None):
         text = self._definition_text(pipeline_definition, pipeline_definition_s3_location)
         checked = None if text is None else self._checked_definition(text)
         with self.lock:
@@ -218,7 +220,8 @@ class SageMakerBackend:
                 doc["PipelineDefinition"] = checked
             for key, value in (("RoleArn", role_arn), ("PipelineDescription",
                                                        pipeline_description),
-                               ("PipelineDisplayName", pipeline_display_name)):
+                               ("PipelineDisplayName", pipeline_display_name),
+                               ("ParallelismConfiguration", parallelism_configuration)):
                 if value is not None:
                     doc[key] = value
             doc["LastModifiedTime"] = time.time()
@@ -247,7 +250,8 @@ class SageMakerBackend:
     def start_pipeline_execution(self, pipeline_name, pipeline_parameters=(),
                                  pipeline_execution_display_name=None,
                                  pipeline_execution_description="", client_request_token=None,
-                                 selective_execution_config=None):
+                                 selective_execution_config=None,
+                                 parallelism_configuration=None):
         pipeline = self._pipeline(pipeline_name)
         definition = json.loads(pipeline["PipelineDefinition"])
         if selective_execution_config:
@@ -275,7 +279,9 @@ class SageMakerBackend:
             "PipelineExecutionDescription": pipeline_execution_description,
             "PipelineExecutionStatus": "Executing", "CreationTime": now, "LastModifiedTime": now,
             "PipelineDefinition": pipeline["PipelineDefinition"], "Parameters": values,
-            "RoleArn": pipeline["RoleArn"]}
+            "RoleArn": pipeline["RoleArn"],  # the pipeline's parallelism unless overridden
+            "ParallelismConfiguration": parallelism_configuration or pipeline.get(
+                "ParallelismConfiguration")}
         if selective_execution_config:
             doc["SelectiveExecutionConfig"] = selective_execution_config
         if definition.get("PipelineExperimentConfig"):  # an experiment and a run group, named
@@ -334,6 +340,22 @@ class SageMakerBackend:
         params = [{"Name": k, "Value": render_value(v)} for k, v in doc["Parameters"].items()]
         return page(params, "PipelineParameters", next_token, max_results)
 
+    def update_pipeline_execution(self, pipeline_execution_arn,
+                                  pipeline_execution_description=None,
+                                  pipeline_execution_display_name=None,
+                                  parallelism_configuration=None):
+        """A running execution's new parallelism applies to the steps it starts next."""
+        with self.lock:
+            doc = self._execution(pipeline_execution_arn)
+            for key, value in (("PipelineExecutionDescription", pipeline_execution_description),
+                               ("PipelineExecutionDisplayName", pipeline_execution_display_name),
+                               ("ParallelismConfiguration", parallelism_configuration)):
+                if value is not None:
+                    doc[key] = value
+            doc["LastModifiedTime"] = time.time()
+            self.store.put(PipelineExecution.kind, pipeline_execution_arn, doc)
+        return {"PipelineExecutionArn": pipeline_execution_arn}
+
     def stop_pipeline_execution(self, pipeline_execution_arn, client_request_token=None):
         arn = pipeline_execution_arn
         self._transition(PipelineExecution, arn, "Stopping", "Execution is {status}, not "
@@ -344,9 +366,11 @@ class SageMakerBackend:
     def retry_pipeline_execution(self, pipeline_execution_arn, client_request_token=None,
                                  parallelism_configuration=None):
         arn = pipeline_execution_arn
+        changes = {"ParallelismConfiguration": parallelism_configuration} \
+            if parallelism_configuration else {}
         self._transition(PipelineExecution, arn, "Executing", "Only a Failed or Stopped "
                          "execution can be retried; this one is {status}", FailureReason=None,
-                         LastModifiedTime=time.time())
+                         LastModifiedTime=time.time(), **changes)
         self.orchestrator.start(arn)
         return {"PipelineExecutionArn": arn}
 
@@ -712,6 +736,10 @@ class SageMakerBackend:
             "StepStatus": "Executing", "AttemptCount": attempt, "Metadata": {},
             "Properties": {}})
         return key
+
+    def step_retrying(self, key: str, attempt: int):
+        """A retry policy tries the step again: its next attempt, within the same record."""
+        self.store.update(PipelineExecutionStep.kind, key, AttemptCount=attempt, Metadata={})
 
     def step_metadata(self, key: str, metadata: dict):
         self.store.update(PipelineExecutionStep.kind, key, Metadata=metadata)

@@ -3,6 +3,7 @@ data references and DependsOn, the checks a definition must pass, and parameter 
 from typing import Dict, List
 
 from pipeline.config import parse_bool
+from pipeline.local.workflow import retry
 
 SUPPORTED_TYPES = {"Processing", "Training", "RegisterModel", "Model", "Condition", "Fail"}
 
@@ -107,6 +108,9 @@ def _check_step(name, step):
     if missing:
         raise DefinitionError(f"{step['Type']} step {name!r} lacks {', '.join(missing)} in "
                               "its Arguments")
+    problems = retry.check(name, step)
+    if problems:
+        raise DefinitionError("; ".join(problems))
     if step["Type"] == "Condition":
         if not isinstance(arguments["Conditions"], list):
             raise DefinitionError(f"step {name!r}: Conditions must be a list")

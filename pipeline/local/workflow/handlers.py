@@ -14,6 +14,7 @@ from typing import Optional
 from pipeline.local.container import model_artifact_uri
 from pipeline.local.jobs import JobResult, JobRunner
 from pipeline.local.resources import ProcessingJob, TrainingJob
+from pipeline.local.workflow import retry
 from pipeline.local.workflow.expressions import Context, render
 
 
@@ -62,6 +63,7 @@ class Outcome:
     properties: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
     reason: Optional[str] = None
+    exception_type: Optional[str] = None  # what a retry policy matches (``retry``)
 
 
 class StepHandler:
@@ -95,7 +97,8 @@ class _JobHandler(StepHandler):
         if status == "Stopped":
             return Outcome(Status.STOPPED, metadata=metadata)
         return Outcome(Status.FAILED, metadata=metadata,
-                       reason=result.failure_reason or "the job failed")
+                       reason=result.failure_reason or "the job failed",
+                       exception_type=result.fault)
 
     def begin(self, name, request) -> dict:
         """The job recorded InProgress."""
@@ -107,8 +110,9 @@ class _JobHandler(StepHandler):
         name = job[self.resource.name_field]
         try:
             result = self.execute(name, request, owner)
-        except (OSError, ValueError, KeyError) as err:  # staging: bad inputs, missing objects
-            result = JobResult(2, f"ClientError: {err}", 0.0)
+        except (OSError, ValueError, KeyError) as err:  # staging: bad inputs, missing objects,
+            reason = retry.staging_failure(err)  # or a full disk
+            result = JobResult(2, reason, 0.0, fault=retry.job_exception_type(reason))
         status = "Completed" if result.exit_code == 0 else ("Stopped" if stopped() else "Failed")
         described = self.backend.job_ended(self.resource, name, status,
                                            **self.ended_fields(job, request, result, status))

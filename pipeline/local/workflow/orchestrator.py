@@ -1,23 +1,31 @@
-"""Runs executions: walks the DAG in dependency order, one step at a time, skipping the branch
-a condition did not take; stop and retry (a retry keeps what succeeded, properties included);
-steps with caching on reuse an earlier execution's run (``cache``); a selective execution runs
-only its selected steps, taking what they need from its source execution.
+"""Runs executions: walks the DAG in dependency order, skipping the branch a condition did not
+take, running steps whose dependencies are done side by side up to the execution's
+``ParallelismConfiguration``; stop and retry (a retry keeps what succeeded, properties
+included); a failed attempt tried again as the step's ``RetryPolicies`` say (``retry``); steps
+with caching on reuse an earlier execution's run (``cache``); a selective execution runs only
+its selected steps, taking what they need from its source execution.
 
 Every step's end, however it came, is recorded through the backend: an expression error or a
-refusal of the registry becomes the step's failure, a bug in the service the execution's.
+refusal of the registry becomes the step's failure, a bug in the service the execution's. Once a
+step fails or a stop is asked, no further step starts; those running end first.
 """
+import dataclasses
 import json
+import sqlite3
 import threading
 import time
 import traceback
+from concurrent import futures
 from typing import Dict
 
 from pipeline.local.errors import ServiceError
-from pipeline.local.workflow import cache
+from pipeline.local.workflow import cache, retry
 from pipeline.local.workflow.expressions import Context, StepFailed
 from pipeline.local.workflow.graph import ancestors, dependencies, flatten
 from pipeline.local.workflow.handlers import Outcome, Status, StepHandler, StepRun
 
+# Steps run at once when neither the execution nor its pipeline says (the API documents none).
+DEFAULT_PARALLEL_STEPS = 50
 STOPPED_REASON = "stopped by StopPipelineExecution"
 
 
@@ -73,55 +81,103 @@ class Orchestrator:
                           self.read_json)
         stop = self._stop[arn]
         done, skipped = set(properties), set()
+        running: Dict[futures.Future, str] = {}
+        failure = None
         selection = execution.get("SelectiveExecutionConfig")
         if selection:  # only the selected steps run; what they need comes from the source
             selected = {s["StepName"] for s in selection["SelectedSteps"]}
             needed = ancestors(selected, deps) - selected
             source = {r["StepName"]: r for r in self.backend.step_records(
                 selection["SourcePipelineExecutionArn"])}
-        while True:
-            ready = [n for n in steps if n not in done | skipped and deps[n] <= done | skipped]
-            if not ready:
-                return Status.SUCCEEDED, None
-            name = ready[0]
-            owner = steps[name]["owner"]
-            if deps[name] & skipped or (owner and context.properties[owner[0]]["Outcome"] !=
-                                        (owner[1] == "IfSteps")):
-                skipped.add(name)
-                continue
-            if stop.is_set():
-                return Status.STOPPED, STOPPED_REASON
-            spec = steps[name]["step"]
-            if selection and name not in selected:
-                if name not in needed:  # downstream or aside: not run in this execution
-                    skipped.add(name)
-                    continue
-                earlier = source.get(name, {})
-                if earlier.get("StepStatus") != Status.SUCCEEDED.value:
-                    return Status.FAILED, (f"Step {name} did not succeed in the source execution "
-                                           f"{selection['SourcePipelineExecutionArn']}; the "
-                                           "selected steps need its outputs")
-                self.backend.step_ended(
-                    self.backend.step_started(arn, spec, 1), Status.SUCCEEDED.value,
-                    properties=earlier["Properties"], metadata=earlier["Metadata"],
-                    selective_result={"SourcePipelineExecutionArn": earlier["ExecutionArn"]})
-                context.properties[name] = earlier["Properties"]
-                done.add(name)
-                continue
-            attempt = records.get(name, {}).get("AttemptCount", 0) + 1
-            run = StepRun(arn, spec, attempt, self.backend.step_started(arn, spec, attempt),
-                          context, stop)
-            outcome = self._run_step(run)
-            if outcome.status == Status.STOPPED:
-                return Status.STOPPED, STOPPED_REASON
-            if outcome.status == Status.FAILED:
-                reason = outcome.reason if spec["Type"] == "Fail" else \
-                    f"Step {name} failed: {outcome.reason}"
-                return Status.FAILED, reason
-            context.properties[name] = outcome.properties
-            done.add(name)
+        with futures.ThreadPoolExecutor(thread_name_prefix=f"steps-{arn.split('/')[-1]}") as pool:
+            while True:
+                limit = self._parallelism(arn)
+                for name in steps:  # in definition order, as many as the limit allows
+                    if failure or stop.is_set() or len(running) >= limit:
+                        break
+                    if name in done | skipped | set(running.values()) or \
+                            not deps[name] <= done | skipped:
+                        continue
+                    owner = steps[name]["owner"]
+                    if deps[name] & skipped or (owner and context.properties[owner[0]][
+                            "Outcome"] != (owner[1] == "IfSteps")):
+                        skipped.add(name)
+                        continue
+                    spec = steps[name]["step"]
+                    if selection and name not in selected:
+                        if name not in needed:  # downstream or aside: not run in this execution
+                            skipped.add(name)
+                            continue
+                        earlier = source.get(name, {})
+                        if earlier.get("StepStatus") != Status.SUCCEEDED.value:
+                            failure = (f"Step {name} did not succeed in the source execution "
+                                       f"{selection['SourcePipelineExecutionArn']}; the "
+                                       "selected steps need its outputs")
+                            break
+                        self.backend.step_ended(
+                            self.backend.step_started(arn, spec, 1), Status.SUCCEEDED.value,
+                            properties=earlier["Properties"], metadata=earlier["Metadata"],
+                            selective_result={
+                                "SourcePipelineExecutionArn": earlier["ExecutionArn"]})
+                        context.properties[name] = earlier["Properties"]
+                        done.add(name)
+                        continue
+                    attempt = records.get(name, {}).get("AttemptCount", 0) + 1
+                    run = StepRun(arn, spec, attempt,
+                                  self.backend.step_started(arn, spec, attempt), context, stop)
+                    running[pool.submit(self._run_step, run)] = name
+                if not running:
+                    break
+                finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+                for future in finished:
+                    name = running.pop(future)
+                    outcome = future.result()  # a bug in the service: the execution's failure
+                    if outcome.status == Status.SUCCEEDED:
+                        context.properties[name] = outcome.properties
+                        done.add(name)
+                    elif outcome.status == Status.FAILED and not failure:
+                        failure = outcome.reason if steps[name]["step"]["Type"] == "Fail" \
+                            else f"Step {name} failed: {outcome.reason}"
+        if failure:
+            return Status.FAILED, failure
+        if stop.is_set() and set(steps) - done - skipped:
+            return Status.STOPPED, STOPPED_REASON
+        return Status.SUCCEEDED, None
+
+    def _parallelism(self, arn) -> int:
+        """Read at each scheduling round: UpdatePipelineExecution may change it meanwhile."""
+        config = self.backend.execution_record(arn).get("ParallelismConfiguration") or {}
+        return config.get("MaxParallelExecutionSteps", DEFAULT_PARALLEL_STEPS)
 
     def _run_step(self, run: StepRun) -> Outcome:
+        """Run a step's attempts (as many as its retry policies allow) and record its end."""
+        retries = retry.RetryState(run.spec)
+        while True:
+            outcome, key, hit = self._attempt(run)
+            delay = retries.delay(outcome.exception_type) \
+                if outcome.status == Status.FAILED else None
+            if delay is None:
+                break
+            print(f"{run.execution_arn}: step {run.name}, attempt {run.attempt} failed "
+                  f"({outcome.reason}); its retry policy tries again in {delay:g} s", flush=True)
+            if run.stop.wait(delay):
+                outcome = Outcome(Status.STOPPED, metadata=outcome.metadata)
+                break
+            self.backend.step_retrying(run.record, run.attempt + 1)
+            run = dataclasses.replace(run, attempt=run.attempt + 1)
+        metadata = outcome.metadata or None
+        if outcome.status == Status.SUCCEEDED:
+            self.backend.step_ended(run.record, outcome.status.value,
+                                    properties=outcome.properties, metadata=metadata,
+                                    cache_key=key, cache_hit=hit)
+        else:
+            self.backend.step_ended(run.record, outcome.status.value, outcome.reason
+                                    if outcome.status == Status.FAILED else None,
+                                    metadata=metadata)
+        return outcome
+
+    def _attempt(self, run: StepRun):
+        """One attempt: (its outcome, the step's cache key, the run a cache hit reused)."""
         key = hit = None
         try:
             if cache.enabled(run.spec):
@@ -137,16 +193,12 @@ class Orchestrator:
         except StepFailed as err:
             outcome = Outcome(Status.FAILED, reason=str(err))
         except ServiceError as err:  # the registry or hosting refused the request
-            outcome = Outcome(Status.FAILED, reason=err.message)
+            outcome = Outcome(Status.FAILED, reason=err.message,
+                              exception_type=retry.error_exception_type(err.code))
         except ValueError as err:  # a CacheConfig this service cannot read
             outcome = Outcome(Status.FAILED, reason=str(err))
-        metadata = outcome.metadata or None
-        if outcome.status == Status.SUCCEEDED:
-            self.backend.step_ended(run.record, outcome.status.value,
-                                    properties=outcome.properties, metadata=metadata,
-                                    cache_key=key, cache_hit=hit)
-        else:
-            self.backend.step_ended(run.record, outcome.status.value, outcome.reason
-                                    if outcome.status == Status.FAILED else None,
-                                    metadata=metadata)
-        return outcome
+        except (sqlite3.OperationalError, OSError) as err:  # the service's store refused
+            outcome = Outcome(Status.FAILED, exception_type=retry.SERVICE_FAULT,
+                              reason=f"InternalServerError: the local service could not "
+                                     f"record the step: {err}")
+        return outcome, key, hit
