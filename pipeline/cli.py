@@ -163,12 +163,13 @@ def cmd_iam_policy(target):
 def cmd_local(target):
     home, action = target.args.local_home, target.args.action
     if action == "start":
-        print(launcher.ensure_running(home))
+        print(launcher.ensure_running(home, target.args.region)["url"])
     elif action == "stop":
         print("stopped" if launcher.stop(home) else "not running")
     elif launcher.running(home):
         info = launcher.running(home)
-        print(f"local service: running at {info['url']} (pid {info['pid']}, home {home})")
+        print(f"local service: running at {info['url']} (pid {info['pid']}, region "
+              f"{info.get('region')}, home {home})")
     else:
         print(f"local service: not running (home {home})")
         return EXIT_FAILED
@@ -244,7 +245,8 @@ def _global_options(parser, defaults):
 
     add = parser.add_argument
     add("--profile", default=d(None), help="AWS profile (default: the standard AWS chain)")
-    add("--region", default=d(None), help="AWS region (default: the profile's, else us-east-1)")
+    add("--region", default=d(None), help="AWS region (default: the profile's, else "
+        "us-east-1; locally: the service's, fixed when its home is first used)")
     add("--role-arn", default=d(None), help="SageMaker execution role (or SAGEMAKER_ROLE_ARN)")
     add("--bucket", default=d(None),
         help="S3 bucket for code and data (default: sagemaker-REGION-ACCOUNT)")

@@ -32,9 +32,13 @@ class Target:
     @property
     def clients(self) -> aws.Clients:
         if self._clients is None:
-            self._clients = aws.Clients.create(self.args.profile, self.args.region,
-                                               self.endpoint_url(), local=self.local)
+            url = self.endpoint_url()
+            self._clients = aws.Clients.create(self.args.profile, self.client_region(), url,
+                                               local=self.local)
         return self._clients
+
+    def client_region(self) -> Optional[str]:
+        return self.args.region
 
     def bucket(self, offline=False) -> str:
         if self.args.bucket:
@@ -127,8 +131,25 @@ class LocalTarget(Target):
     local = True
     poll_seconds = 1.0
 
+    _service = None  # the running service's service.json, once found or started
+
+    def service(self) -> dict:
+        """The service on ``--local-home`` (url, region), started when none runs."""
+        if self._service is None:
+            try:
+                self._service = launcher.ensure_running(self.args.local_home, self.args.region)
+            except ValueError as err:  # another region than the one asked for
+                raise UsageError(str(err))
+        return self._service
+
     def endpoint_url(self):
-        return self.args.endpoint_url or launcher.ensure_running(self.args.local_home)
+        return self.args.endpoint_url or self.service()["url"]
+
+    def client_region(self):
+        """The region the service serves: requests signed for another are refused."""
+        if self.args.region or self.args.endpoint_url:
+            return self.args.region
+        return self.service().get("region")
 
     def bucket(self, offline=False):
         return self.args.bucket or LOCAL_BUCKET

@@ -32,6 +32,11 @@ class ServiceHome:
         return os.path.join(self.root, "service.json")
 
     @property
+    def region_file(self) -> str:
+        """The region whose ARNs this home's resources carry, fixed at its first start."""
+        return os.path.join(self.root, "region")
+
+    @property
     def service_log(self) -> str:
         return os.path.join(self.root, "service.log")
 

@@ -41,8 +41,9 @@ def running(home) -> Optional[dict]:
     return info if info and _alive(info) else None
 
 
-def spawn(home, port=0, timeout=60.0):
-    """Start a service process on ``home`` in the background: (process, service.json info)."""
+def spawn(home, port=0, timeout=60.0, region=None):
+    """Start a service process on ``home`` in the background: (process, service.json info);
+    ``region``: the one it serves (the home's by default)."""
     layout = ServiceHome(home)
     os.makedirs(layout.root, exist_ok=True)
     try:
@@ -51,7 +52,8 @@ def spawn(home, port=0, timeout=60.0):
         pass
     with open(layout.service_log, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.local", "serve", "--home", home,
-                                 "--port", str(port)], cwd=ROOT, stdout=log,
+                                 "--port", str(port)] + (["--region", region] if region else []),
+                                cwd=ROOT, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     deadline = time.time() + timeout
@@ -59,23 +61,37 @@ def spawn(home, port=0, timeout=60.0):
         info = _read(home)
         if info and info.get("pid") == proc.pid and _alive(info):
             return proc, info
-        if proc.poll() is not None:
-            raise RuntimeError(f"the local service exited with code {proc.returncode}; see "
-                               f"{layout.service_log}")
+        if proc.poll() is not None:  # 2: it refused its arguments (a region, a home)
+            error = ValueError if proc.returncode == 2 else RuntimeError
+            raise error(f"the local service exited with code {proc.returncode}: "
+                        f"{_last_line(layout.service_log)}")
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"the local service did not start within {timeout:.0f} s")
 
 
-def ensure_running(home) -> str:
-    """The URL of the service on ``home``, started first when none runs."""
+def _last_line(path) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            lines = [line.strip() for line in handle if line.strip()]
+        return lines[-1] if lines else f"see {path}"
+    except OSError:
+        return f"see {path}"
+
+
+def ensure_running(home, region=None) -> dict:
+    """The service on ``home`` (its service.json: url, region), started first when none runs;
+    ValueError when the one running serves another region than ``region``."""
     info = running(home)
     if info:
-        return info["url"]
-    _, info = spawn(home)
-    print(f"started the local SageMaker service at {info['url']} (home {home}, log "
-          "service.log)", file=sys.stderr)
-    return info["url"]
+        if region and info.get("region", region) != region:
+            raise ValueError(f"the local service on {home} serves {info['region']}, not "
+                               f"{region}: drop --region, or use another --local-home")
+        return info
+    _, info = spawn(home, region=region)
+    print(f"started the local SageMaker service for {info['region']} at {info['url']} (home "
+          f"{home}, log service.log)", file=sys.stderr)
+    return info
 
 
 def stop(home, timeout=30.0) -> bool:

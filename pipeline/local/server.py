@@ -151,6 +151,22 @@ class Request:
         self.headers, self.body, self.is_s3 = headers, b"", False
 
 
+_CREDENTIAL = re.compile(r"Credential=[^/,]*/\d{8}/([^/,]+)/([^/,]+)/aws4_request")
+
+
+def _foreign_region(request, region):
+    """The region a request was signed for when it is not the service's (as a regional
+    endpoint, the service answers its own region only); S3, whose buckets are not kept per
+    region here, takes any."""
+    credential = request.headers.get("Authorization", "") or urllib.parse.unquote(
+        urllib.parse.parse_qs(request.query).get("X-Amz-Credential", [""])[0])
+    match = _CREDENTIAL.search(credential if "Credential=" in credential
+                               else f"Credential={credential}")
+    if match and match.group(2) != "s3" and match.group(1) != region:
+        return match.group(1)
+    return None
+
+
 def _host_allowed(request) -> bool:
     """Only loopback names: a page on another site that rebinds its DNS name to 127.0.0.1
     sends its own name as Host, and is refused."""
@@ -187,6 +203,11 @@ class ServiceApp:
             if not _host_allowed(request):
                 return _closing(error("AccessDenied", "the local service answers only requests "
                                       "addressed to a loopback host name", 403))
+            foreign = _foreign_region(request, self.service.region)
+            if foreign is not None:  # AWS's answer from a regional endpoint
+                return error("InvalidSignatureException", "Credential should be scoped to a "
+                             f"valid region, not '{foreign}'. This local service serves "
+                             f"{self.service.region}.", 403)
             if request.command not in METHODS:
                 status, headers, body = error("MethodNotAllowed", f"{request.command} is not "
                                               "supported; use GET, HEAD, PUT, POST or DELETE", 405)
@@ -267,13 +288,15 @@ def _load_protocol():
 class LocalSageMaker:
     """The whole service. ``port=0`` picks a free loopback port."""
 
-    def __init__(self, home, port=0, job_python=None, region="us-east-1", read_timeout=60.0,
+    def __init__(self, home, port=0, job_python=None, region=None, read_timeout=60.0,
                  **hosting_options):
-        """``read_timeout``: seconds a request may stall half-way before a 408;
-        ``hosting_options``: Hosting's timeouts (invocation_timeout, health_seconds); both for
-        tests that need them short."""
+        """``region``: the one region it serves, as a regional endpoint does (the home's, fixed
+        at its first start; us-east-1 unless given then); ``read_timeout``: seconds a request
+        may stall half-way before a 408; ``hosting_options``: Hosting's timeouts
+        (invocation_timeout, health_seconds); both for tests that need them short."""
         self.home = ServiceHome(home)
         os.makedirs(self.home.root, exist_ok=True)
+        self.region = region = home_region(self.home, region)
         self.sock = socket.create_server(("127.0.0.1", port), backlog=1024)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -319,7 +342,8 @@ class LocalSageMaker:
 
     def write_service_file(self):
         with open(self.home.service_file, "w") as handle:
-            json.dump({"url": self.url, "port": self.port, "pid": os.getpid()}, handle)
+            json.dump({"url": self.url, "port": self.port, "pid": os.getpid(),
+                       "region": self.region}, handle)
 
     def _settle(self):
         """Everything loaded so far lives as long as the service: out of the garbage
@@ -365,8 +389,36 @@ class LocalSageMaker:
             pass
 
 
-def serve(home, port=0, job_python=None):
-    service = LocalSageMaker(home, port, job_python)
-    print(f"local SageMaker serving on {service.url} (home {service.home.root})", flush=True)
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+
+
+def home_region(home: ServiceHome, asked=None) -> str:
+    """The region a home's resources belong to: recorded at its first start, and then the
+    only one it serves (its ARNs name it); asking for another is refused."""
+    try:
+        with open(home.region_file) as handle:
+            kept = handle.read().strip()
+    except FileNotFoundError:
+        kept = None
+    if asked is not None and not REGION.fullmatch(asked):
+        raise ValueError(f"{asked!r} is not a region name (such as us-east-1)")
+    if kept and asked and asked != kept:
+        raise ValueError(f"the home {home.root} keeps resources of {kept}, not {asked}: serve "
+                         f"{kept} from it, or {asked} from another home")
+    if not kept:
+        kept = asked or "us-east-1"
+        with open(home.region_file, "w") as handle:
+            handle.write(kept + "\n")
+    return kept
+
+
+def serve(home, port=0, job_python=None, region=None):
+    try:
+        service = LocalSageMaker(home, port, job_python, region)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"local SageMaker serving {service.region} on {service.url} (home "
+          f"{service.home.root})", flush=True)
     service.serve_forever()
     sys.exit(0)

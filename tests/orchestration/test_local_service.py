@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from conftest import ROOT
 from localservice import ServiceProcess, steps_of, wait_for
+from pipeline.local import launcher
 from pipeline.definition import SDK_CONFIG, PipelineConfig, build_pipeline, definition_json
 from pipeline.packaging import build_artifacts, upload_artifacts
 
@@ -1191,3 +1192,45 @@ def test_a_request_that_stalls_half_way_gets_a_408(tmp_path):
         assert urllib.request.urlopen(service.url + "/ping").status == 200
     finally:
         service.close()
+
+
+def test_a_service_serves_its_homes_region_and_its_arns_name_it(tmp_path, capsys):
+    """As a regional endpoint: ARNs carry the region requests are signed for; a request signed
+    for another region is AWS's InvalidSignatureException; the home keeps its region."""
+    from pipeline import cli
+
+    home = str(tmp_path / "eu-home")
+    svc = ServiceProcess(home)
+    svc.proc, info = launcher.spawn(home, region="eu-west-1")
+    svc.url = info["url"]
+    try:
+        assert info["region"] == "eu-west-1"
+        eu = boto3.client("sagemaker", endpoint_url=svc.url, region_name="eu-west-1",
+                          aws_access_key_id="local", aws_secret_access_key="local")
+        arn = eu.create_model_package_group(ModelPackageGroupName="regional")[
+            "ModelPackageGroupArn"]
+        assert arn.startswith("arn:aws:sagemaker:eu-west-1:")
+        assert eu.describe_model_package_group(ModelPackageGroupName="regional")[
+            "ModelPackageGroupArn"] == arn
+        with pytest.raises(ClientError) as err:
+            svc.client("sagemaker").list_model_package_groups()  # signed for us-east-1
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        assert err.value.response["Error"]["Code"] == "InvalidSignatureException"
+        assert "Credential should be scoped to a valid region, not 'us-east-1'" in \
+            err.value.response["Error"]["Message"]
+        assert svc.client("s3").list_buckets()["Buckets"] == []  # S3 takes any region
+        # the CLI talks to it in its region, and refuses to mix another in
+        base = ["--local", "--local-home", home]
+        assert cli.main(base + ["--model-package-group", "regional", "approve", "latest"]) == 2
+        assert "no model packages in group regional" in capsys.readouterr().err
+        assert cli.main(base + ["--region", "us-east-1", "executions"]) == 2
+        assert "serves eu-west-1, not us-east-1" in capsys.readouterr().err
+    finally:
+        svc.stop()
+    with pytest.raises(ValueError, match="keeps resources of eu-west-1, not us-east-1"):
+        launcher.spawn(home, region="us-east-1")
+    svc.proc, info = launcher.spawn(home)  # the home's own region again
+    try:
+        assert info["region"] == "eu-west-1"
+    finally:
+        svc.stop()
