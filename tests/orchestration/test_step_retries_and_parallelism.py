@@ -268,3 +268,22 @@ def test_a_running_executions_description_and_parallelism_can_be_updated(local):
     assert described["PipelineExecutionDescription"] == "why"
     assert described["ParallelismConfiguration"] == {"MaxParallelExecutionSteps": 3}
     assert wait_for(sm, arn, timeout=60) == "Succeeded"
+
+
+def test_the_sdks_own_retry_policies_pass_the_check():
+    from sagemaker.workflow.retry import (SageMakerJobExceptionTypeEnum,
+                                          SageMakerJobStepRetryPolicy, StepExceptionTypeEnum,
+                                          StepRetryPolicy)
+
+    from pipeline.local.workflow import retry
+
+    policies = [
+        StepRetryPolicy(exception_types=[StepExceptionTypeEnum.SERVICE_FAULT,
+                                         StepExceptionTypeEnum.THROTTLING],
+                        expire_after_mins=5, interval_seconds=10).to_request(),
+        SageMakerJobStepRetryPolicy(failure_reason_types=[
+            SageMakerJobExceptionTypeEnum.INTERNAL_ERROR,
+            SageMakerJobExceptionTypeEnum.CAPACITY_ERROR], max_attempts=10).to_request()]
+    assert retry.check("Train", {"Type": "Training", "RetryPolicies": policies}) == []
+    assert retry.check("Train", {"Type": "Training", "RetryPolicies": [
+        dict(policies[1], MaxAttempts=0)]}) == []  # 0: never retried, as AWS documents
