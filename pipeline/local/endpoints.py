@@ -8,6 +8,7 @@ connections, asynchronously, on the service's event loop.
 import asyncio
 import http.client
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import httptools
 from pipeline.config import ROOT
 from pipeline.local.errors import ServiceError
 from pipeline.local.home import ServiceHome
+from pipeline.local.resources import ACCOUNT
 
 INVOCATION_LIMIT = 6 * 1024 * 1024  # SageMaker's real-time payload limit
 INVOCATION_TIMEOUT = 60.0  # SageMaker's: a model must answer within 60 s
@@ -38,6 +40,7 @@ class ModelServer:
     port: int
     process: subprocess.Popen
     model_dir: str = ""
+    channel: Optional[str] = None  # where client connections are passed to it
     failed_checks: int = 0
     restarts: int = 0
     idle: list = field(default_factory=list)  # keep-alive connections to it, not in use
@@ -60,6 +63,11 @@ class ModelServer:
             pass
 
 
+def log_group_arn(region, endpoint) -> str:
+    """The endpoint's CloudWatch log group, which SageMaker's ModelError names."""
+    return f"arn:aws:logs:{region}:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{endpoint}"
+
+
 class HostingError(Exception):
     pass
 
@@ -72,8 +80,12 @@ class Hosting:
     """Model-server processes; endpoint state is reported through the backend's verbs."""
 
     def __init__(self, backend, s3, home: ServiceHome, job_python, start_timeout=120.0,
-                 invocation_timeout=INVOCATION_TIMEOUT, health_seconds=HEALTH_SECONDS):
+                 invocation_timeout=INVOCATION_TIMEOUT, health_seconds=HEALTH_SECONDS,
+                 service_channel=None):
+        """``service_channel``: the service's channel for connections passed back; with it,
+        model servers take the runtime route's connections themselves."""
         self.backend, self.s3, self.home, self.job_python = backend, s3, home, job_python
+        self.service_channel = service_channel
         self.start_timeout, self.invocation_timeout = start_timeout, invocation_timeout
         self.servers: Dict[str, ModelServer] = {}
         self.lock = threading.Lock()
@@ -188,11 +200,19 @@ class Hosting:
         env.update(container.get("Environment", {}))
         env["PYTHONUNBUFFERED"] = "1"
         log_path = self.home.endpoint_log(endpoint, config_name)
+        argv = [self.job_python, SERVER_SCRIPT, "--model-dir", model_dir, "--port", "0",
+                "--ready-file", ready]
+        channel = None
+        if self.service_channel:  # it answers the runtime route on connections passed to it
+            channel = f"sagemaker-endpoint-{os.getpid()}-{secrets.token_hex(6)}"
+            argv += ["--endpoint-name", endpoint, "--region", self.backend.region,
+                     "--log-group-arn", log_group_arn(self.backend.region, endpoint),
+                     "--invocation-timeout", str(self.invocation_timeout),
+                     "--channel", channel, "--service-channel", self.service_channel]
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                [self.job_python, SERVER_SCRIPT, "--model-dir", model_dir, "--port", "0",
-                 "--ready-file", ready], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, env=env,
+                                       start_new_session=True)
         # Not tied to the spawning thread's life (PDEATHSIG would fire when it ends); the pid is
         # kept so that a restarted service can stop servers a crash left behind.
         with open(os.path.join(model_dir, ".pid"), "w") as handle:
@@ -206,7 +226,7 @@ class Hosting:
                 with open(ready) as handle:
                     text = handle.read().strip()
                 if text and self._ping(int(text)):
-                    return ModelServer(config_name, int(text), process, model_dir)
+                    return ModelServer(config_name, int(text), process, model_dir, channel)
             time.sleep(0.05)
         ModelServer(config_name, 0, process).stop()
         raise HostingError(f"the model server did not answer /ping within "
@@ -258,6 +278,11 @@ class Hosting:
             server.stop()
 
     # --- runtime ---
+    def channel_of(self, endpoint) -> Optional[str]:
+        """The address to pass a client's connection to, if the endpoint's server takes it."""
+        server = self.servers.get(endpoint)
+        return "\0" + server.channel if server and server.channel else None
+
     def port_of(self, endpoint) -> Optional[int]:
         server = self.servers.get(endpoint)
         return server.port if server else None

@@ -20,10 +20,12 @@ import botocore.session
 from botocore.validate import ParamValidator
 
 from pipeline.local import constraints
-from pipeline.local.endpoints import INVOCATION_LIMIT, HostingError, InvocationTimeout
+from pipeline.local.endpoints import (INVOCATION_LIMIT, HostingError, InvocationTimeout,
+                                      log_group_arn)
 from pipeline.local.errors import ServiceError, missing_parameter
 from pipeline.local.models import as_kwargs
 from pipeline.local.resources import ACCOUNT, SERVICE_MODEL
+from pipeline.local.shared import runtime_api
 
 Response = Tuple[int, dict, bytes]
 EVENTS_MODEL = botocore.session.get_session().get_service_model("events")
@@ -108,10 +110,11 @@ class RuntimeProtocol:
         self._background = set()  # async invocations in progress (a reference keeps each)
 
     async def invoke(self, endpoint, body, content_type, accept) -> Response:
-        """On the service's event loop: only the model server is waited for."""
+        """On the service's event loop: only the model server is waited for. (Once a client's
+        connection has been passed to the endpoint's model server, its next invocations are
+        answered there, in the same words: ``runtime_api``.)"""
         if len(body) > INVOCATION_LIMIT:
-            return error("ValidationError", "Request body is over the 6 MB limit "
-                         f"({len(body)} bytes).", 413)
+            return runtime_api.too_large(len(body))
         if self.hosting.port_of(endpoint) is None:  # the backend is asked only to explain why
             try:
                 status = self.backend.describe_endpoint(endpoint)["EndpointStatus"]
@@ -120,26 +123,15 @@ class RuntimeProtocol:
                              f"Endpoint {endpoint} of account {ACCOUNT} not found.")
             return error("ValidationError", f"Endpoint {endpoint} is {status}; "
                          "it can be invoked only when InService.")
+        log_group = log_group_arn(self.backend.region, endpoint)
         try:
             status, out_type, out = await self.hosting.invoke(endpoint, body, content_type,
                                                               accept)
-        except InvocationTimeout:  # as SageMaker words it
-            return self._model_error(endpoint, 0, "Your invocation timed out while waiting for "
-                                     "a response from container primary. Review the latency "
-                                     "metrics for each container in Amazon CloudWatch, "
-                                     "resolve the issue, and try again.", "server")
+        except InvocationTimeout:
+            return runtime_api.timed_out(log_group)
         except (HostingError, OSError) as err:
             return error("ServiceUnavailable", str(err), 503)
-        if status >= 400:
-            try:
-                original = json.loads(out).get("error", out.decode(errors="replace"))
-            except ValueError:
-                original = out.decode(errors="replace")
-            return self._model_error(endpoint, status, original,
-                                     "client" if status < 500 else "server")
-        return status, {"Content-Type": out_type,
-                        "x-Amzn-Invoked-Production-Variant": "AllTraffic"}, out
-
+        return runtime_api.answer(status, out_type, out, log_group)
 
     async def invoke_async(self, endpoint, headers) -> Response:
         """202 at once with where the answer will be, as SageMaker does: the input is read from
@@ -205,17 +197,6 @@ class RuntimeProtocol:
         if not self.s3.bucket_exists(bucket):
             self.s3.create_bucket(bucket)
         self.s3.put(bucket, key, data)
-
-    def _model_error(self, endpoint, status, original, kind) -> Response:
-        """SageMaker's ModelError (HTTP 424): what the model's container answered."""
-        return _json(424, {
-            "__type": "ModelError", "OriginalStatusCode": status, "OriginalMessage": original,
-            "message": f"Received {kind} error ({status}) from primary with message "
-                       f"\"{original}\".",
-            "LogStreamArn": f"arn:aws:logs:{self.backend.region}:{ACCOUNT}:log-group:"
-                            f"/aws/sagemaker/Endpoints/{endpoint}"},
-            {"x-amzn-ErrorType": "ModelError"})
-
 
 class S3Protocol:
     """Path-style S3 as boto3 and its transfer manager use it: ListBuckets, CreateBucket,

@@ -12,11 +12,11 @@ import asyncio
 import functools
 import gc
 import hashlib
-import importlib.util
 import io
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import sys
@@ -40,6 +40,7 @@ from pipeline.local.logs import LogsBackend
 from pipeline.local.responses import (EVENTS_MODEL, LOGS_MODEL, JsonProtocol, RuntimeProtocol,
                                       S3Protocol, error)
 from pipeline.local.s3 import LocalS3
+from pipeline.local.shared import protocol, runtime_api
 from pipeline.local.standalone import StandaloneJobs
 from pipeline.local.store import Store
 from pipeline.local.workflow.handlers import default_handlers
@@ -93,7 +94,6 @@ API_LIMIT = 10 * 1024 * 1024  # a JSON API request (a pipeline definition is at 
 ASYNC_BODY_LIMIT = 128000  # InvokeEndpointAsync's Body (its input is read from S3)
 FORM_LIMIT = 64 * 1024
 S3_OBJECT_LIMIT = 5 * 1024 ** 3  # S3's largest single PUT
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 
 
 def _signed(request):
@@ -120,6 +120,7 @@ _COMPILED = [(methods, re.compile(pattern), when, handler, limit)
 
 
 METHODS = {"GET", "HEAD", "PUT", "POST", "DELETE"}
+_INVOCATION = re.compile(r"/endpoints/([^/?]+)/invocations")
 EXECUTOR_THREADS = 64  # API calls, S3 and pages in flight at once (SQLite and disk are quick)
 
 
@@ -151,30 +152,6 @@ class Request:
         self.headers, self.body, self.is_s3 = headers, b"", False
 
 
-_CREDENTIAL = re.compile(r"Credential=[^/,]*/\d{8}/([^/,]+)/([^/,]+)/aws4_request")
-
-
-def _foreign_region(request, region):
-    """The region a request was signed for when it is not the service's (as a regional
-    endpoint, the service answers its own region only); S3, whose buckets are not kept per
-    region here, takes any."""
-    credential = request.headers.get("Authorization", "") or urllib.parse.unquote(
-        urllib.parse.parse_qs(request.query).get("X-Amz-Credential", [""])[0])
-    match = _CREDENTIAL.search(credential if "Credential=" in credential
-                               else f"Credential={credential}")
-    if match and match.group(2) != "s3" and match.group(1) != region:
-        return match.group(1)
-    return None
-
-
-def _host_allowed(request) -> bool:
-    """Only loopback names: a page on another site that rebinds its DNS name to 127.0.0.1
-    sends its own name as Host, and is refused."""
-    host = request.headers.get("Host", "")
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    return name.lower() in LOOPBACK_HOSTS
-
-
 class ServiceApp:
     """The service as an ASGI application, served by uvicorn (the HTTP protocol is the model
     server's too): route, read the body under the route's limit, answer."""
@@ -200,14 +177,12 @@ class ServiceApp:
 
     async def _answer(self, request, receive):
         try:
-            if not _host_allowed(request):
-                return _closing(error("AccessDenied", "the local service answers only requests "
-                                      "addressed to a loopback host name", 403))
-            foreign = _foreign_region(request, self.service.region)
+            if not runtime_api.loopback(request.headers.get("Host", "")):
+                return _closing(runtime_api.foreign_host())
+            foreign = runtime_api.foreign_region(request.headers.get("Authorization", ""),
+                                                 request.query, self.service.region)
             if foreign is not None:  # AWS's answer from a regional endpoint
-                return error("InvalidSignatureException", "Credential should be scoped to a "
-                             f"valid region, not '{foreign}'. This local service serves "
-                             f"{self.service.region}.", 403)
+                return runtime_api.wrong_region(foreign, self.service.region)
             if request.command not in METHODS:
                 status, headers, body = error("MethodNotAllowed", f"{request.command} is not "
                                               "supported; use GET, HEAD, PUT, POST or DELETE", 405)
@@ -275,16 +250,6 @@ def _closing(response):
     return status, {**headers, "Connection": "close"}, body
 
 
-def _load_protocol():
-    """The HTTP protocol both local servers use; it lives beside the model server, which runs
-    in the job environment."""
-    path = os.path.join(ROOT, "src", "inference", "protocol.py")
-    spec = importlib.util.spec_from_file_location("local_http_protocol", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.Protocol
-
-
 class LocalSageMaker:
     """The whole service. ``port=0`` picks a free loopback port."""
 
@@ -300,11 +265,15 @@ class LocalSageMaker:
         self.sock = socket.create_server(("127.0.0.1", port), backlog=1024)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.http = uvicorn.Server(uvicorn.Config(
+        # connections model servers pass back (requests other than their own invocations)
+        self.channel_name = f"sagemaker-local-{os.getpid()}-{secrets.token_hex(6)}"
+        self.http = protocol.Server(uvicorn.Config(
             ServiceApp(self), loop="uvloop", lifespan="off",
-            http=type("ServiceProtocol", (_load_protocol(),), {"read_timeout": read_timeout}),
+            http=type("ServiceProtocol", (protocol.Protocol,), {
+                "read_timeout": read_timeout, "hand_over": staticmethod(self._hand_over)}),
             access_log=False, log_level="error", backlog=1024, timeout_keep_alive=60,
-            server_header=False, date_header=False, proxy_headers=False))
+            server_header=False, date_header=False, proxy_headers=False),
+            channel=protocol.listener(self.channel_name))
         self._thread = None
         job_python = job_python or os.environ.get("MNIST_JOB_PYTHON", DEFAULT_JOB_PYTHON)
         if not os.path.exists(job_python):
@@ -320,7 +289,8 @@ class LocalSageMaker:
         jobs = JobRunner(self.home, self.s3, job_python, job_env)
         self.orchestrator = Orchestrator(self.backend, default_handlers(self.backend, jobs),
                                          self._read_json, jobs)
-        self.hosting = Hosting(self.backend, self.s3, self.home, job_python, **hosting_options)
+        self.hosting = Hosting(self.backend, self.s3, self.home, job_python,
+                               service_channel=self.channel_name, **hosting_options)
         self.backend.orchestrator, self.backend.hosting = self.orchestrator, self.hosting
         self.backend.s3 = self.s3
         self.backend.standalone = StandaloneJobs(self.orchestrator.handlers, jobs)
@@ -335,6 +305,19 @@ class LocalSageMaker:
         self.browser = web.RunBrowser(self.backend, self.s3, self.home, self.url)
         self.backend.recover_interrupted()
         self.hosting.restore()
+
+    def _hand_over(self, head):
+        """Where a connection goes, from the first bytes of its next request: an invocation of
+        an endpoint whose model server serves goes to that server, which answers it and the
+        invocations after it itself."""
+        line = protocol.request_line(head)
+        if line is protocol.MORE or line is None:
+            return line
+        method, target = line
+        match = _INVOCATION.fullmatch(target)
+        if method != "POST" or match is None:
+            return None
+        return self.hosting.channel_of(urllib.parse.unquote(match.group(1)))
 
     def _read_json(self, uri):
         with open(self.s3.path_of(uri)) as handle:

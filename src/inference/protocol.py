@@ -6,9 +6,25 @@ client that half-closes its side (sends, then shuts down writing) still gets its
 400 if the request was cut short, instead of a silently dropped connection; and a request that
 stops arriving half-way (headers or body) gets a 408 after ``read_timeout`` seconds without a
 byte (uvicorn times out only idle keep-alive connections).
+
+Connections can also change hands between the two servers (``hand_over``, ``adopt``): a client
+of the local service's runtime route is passed, socket and first bytes, to the endpoint's model
+server, which answers its invocations itself from then on and passes the connection back for
+any other request. One loopback hop per invocation less: the service's Python never sees them.
 """
+import array
+import asyncio
+import socket
+import struct
+
 import httptools
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MORE = object()  # a hand-over rule's answer: the request line is not whole yet
+HEAD_LIMIT = 8192  # bytes of a request line waited for before deciding without it
+PASS_LIMIT = 1024 * 1024  # first bytes passed with a connection, at most
+_LENGTH = struct.Struct("!I")
 
 
 class _ParserReason:
@@ -33,15 +49,67 @@ class Protocol(HttpToolsProtocol):
 
     read_timeout = 60.0  # seconds a started request may go without a byte
 
+    # (first bytes of a request) -> the abstract Unix socket to pass the connection to, None
+    # to answer it here, or MORE; set per server (or per adopted connection)
+    hand_over = None
+    close_unpassed = False  # True: a request it would pass but cannot is not answered here
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.parser = _ParserReason(self.parser)
         self._in_headers = self._answer_then_close = self._in_request = False
         self._stall_timer = None
+        self._head = b""  # a request line still arriving, between requests
+        self.first_bytes = b""  # an adopted connection's, read by the server that passed it
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        if self.first_bytes:  # before anything else is read from the socket
+            data, self.first_bytes = self.first_bytes, b""
+            self.data_received(data)
 
     def data_received(self, data):
+        if self.hand_over is not None and self._between_requests():
+            data, self._head = self._head + data, b""
+            where = self.hand_over(data)
+            if where is MORE and len(data) < HEAD_LIMIT:
+                self._head = data
+                return
+            if where not in (None, MORE):
+                if self._pass(where, data):
+                    return
+                if self.close_unpassed:  # it may not answer here: the client reconnects
+                    self.transport.close()
+                    return
         super().data_received(data)
         self._watch()
+
+    def _between_requests(self) -> bool:
+        cycle = self.cycle
+        return not self._in_request and not self.pipeline and (
+            cycle is None or cycle.response_complete)
+
+    def _pass(self, where, data) -> bool:
+        """Hand the connection and its first bytes to the server listening on ``where``;
+        False (answer it here) if that server does not take it."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is None or len(data) > PASS_LIMIT:
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
+                channel.settimeout(2.0)
+                channel.connect(where)
+                channel.sendmsg([_LENGTH.pack(len(data))], [
+                    (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))])
+                channel.sendall(data)
+                if channel.recv(1) != b"1":  # taken: from now on it is the other's
+                    return False
+        except OSError:
+            return False
+        self._unset_keepalive_if_required()
+        self.transport.pause_reading()
+        self.transport.close()  # our descriptor only: the connection lives on over there
+        return True
 
     def _watch(self):
         """(Re)start the stall timer while a request is incomplete."""
@@ -98,3 +166,98 @@ class Protocol(HttpToolsProtocol):
         super().on_response_complete()
         if self._answer_then_close:
             self.transport.close()
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, which also adopts the connections passed to it on ``channel`` (a
+    listening Unix socket; their requests then follow ``adopted_rule`` if given, the protocol
+    class's otherwise) and calls ``on_ready`` once it serves."""
+
+    def __init__(self, config, on_ready=None, channel=None, adopted_rule=None):
+        super().__init__(config)
+        self.on_ready, self.channel, self.adopted_rule = on_ready, channel, adopted_rule
+
+    async def startup(self, sockets=None):
+        await super().startup(sockets=sockets)
+        if self.should_exit:
+            return
+        if self.channel is not None:
+            adopt(asyncio.get_running_loop(), self.channel, self._adopted_protocol)
+        if self.on_ready is not None:
+            self.on_ready()
+
+    def _adopted_protocol(self):
+        protocol = self.config.http_protocol_class(
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
+        if self.adopted_rule is not None:
+            protocol.hand_over, protocol.close_unpassed = self.adopted_rule, True
+        return protocol
+
+
+def adopt(loop, listener, make_protocol):
+    """Take connections other servers pass on ``listener`` (a listening Unix socket): each
+    becomes a connection of ``make_protocol()`` (a Protocol), its first bytes read first."""
+    listener.setblocking(False)
+
+    def take():
+        try:
+            channel, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):  # another worker took it
+            return
+        with channel:
+            channel.settimeout(2.0)
+            try:
+                sock, data = _receive(channel)
+            except (OSError, ValueError):
+                return
+            protocol = make_protocol()
+            protocol.first_bytes = data
+            try:
+                channel.sendall(b"1")
+            except OSError:
+                sock.close()
+                return
+        loop.create_task(loop.connect_accepted_socket(lambda: protocol, sock))
+
+    loop.add_reader(listener.fileno(), take)
+
+
+def _receive(channel):
+    fds = array.array("i")
+    head, ancillary, _, _ = channel.recvmsg(_LENGTH.size, socket.CMSG_SPACE(fds.itemsize))
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    if len(fds) != 1 or len(head) != _LENGTH.size:
+        for fd in fds:
+            socket.close(fd)
+        raise ValueError("not a passed connection")
+    sock = socket.socket(fileno=fds[0])
+    size, data = _LENGTH.unpack(head)[0], bytearray()
+    while len(data) < size:
+        chunk = channel.recv(min(65536, size - len(data)))
+        if not chunk:
+            sock.close()
+            raise ValueError("the passed bytes were cut short")
+        data += chunk
+    return sock, bytes(data)
+
+
+def listener(name):
+    """A listening abstract Unix socket (Linux: no file, no path length limit)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind("\0" + name)
+    sock.listen(128)
+    return sock
+
+
+def request_line(head):
+    """(method, target) of the request ``head`` starts with; MORE while its line is not whole;
+    None if it is not a request line."""
+    end = head.find(b"\r\n")
+    if end < 0:
+        return MORE
+    parts = head[:end].split(b" ")
+    if len(parts) != 3:
+        return None
+    return parts[0].decode("latin-1"), parts[1].decode("latin-1")

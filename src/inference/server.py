@@ -10,6 +10,10 @@ headers, Content-Length with Transfer-Encoding, bad chunk sizes) with a 400 and 
 connection. Predictions run one at a time on a worker thread, in arrival order, so the event
 loop keeps answering ``/ping`` while a slow model works and no connection waits behind a
 later one.
+
+Under the local service it also answers the runtime route (``POST /endpoints/NAME/invocations``)
+on connections the service passes to it (``--channel``): as the runtime API answers, with the
+service's checks, and passing the connection back (``--service-channel``) for anything else.
 """
 import argparse
 import asyncio
@@ -24,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
 
+import protocol
+import runtime_api
 from protocol import Protocol
 
 MAX_BODY = 6 * 1024 * 1024  # SageMaker's real-time payload limit
@@ -77,18 +83,65 @@ def _error_body(message):
 class TooLarge(Exception):
     def __init__(self, size, drained):
         super().__init__(f"request body of {size} bytes is over the 6 MB limit")
-        self.drained = drained
+        self.size, self.drained = size, drained
 
 
 class ClientGone(Exception):
     """The client left before its request was whole: there is no one to answer."""
 
 
-class HostingApp:
-    """The ASGI application: the two routes of the hosting contract."""
+class RuntimeRoute:
+    """The runtime API's InvokeEndpoint for one endpoint, answered here for the local service."""
 
-    def __init__(self, service):
-        self.service = service
+    def __init__(self, endpoint, region, log_group_arn, timeout):
+        self.path = f"/endpoints/{endpoint}/invocations"
+        self.region, self.log_group_arn, self.timeout = region, log_group_arn, timeout
+
+    def hand_back_rule(self, service_channel):
+        """Which requests of a passed connection go back to the service: all but ours."""
+        ours = ("POST", self.path)
+        back = "\0" + service_channel
+
+        def rule(head):
+            line = protocol.request_line(head)
+            if line is protocol.MORE:
+                return line
+            return None if line == ours else back
+        return rule
+
+    async def answer(self, app, scope, receive, send):
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope["headers"]}
+        if not runtime_api.loopback(headers.get("host", "")):
+            return await _send(send, runtime_api.foreign_host(), close=True)
+        foreign = runtime_api.foreign_region(headers.get("authorization", ""),
+                                             scope["query_string"].decode("latin-1"),
+                                             self.region)
+        if foreign is not None:
+            return await _send(send, runtime_api.wrong_region(foreign, self.region))
+        try:
+            body = await _read_body(receive, headers.get("content-length"))
+        except TooLarge as err:
+            return await _send(send, runtime_api.too_large(err.size), close=not err.drained)
+        except ClientGone:
+            return
+        work = asyncio.get_running_loop().run_in_executor(
+            app.worker, app.service.invoke, body,
+            headers.get("content-type", "application/json"),
+            headers.get("accept") or "application/json")
+        try:
+            status, content_type, out = await asyncio.wait_for(work, self.timeout)
+        except asyncio.TimeoutError:
+            return await _send(send, runtime_api.timed_out(self.log_group_arn))
+        await _send(send, runtime_api.answer(status, content_type, out, self.log_group_arn))
+
+
+class HostingApp:
+    """The ASGI application: the two routes of the hosting contract (and, under the local
+    service, the runtime route)."""
+
+    def __init__(self, service, runtime=None):
+        self.service, self.runtime = service, runtime
         # One worker: MXNet's engine is shared, and a single queue serves callers in order.
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="predict")
 
@@ -96,6 +149,8 @@ class HostingApp:
         if scope["type"] != "http":  # lifespan events need nothing here
             return
         method, route = scope["method"], scope["path"]
+        if self.runtime is not None and route == self.runtime.path and method == "POST":
+            return await self.runtime.answer(self, scope, receive, send)
         if route == "/ping" and method == "GET":
             return await _reply(send, 200, "text/plain", b"")
         if route not in ("/ping", "/invocations"):
@@ -161,38 +216,62 @@ async def _error(send, status, message, close=False):
     await _reply(send, status, "application/json", _error_body(message), close)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, telling its starter once it accepts connections."""
+async def _send(send, response, close=False):
+    """A (status, headers, body) answer, with its request id."""
+    status, headers, body = response
+    headers = dict(headers, **{"Content-Length": str(len(body)),
+                               "x-amzn-RequestId": runtime_api.request_id()})
+    if close:
+        headers["Connection"] = "close"
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]})
+    await send({"type": "http.response.body", "body": body})
 
-    def __init__(self, config, on_ready):
-        super().__init__(config)
-        self.on_ready = on_ready
 
-    async def startup(self, sockets=None):
-        await super().startup(sockets=sockets)
-        if not self.should_exit:
-            self.on_ready()
-
-
-def run_worker(model_dir, sock, on_ready, read_timeout=IDLE_SECONDS):
-    """One worker: the model, and an event loop answering on the listening socket."""
-    protocol = type("WorkerProtocol", (Protocol,), {"read_timeout": read_timeout})
-    config = uvicorn.Config(HostingApp(ModelService(model_dir)), loop="uvloop", http=protocol,
-                            lifespan="off", access_log=False, log_level="warning",
+def run_worker(model_dir, sock, on_ready, read_timeout=IDLE_SECONDS, runtime=None,
+               channel=None, service_channel=None):
+    """One worker: the model, and an event loop answering on the listening socket (and on
+    connections passed to it on ``channel``)."""
+    http = type("WorkerProtocol", (Protocol,), {"read_timeout": read_timeout})
+    config = uvicorn.Config(HostingApp(ModelService(model_dir), runtime), loop="uvloop",
+                            http=http, lifespan="off", access_log=False, log_level="warning",
                             backlog=1024, timeout_keep_alive=IDLE_SECONDS,
                             server_header=False, date_header=False, proxy_headers=False)
-    _Server(config, on_ready).run(sockets=[sock])
+    rule = runtime.hand_back_rule(service_channel) if runtime and service_channel else None
+    protocol.Server(config, on_ready, channel if rule else None, rule).run(sockets=[sock])
+
+
+class LocalOptions:
+    """What the local service tells a model server: the endpoint it serves, the region and log
+    group its answers name, SageMaker's invocation timeout, and the channels connections are
+    passed on (to this server, and back to the service)."""
+
+    FLAGS = ("endpoint_name", "region", "log_group_arn", "invocation_timeout", "channel",
+             "service_channel")
+
+    def __init__(self, args):
+        for flag in self.FLAGS:
+            setattr(self, flag, getattr(args, flag))
+
+    def argv(self):
+        return [part for flag in self.FLAGS for part in
+                (f"--{flag.replace('_', '-')}", str(getattr(self, flag)))]
+
+    def runtime(self):
+        return RuntimeRoute(self.endpoint_name, self.region, self.log_group_arn,
+                            self.invocation_timeout)
 
 
 def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1,
-          read_timeout=IDLE_SECONDS):
+          read_timeout=IDLE_SECONDS, local=None):
     """Serve with ``workers`` processes (SageMaker's containers start one per vCPU); the
     ready file is written once all of them answer. If one of them ends, the others are stopped
     and the server exits, so that whoever watches it (the local hosting's health check) sees
-    one failure, not a half-working server."""
+    one failure, not a half-working server. ``local``: LocalOptions under the local service."""
     _size_compute_pools(workers)
     sock = _socket(host, port, listen=workers == 1)
     bound = sock.getsockname()[1]
+    channel = protocol.listener(local.channel) if local else None
 
     def ready():
         print(f"serving {model_dir} on http://{host}:{bound} with {workers} worker(s)",
@@ -202,15 +281,20 @@ def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1,
                 handle.write(str(bound))
 
     if workers == 1:
-        return run_worker(model_dir, sock, ready, read_timeout)
+        return run_worker(model_dir, sock, ready, read_timeout, local and local.runtime(),
+                          channel, local and local.service_channel)
     # Each worker listens on its own socket bound to the same port (SO_REUSEPORT): the
     # kernel spreads connections over them evenly, where one shared socket lets the first
-    # worker to wake take them all. Each writes a byte to the pipe once it answers.
+    # worker to wake take them all. Each writes a byte to the pipe once it answers. Passed
+    # connections arrive on one channel all workers take from.
     read_end, write_end = os.pipe()
+    shared = [write_end] + ([channel.fileno()] if channel else [])
+    local_argv = local.argv() + ["--channel-fd", str(channel.fileno())] if local else []
     children = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--model-dir",
                                   model_dir, "--host", host, "--port", str(bound),
                                   "--read-timeout", str(read_timeout),
-                                  "--worker-ready-fd", str(write_end)], pass_fds=[write_end])
+                                  "--worker-ready-fd", str(write_end)] + local_argv,
+                                 pass_fds=shared)
                 for _ in range(workers)]
     os.close(write_end)
 
@@ -270,17 +354,36 @@ def main(argv=None):
                         "else one per CPU)")
     parser.add_argument("--read-timeout", type=float, default=IDLE_SECONDS,
                         help="seconds a request may stall half-way before a 408 (default 60)")
+    local = parser.add_argument_group("under the local service (all or none)")
+    local.add_argument("--endpoint-name", help="also answer POST /endpoints/NAME/invocations "
+                       "as the runtime API does, on connections passed on --channel")
+    local.add_argument("--region", help="the region requests must be signed for")
+    local.add_argument("--log-group-arn", help="named by ModelError answers")
+    local.add_argument("--invocation-timeout", type=float, default=60.0,
+                       help="seconds a runtime invocation may take (SageMaker's 60)")
+    local.add_argument("--channel", help="abstract Unix socket name connections arrive on")
+    local.add_argument("--service-channel", help="where other requests' connections go back")
     parser.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)  # a worker's
+    parser.add_argument("--channel-fd", type=int, help=argparse.SUPPRESS)  # a worker's
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    given = [flag for flag in LocalOptions.FLAGS[:3] + LocalOptions.FLAGS[4:]
+             if getattr(args, flag) is not None]
+    if given and len(given) != 5:
+        parser.error("--endpoint-name, --region, --log-group-arn, --channel and "
+                     "--service-channel go together")
+    local = LocalOptions(args) if given else None
     if args.worker_ready_fd is not None:
         def ready():
             os.write(args.worker_ready_fd, b"1")
             os.close(args.worker_ready_fd)
+        channel = socket.socket(fileno=args.channel_fd) if args.channel_fd is not None else None
         return run_worker(args.model_dir, _socket(args.host, args.port, listen=True), ready,
-                          args.read_timeout)
-    serve(args.model_dir, args.port, args.host, args.ready_file, args.workers, args.read_timeout)
+                          args.read_timeout, local and local.runtime(), channel,
+                          local and local.service_channel)
+    serve(args.model_dir, args.port, args.host, args.ready_file, args.workers, args.read_timeout,
+          local)
 
 
 if __name__ == "__main__":
