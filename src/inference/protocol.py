@@ -74,6 +74,7 @@ class Protocol(HttpToolsProtocol):
             where = self.hand_over(data)
             if where is MORE and len(data) < HEAD_LIMIT:
                 self._head = data
+                self._watch()
                 return
             if where not in (None, MORE):
                 if self._pass(where, data):
@@ -93,18 +94,7 @@ class Protocol(HttpToolsProtocol):
         """Hand the connection and its first bytes to the server listening on ``where``;
         False (answer it here) if that server does not take it."""
         sock = self.transport.get_extra_info("socket")
-        if sock is None or len(data) > PASS_LIMIT:
-            return False
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
-                channel.settimeout(2.0)
-                channel.connect(where)
-                channel.sendmsg([_LENGTH.pack(len(data))], [
-                    (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))])
-                channel.sendall(data)
-                if channel.recv(1) != b"1":  # taken: from now on it is the other's
-                    return False
-        except OSError:
+        if sock is None or not send_connection(where, sock.fileno(), data):
             return False
         self._unset_keepalive_if_required()
         self.transport.pause_reading()
@@ -116,12 +106,16 @@ class Protocol(HttpToolsProtocol):
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
-        if self._in_request and not self.transport.is_closing():
+        if self._started() and not self.transport.is_closing():
             self._stall_timer = self.loop.call_later(self.read_timeout, self._stalled)
+
+    def _started(self) -> bool:
+        """Whether a request has begun (its first bytes may still wait in ``_head``)."""
+        return self._in_request or bool(self._head)
 
     def _stalled(self):
         self._stall_timer = None
-        if self._in_request and not self.transport.is_closing():
+        if self._started() and not self.transport.is_closing():
             message = (f"Request timed out: nothing arrived for {self.read_timeout:g} s "
                        "in the middle of the request.").encode()
             self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; "
@@ -151,6 +145,9 @@ class Protocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def eof_received(self):
+        if self._head:  # a request line cut short: the parser tells what is wrong with it
+            head, self._head = self._head, b""
+            super().data_received(head)
         cycle = self.cycle
         if self._in_headers:
             self.send_400_response("The request ended inside its headers.")
@@ -194,35 +191,26 @@ class Server(uvicorn.Server):
         return protocol
 
 
-def adopt(loop, listener, make_protocol):
-    """Take connections other servers pass on ``listener`` (a listening Unix socket): each
-    becomes a connection of ``make_protocol()`` (a Protocol), its first bytes read first."""
-    listener.setblocking(False)
-
-    def take():
-        try:
-            channel, _ = listener.accept()
-        except (BlockingIOError, InterruptedError):  # another worker took it
-            return
-        with channel:
+def send_connection(where, fd, data) -> bool:
+    """Pass a connection (its descriptor) and the bytes already read from it to the server
+    listening on ``where``; True once that server has taken it."""
+    if len(data) > PASS_LIMIT:
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
             channel.settimeout(2.0)
-            try:
-                sock, data = _receive(channel)
-            except (OSError, ValueError):
-                return
-            protocol = make_protocol()
-            protocol.first_bytes = data
-            try:
-                channel.sendall(b"1")
-            except OSError:
-                sock.close()
-                return
-        loop.create_task(loop.connect_accepted_socket(lambda: protocol, sock))
-
-    loop.add_reader(listener.fileno(), take)
+            channel.connect(where)
+            channel.sendmsg([_LENGTH.pack(len(data))], [
+                (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+            channel.sendall(data)
+            return channel.recv(1) == b"1"
+    except OSError:
+        return False
 
 
-def _receive(channel):
+def receive_connection(channel):
+    """(the passed socket, its first bytes), from a channel connection ``send_connection``
+    made; the sender is told it was taken."""
     fds = array.array("i")
     head, ancillary, _, _ = channel.recvmsg(_LENGTH.size, socket.CMSG_SPACE(fds.itemsize))
     for level, kind, payload in ancillary:
@@ -240,7 +228,35 @@ def _receive(channel):
             sock.close()
             raise ValueError("the passed bytes were cut short")
         data += chunk
+    try:
+        channel.sendall(b"1")
+    except OSError:
+        sock.close()
+        raise
     return sock, bytes(data)
+
+
+def adopt(loop, listener, make_protocol):
+    """Take connections other servers pass on ``listener`` (a listening Unix socket): each
+    becomes a connection of ``make_protocol()`` (a Protocol), its first bytes read first."""
+    listener.setblocking(False)
+
+    def take():
+        try:
+            channel, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):  # another worker took it
+            return
+        with channel:
+            channel.settimeout(2.0)
+            try:
+                sock, data = receive_connection(channel)
+            except (OSError, ValueError):
+                return
+        protocol = make_protocol()
+        protocol.first_bytes = data
+        loop.create_task(loop.connect_accepted_socket(lambda: protocol, sock))
+
+    loop.add_reader(listener.fileno(), take)
 
 
 def listener(name):

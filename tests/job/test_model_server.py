@@ -274,3 +274,87 @@ def test_a_request_that_stalls_half_way_gets_a_408(trained, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _read_answer(sock):
+    """One HTTP/1.1 answer with a Content-Length from a blocking socket: (head, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head.decode("latin-1"), body
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_passed_connections_get_runtime_answers_and_other_requests_go_back(
+        trained, digits, tmp_path, workers):
+    """Under the local service: a client connection passed on --channel is answered as the
+    runtime API answers (its invocations; its region and Host checked), and a request for
+    anything else is passed back, with its bytes, on --service-channel."""
+    import socket
+    import uuid
+
+    import protocol
+
+    name = uuid.uuid4().hex
+    back = protocol.listener(f"test-service-{name}")  # stands in for the local service
+    back.settimeout(30)
+    ready = tmp_path / "port"
+    proc = subprocess.Popen([
+        sys.executable, os.path.join(ROOT, "src", "inference", "server.py"), "--model-dir",
+        str(trained[0]), "--port", "0", "--ready-file", str(ready), "--workers", workers,
+        "--endpoint-name", "mnist", "--region", "eu-west-1", "--log-group-arn", "arn:log",
+        "--channel", f"test-endpoint-{name}", "--service-channel", f"test-service-{name}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not (ready.exists() and ready.read_text()):
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        images, labels = digits
+        body = json.dumps(images[:5].tolist()).encode()
+        invocation = (b"POST /endpoints/mnist/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        client, ours = socket.socketpair()
+        client.settimeout(30)
+        with client, ours:  # the service read the head; the body follows on the socket
+            assert protocol.send_connection(f"\0test-endpoint-{name}", ours.fileno(),
+                                            invocation)
+            client.sendall(body)
+            head, answer = _read_answer(client)
+            assert head.startswith("HTTP/1.1 200 ")
+            assert "x-amzn-invoked-production-variant: AllTraffic" in head
+            assert "x-amzn-requestid: " in head.lower()
+            assert digits_of(answer) == labels[:5].tolist()
+            # a model's 4xx is SageMaker's ModelError, naming the log group
+            client.sendall(invocation.replace(b"%d" % len(body), b"2") + b"[1")
+            head, answer = _read_answer(client)
+            assert head.startswith("HTTP/1.1 424 ")
+            error = json.loads(answer)
+            assert error["__type"] == "ModelError" and error["OriginalStatusCode"] == 400
+            assert error["LogStreamArn"] == "arn:log"
+            # signed for another region: AWS's answer from a regional endpoint
+            client.sendall(invocation.replace(b"\r\n\r\n", b"\r\nAuthorization: AWS4-HMAC-"
+                                              b"SHA256 Credential=k/20260101/us-east-1/"
+                                              b"sagemaker/aws4_request\r\n\r\n") + body)
+            head, answer = _read_answer(client)
+            assert head.startswith("HTTP/1.1 403 ")
+            assert json.loads(answer)["__type"] == "InvalidSignatureException"
+            # anything else goes back to the service, the request's bytes with it
+            other = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: SageMaker.ListModels\r\n"
+            client.sendall(other)
+            channel, _ = back.accept()
+            with channel:
+                returned, first = protocol.receive_connection(channel)
+            with returned:
+                assert first == other
+                returned.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")  # the "service" answers
+            assert client.recv(100).startswith(b"HTTP/1.1 204 ")
+    finally:
+        back.close()
+        proc.terminate()
+        proc.wait(10)

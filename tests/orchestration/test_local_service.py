@@ -721,6 +721,49 @@ def test_stop_pipeline_execution_stops_the_running_job_and_what_follows(service)
     assert job()["ProcessingJobStatus"] == "Stopped"
 
 
+@pytest.mark.parametrize("passing", [True, False])
+def test_runtime_connections_pass_to_the_model_server_and_back(hosted, monkeypatch, passing):
+    """A client's keep-alive connection to the runtime route is passed to the endpoint's model
+    server at its first invocation, which answers the invocations after it itself, in the same
+    words; any other request goes back to the service. Without passing (``passing=False``:
+    the service proxies each call), every answer is the same."""
+    import http.client
+
+    service, sm, _ = hosted
+    if not passing:
+        monkeypatch.setattr(service.hosting, "channel_of", lambda endpoint: None)
+    service_side = service.http.server_state.connections
+    before = len(service_side)
+    conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=30)
+
+    def post(path, body, headers=None):
+        conn.request("POST", path, body, headers or {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response, response.read()
+
+    for _ in range(3):
+        response, body = post("/endpoints/sleepy/invocations", b"0")
+        assert response.status == 200 and json.loads(body) == {"slept": 0.0}
+        assert response.getheader("x-Amzn-Invoked-Production-Variant") == "AllTraffic"
+        assert len(service_side) == before + (0 if passing else 1)  # whose connection it is
+    response, body = post("/endpoints/sleepy/invocations", b"abc")
+    error = json.loads(body)
+    assert response.status == 424 and error["__type"] == "ModelError"
+    assert error["OriginalStatusCode"] == 500 and error["LogStreamArn"].endswith(
+        ":log-group:/aws/sagemaker/Endpoints/sleepy")
+    response, body = post("/", b"{}", {"X-Amz-Target": "SageMaker.ListEndpoints",
+                                       "Content-Type": "application/x-amz-json-1.1"})
+    assert response.status == 200
+    assert [e["EndpointName"] for e in json.loads(body)["Endpoints"]] == ["sleepy"]
+    assert len(service_side) == before + 1  # back at the service
+    response, body = post("/endpoints/missing/invocations", b"0")
+    assert response.status == 400 and json.loads(body)["message"] == \
+        "Endpoint missing of account 000000000000 not found."
+    response, body = post("/endpoints/sleepy/invocations", b"0")  # passed again, or not
+    assert response.status == 200 and len(service_side) == before + (0 if passing else 1)
+    conn.close()
+
+
 def test_a_failed_update_keeps_the_old_model_serving(hosted):
     """As on AWS: an update that cannot start its model leaves the endpoint InService on the
     config it had, with the reason, and the old model answering throughout."""
