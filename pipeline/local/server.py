@@ -364,6 +364,7 @@ class LocalSageMaker:
             self._thread.join(30)
         self.hosting.shutdown()
         self.sock.close()
+        self.http.channel.close()
         try:
             with open(self.home.service_file) as handle:
                 if json.load(handle).get("pid") == os.getpid():
