@@ -60,6 +60,7 @@ class Protocol(HttpToolsProtocol):
         self._in_headers = self._answer_then_close = self._in_request = False
         self._stall_timer = None
         self._head = b""  # a request line still arriving, between requests
+        self._passing = None  # the task passing the connection on, while it runs
         self.first_bytes = b""  # an adopted connection's, read by the server that passed it
 
     def connection_made(self, transport):
@@ -76,30 +77,37 @@ class Protocol(HttpToolsProtocol):
                 self._head = data
                 self._watch()
                 return
-            if where not in (None, MORE):
-                if self._pass(where, data):
-                    return
-                if self.close_unpassed:  # it may not answer here: the client reconnects
-                    self.transport.close()
-                    return
+            if where not in (None, MORE):  # nothing more is read until it is decided
+                self.transport.pause_reading()
+                self._passing = self.loop.create_task(self._pass(where, data))
+                return
+        elif self._passing is not None:  # read before the pause took: goes with the rest
+            self._head += data
+            return
         super().data_received(data)
         self._watch()
 
     def _between_requests(self) -> bool:
         cycle = self.cycle
-        return not self._in_request and not self.pipeline and (
+        return self._passing is None and not self._in_request and not self.pipeline and (
             cycle is None or cycle.response_complete)
 
-    def _pass(self, where, data) -> bool:
-        """Hand the connection and its first bytes to the server listening on ``where``;
-        False (answer it here) if that server does not take it."""
+    async def _pass(self, where, data):
+        """Hand the connection and its first bytes to the server listening on ``where``; if
+        that server does not take it, answer here (or close, with ``close_unpassed``)."""
         sock = self.transport.get_extra_info("socket")
-        if sock is None or not send_connection(where, sock.fileno(), data):
-            return False
-        self._unset_keepalive_if_required()
-        self.transport.pause_reading()
-        self.transport.close()  # our descriptor only: the connection lives on over there
-        return True
+        taken = sock is not None and await send_connection(where, sock.fileno(), data)
+        self._passing = None
+        if self.transport.is_closing():
+            return
+        if taken or self.close_unpassed:  # ours is only a descriptor: the connection lives on
+            self._unset_keepalive_if_required()  # over there (or the client reconnects)
+            self.transport.close()
+            return
+        data, self._head = data + self._head, b""
+        self.transport.resume_reading()
+        super().data_received(data)
+        self._watch()
 
     def _watch(self):
         """(Re)start the stall timer while a request is incomplete."""
@@ -191,21 +199,24 @@ class Server(uvicorn.Server):
         return protocol
 
 
-def send_connection(where, fd, data) -> bool:
+async def send_connection(where, fd, data, timeout=2.0) -> bool:
     """Pass a connection (its descriptor) and the bytes already read from it to the server
-    listening on ``where``; True once that server has taken it."""
+    listening on ``where``, without blocking the event loop; True once that server has taken
+    it, False if it did not within ``timeout`` seconds."""
     if len(data) > PASS_LIMIT:
         return False
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
-            channel.settimeout(2.0)
-            channel.connect(where)
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
+        channel.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(channel, where), timeout)
+            # a few bytes into an empty socket buffer: never blocks
             channel.sendmsg([_LENGTH.pack(len(data))], [
                 (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
-            channel.sendall(data)
-            return channel.recv(1) == b"1"
-    except OSError:
-        return False
+            await asyncio.wait_for(loop.sock_sendall(channel, data), timeout)
+            return await asyncio.wait_for(loop.sock_recv(channel, 1), timeout) == b"1"
+        except (OSError, asyncio.TimeoutError):
+            return False
 
 
 def receive_connection(channel):

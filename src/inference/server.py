@@ -17,6 +17,7 @@ service's checks, and passing the connection back (``--service-channel``) for an
 """
 import argparse
 import asyncio
+import gc
 import importlib.util
 import json
 import os
@@ -233,7 +234,13 @@ def run_worker(model_dir, sock, on_ready, read_timeout=IDLE_SECONDS, runtime=Non
     """One worker: the model, and an event loop answering on the listening socket (and on
     connections passed to it on ``channel``)."""
     http = type("WorkerProtocol", (Protocol,), {"read_timeout": read_timeout})
-    config = uvicorn.Config(HostingApp(ModelService(model_dir), runtime), loop="uvloop",
+    app = HostingApp(ModelService(model_dir), runtime)
+    # The model and the libraries live as long as the worker: out of the garbage collector's
+    # sight, a full collection scans only what requests allocate (80,000 objects from MXNet
+    # and numpy took 34 ms to scan, a stall in the latency tail).
+    gc.collect()
+    gc.freeze()
+    config = uvicorn.Config(app, loop="uvloop",
                             http=http, lifespan="off", access_log=False, log_level="warning",
                             backlog=1024, timeout_keep_alive=IDLE_SECONDS,
                             server_header=False, date_header=False, proxy_headers=False)

@@ -295,6 +295,7 @@ def test_passed_connections_get_runtime_answers_and_other_requests_go_back(
     """Under the local service: a client connection passed on --channel is answered as the
     runtime API answers (its invocations; its region and Host checked), and a request for
     anything else is passed back, with its bytes, on --service-channel."""
+    import asyncio
     import socket
     import uuid
 
@@ -322,8 +323,8 @@ def test_passed_connections_get_runtime_answers_and_other_requests_go_back(
         client, ours = socket.socketpair()
         client.settimeout(30)
         with client, ours:  # the service read the head; the body follows on the socket
-            assert protocol.send_connection(f"\0test-endpoint-{name}", ours.fileno(),
-                                            invocation)
+            assert asyncio.run(protocol.send_connection(f"\0test-endpoint-{name}",
+                                                        ours.fileno(), invocation))
             client.sendall(body)
             head, answer = _read_answer(client)
             assert head.startswith("HTTP/1.1 200 ")

@@ -287,3 +287,23 @@ def test_the_sdks_own_retry_policies_pass_the_check():
     assert retry.check("Train", {"Type": "Training", "RetryPolicies": policies}) == []
     assert retry.check("Train", {"Type": "Training", "RetryPolicies": [
         dict(policies[1], MaxAttempts=0)]}) == []  # 0: never retried, as AWS documents
+
+
+def test_steps_defined_before_what_they_depend_on_still_run(local):
+    """Steps are scheduled by their dependencies, not their order in the definition: also when
+    what a step waits for is taken from a selective execution's source, not run."""
+    _, sm, s3 = local
+    _create(sm, "order", [_script_step(s3, "Second", "print('second')\n", depends_on=["First"]),
+                          _script_step(s3, "First", "print('first')\n")])
+    source = sm.start_pipeline_execution(PipelineName="order")["PipelineExecutionArn"]
+    assert wait_for(sm, source, timeout=60) == "Succeeded"
+    ran = steps_of(sm, source)
+    assert ran["Second"]["StartTime"] >= ran["First"]["EndTime"]
+    again = sm.start_pipeline_execution(PipelineName="order", SelectiveExecutionConfig={
+        "SourcePipelineExecutionArn": source, "SelectedSteps": [{"StepName": "Second"}]})[
+        "PipelineExecutionArn"]
+    assert wait_for(sm, again, timeout=60) == "Succeeded"
+    ran = steps_of(sm, again)
+    assert ran["First"]["SelectiveExecutionResult"]["SourcePipelineExecutionArn"] == source
+    assert ran["Second"]["StepStatus"] == "Succeeded" and "SelectiveExecutionResult" not in \
+        ran["Second"]

@@ -91,41 +91,45 @@ class Orchestrator:
                 selection["SourcePipelineExecutionArn"])}
         with futures.ThreadPoolExecutor(thread_name_prefix=f"steps-{arn.split('/')[-1]}") as pool:
             while True:
-                limit = self._parallelism(arn)
-                for name in steps:  # in definition order, as many as the limit allows
-                    if failure or stop.is_set() or len(running) >= limit:
-                        break
-                    if name in done | skipped | set(running.values()) or \
-                            not deps[name] <= done | skipped:
-                        continue
-                    owner = steps[name]["owner"]
-                    if deps[name] & skipped or (owner and context.properties[owner[0]][
-                            "Outcome"] != (owner[1] == "IfSteps")):
-                        skipped.add(name)
-                        continue
-                    spec = steps[name]["step"]
-                    if selection and name not in selected:
-                        if name not in needed:  # downstream or aside: not run in this execution
+                limit, changed = self._parallelism(arn), True
+                while changed:  # until a pass over the steps starts, skips or takes none
+                    changed = False
+                    for name in steps:  # in definition order, as many as the limit allows
+                        if failure or stop.is_set() or len(running) >= limit:
+                            break
+                        if name in done | skipped | set(running.values()) or \
+                                not deps[name] <= done | skipped:
+                            continue
+                        changed = True
+                        owner = steps[name]["owner"]
+                        if deps[name] & skipped or (owner and context.properties[owner[0]][
+                                "Outcome"] != (owner[1] == "IfSteps")):
                             skipped.add(name)
                             continue
-                        earlier = source.get(name, {})
-                        if earlier.get("StepStatus") != Status.SUCCEEDED.value:
-                            failure = (f"Step {name} did not succeed in the source execution "
-                                       f"{selection['SourcePipelineExecutionArn']}; the "
-                                       "selected steps need its outputs")
-                            break
-                        self.backend.step_ended(
-                            self.backend.step_started(arn, spec, 1), Status.SUCCEEDED.value,
-                            properties=earlier["Properties"], metadata=earlier["Metadata"],
-                            selective_result={
-                                "SourcePipelineExecutionArn": earlier["ExecutionArn"]})
-                        context.properties[name] = earlier["Properties"]
-                        done.add(name)
-                        continue
-                    attempt = records.get(name, {}).get("AttemptCount", 0) + 1
-                    run = StepRun(arn, spec, attempt,
-                                  self.backend.step_started(arn, spec, attempt), context, stop)
-                    running[pool.submit(self._run_step, run)] = name
+                        spec = steps[name]["step"]
+                        if selection and name not in selected:
+                            if name not in needed:  # downstream or aside: not run here
+                                skipped.add(name)
+                                continue
+                            earlier = source.get(name, {})
+                            if earlier.get("StepStatus") != Status.SUCCEEDED.value:
+                                failure = (f"Step {name} did not succeed in the source "
+                                           f"execution {selection['SourcePipelineExecutionArn']}"
+                                           "; the selected steps need its outputs")
+                                break
+                            self.backend.step_ended(
+                                self.backend.step_started(arn, spec, 1), Status.SUCCEEDED.value,
+                                properties=earlier["Properties"], metadata=earlier["Metadata"],
+                                selective_result={
+                                    "SourcePipelineExecutionArn": earlier["ExecutionArn"]})
+                            context.properties[name] = earlier["Properties"]
+                            done.add(name)
+                            continue
+                        attempt = records.get(name, {}).get("AttemptCount", 0) + 1
+                        run = StepRun(arn, spec, attempt,
+                                      self.backend.step_started(arn, spec, attempt), context,
+                                      stop)
+                        running[pool.submit(self._run_step, run)] = name
                 if not running:
                     break
                 finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
