@@ -40,7 +40,8 @@ class ModelServer:
     port: int
     process: subprocess.Popen
     model_dir: str = ""
-    channel: Optional[str] = None  # where client connections are passed to it
+    channels: list = field(default_factory=list)  # one per worker: client connections are
+    turn: int = 0  # passed to them in turn
     failed_checks: int = 0
     restarts: int = 0
     idle: list = field(default_factory=list)  # keep-alive connections to it, not in use
@@ -61,6 +62,13 @@ class ModelServer:
             os.killpg(self.process.pid, signal.SIGKILL)  # whatever did not end in time
         except ProcessLookupError:
             pass
+
+
+def _workers(env) -> int:
+    """The model server's worker processes, as SageMaker's containers choose them:
+    SAGEMAKER_MODEL_SERVER_WORKERS, else one per CPU (the service names each one's channel)."""
+    text = env.get("SAGEMAKER_MODEL_SERVER_WORKERS", "")
+    return int(text) if text.isdigit() and int(text) > 0 else os.cpu_count() or 1
 
 
 def log_group_arn(region, endpoint) -> str:
@@ -202,10 +210,13 @@ class Hosting:
         log_path = self.home.endpoint_log(endpoint, config_name)
         argv = [self.job_python, SERVER_SCRIPT, "--model-dir", model_dir, "--port", "0",
                 "--ready-file", ready]
-        channel = None
+        channels = []
         if self.service_channel:  # it answers the runtime route on connections passed to it
             channel = f"sagemaker-endpoint-{os.getpid()}-{secrets.token_hex(6)}"
-            argv += ["--endpoint-name", endpoint, "--region", self.backend.region,
+            workers = _workers(env)
+            channels = [f"\0{channel}-{number}" for number in range(workers)]
+            argv += ["--workers", str(workers), "--endpoint-name", endpoint,
+                     "--region", self.backend.region,
                      "--log-group-arn", log_group_arn(self.backend.region, endpoint),
                      "--invocation-timeout", str(self.invocation_timeout),
                      "--channel", channel, "--service-channel", self.service_channel]
@@ -226,7 +237,7 @@ class Hosting:
                 with open(ready) as handle:
                     text = handle.read().strip()
                 if text and self._ping(int(text)):
-                    return ModelServer(config_name, int(text), process, model_dir, channel)
+                    return ModelServer(config_name, int(text), process, model_dir, channels)
             time.sleep(0.05)
         ModelServer(config_name, 0, process).stop()
         raise HostingError(f"the model server did not answer /ping within "
@@ -279,9 +290,13 @@ class Hosting:
 
     # --- runtime ---
     def channel_of(self, endpoint) -> Optional[str]:
-        """The address to pass a client's connection to, if the endpoint's server takes it."""
+        """The address to pass a client's connection to, if the endpoint's server takes it:
+        its workers' in turn."""
         server = self.servers.get(endpoint)
-        return "\0" + server.channel if server and server.channel else None
+        if server is None or not server.channels:
+            return None
+        server.turn = (server.turn + 1) % len(server.channels)
+        return server.channels[server.turn]
 
     def port_of(self, endpoint) -> Optional[int]:
         server = self.servers.get(endpoint)

@@ -278,7 +278,10 @@ def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1,
     _size_compute_pools(workers)
     sock = _socket(host, port, listen=workers == 1)
     bound = sock.getsockname()[1]
-    channel = protocol.listener(local.channel) if local else None
+    # one channel per worker, NAME-0 .. NAME-(workers - 1): the service deals connections out
+    # in turn, so each worker answers an equal share (racing on one would not)
+    channels = [protocol.listener(f"{local.channel}-{n}") for n in range(workers)] if local \
+        else []
 
     def ready():
         print(f"serving {model_dir} on http://{host}:{bound} with {workers} worker(s)",
@@ -289,21 +292,22 @@ def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1,
 
     if workers == 1:
         return run_worker(model_dir, sock, ready, read_timeout, local and local.runtime(),
-                          channel, local and local.service_channel)
+                          channels[0] if channels else None, local and local.service_channel)
     # Each worker listens on its own socket bound to the same port (SO_REUSEPORT): the
     # kernel spreads connections over them evenly, where one shared socket lets the first
-    # worker to wake take them all. Each writes a byte to the pipe once it answers. Passed
-    # connections arrive on one channel all workers take from.
+    # worker to wake take them all. Each writes a byte to the pipe once it answers.
     read_end, write_end = os.pipe()
-    shared = [write_end] + ([channel.fileno()] if channel else [])
-    local_argv = local.argv() + ["--channel-fd", str(channel.fileno())] if local else []
-    children = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--model-dir",
-                                  model_dir, "--host", host, "--port", str(bound),
-                                  "--read-timeout", str(read_timeout),
-                                  "--worker-ready-fd", str(write_end)] + local_argv,
-                                 pass_fds=shared)
-                for _ in range(workers)]
+    children = []
+    for number in range(workers):
+        own = [channels[number].fileno()] if channels else []
+        local_argv = local.argv() + ["--channel-fd", str(own[0])] if local else []
+        children.append(subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--model-dir", model_dir, "--host", host,
+             "--port", str(bound), "--read-timeout", str(read_timeout),
+             "--worker-ready-fd", str(write_end)] + local_argv, pass_fds=[write_end] + own))
     os.close(write_end)
+    for channel in channels:  # each worker holds its own
+        channel.close()
 
     def stop(signum, frame):
         for child in children:
@@ -368,7 +372,8 @@ def main(argv=None):
     local.add_argument("--log-group-arn", help="named by ModelError answers")
     local.add_argument("--invocation-timeout", type=float, default=60.0,
                        help="seconds a runtime invocation may take (SageMaker's 60)")
-    local.add_argument("--channel", help="abstract Unix socket name connections arrive on")
+    local.add_argument("--channel", help="abstract Unix socket names connections arrive on: "
+                       "NAME-0 .. NAME-(workers - 1), one per worker")
     local.add_argument("--service-channel", help="where other requests' connections go back")
     parser.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)  # a worker's
     parser.add_argument("--channel-fd", type=int, help=argparse.SUPPRESS)  # a worker's

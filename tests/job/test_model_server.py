@@ -323,7 +323,8 @@ def test_passed_connections_get_runtime_answers_and_other_requests_go_back(
         client, ours = socket.socketpair()
         client.settimeout(30)
         with client, ours:  # the service read the head; the body follows on the socket
-            assert asyncio.run(protocol.send_connection(f"\0test-endpoint-{name}",
+            last = int(workers) - 1  # each worker has its own channel: NAME-0, NAME-1, ...
+            assert asyncio.run(protocol.send_connection(f"\0test-endpoint-{name}-{last}",
                                                         ours.fileno(), invocation))
             client.sendall(body)
             head, answer = _read_answer(client)
