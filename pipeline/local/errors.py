@@ -1,7 +1,7 @@
 """SageMaker's errors as the local service raises and answers them.
 
-Every layer raises ``ServiceError``; ``responses`` turns it into AWS's JSON 1.1 error shape
-(``__type``, ``message``, ``x-amzn-ErrorType``).
+Every layer raises ``ServiceError``; ``responses`` answers it in AWS's JSON 1.1 error shape
+(``__type``, ``message``, ``x-amzn-ErrorType``; ``runtime_api.error``).
 """
 
 
@@ -9,9 +9,6 @@ class ServiceError(Exception):
     def __init__(self, code: str, message: str, status: int = 400):
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
-
-    def body(self) -> dict:
-        return {"__type": self.code, "message": self.message}
 
 
 def validation(message: str) -> ServiceError:

@@ -37,8 +37,7 @@ def _json(status, body, headers=None) -> Response:
         json.dumps(body, default=str).encode()
 
 
-def error(code, message, status=400) -> Response:
-    return _json(status, ServiceError(code, message).body(), {"x-amzn-ErrorType": code})
+error = runtime_api.error  # AWS's JSON 1.1 error: (code, message, status) -> Response
 
 
 @functools.lru_cache(maxsize=None)

@@ -31,6 +31,24 @@ def server(trained, tmp_path_factory):
     proc.wait(10)
 
 
+def start_server(model_dir, folder, *options):
+    """A model server of the test's own, with these command-line options: (process, port)."""
+    ready = folder / "port"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "src", "inference", "server.py"),
+                             "--model-dir", str(model_dir), "--port", "0", "--ready-file",
+                             str(ready), *options],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (ready.exists() and ready.read_text()):
+        if proc.poll() is not None or time.time() > deadline:
+            exited = proc.poll()
+            proc.kill()
+            proc.wait(10)
+            pytest.fail(f"the model server did not start within 60 s (exit code {exited})")
+        time.sleep(0.05)
+    return proc, int(ready.read_text())
+
+
 @pytest.fixture(scope="module")
 def digits(prepared):
     with np.load(prepared / "test" / "test.npz") as data:
@@ -254,17 +272,8 @@ def test_an_oversized_body_is_never_buffered(server):
 def test_a_request_that_stalls_half_way_gets_a_408(trained, tmp_path):
     """Headers or a body that stop arriving: refused after --read-timeout seconds without a
     byte (408, connection closed), where uvicorn alone would wait for ever."""
-    ready = tmp_path / "port"
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "src", "inference", "server.py"),
-                             "--model-dir", str(trained[0]), "--port", "0", "--ready-file",
-                             str(ready), "--workers", "1", "--read-timeout", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = start_server(trained[0], tmp_path, "--workers", "1", "--read-timeout", "1")
     try:
-        deadline = time.time() + 60
-        while not (ready.exists() and ready.read_text()):
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.05)
-        port = int(ready.read_text())
         for partial in (b"POST /invocations HTTP/1.1\r\nContent-Le",  # inside its headers
                         b"POST /invocations HTTP/1.1\r\nContent-Length: 10\r\n\r\n[1,"):
             answer = raw(port, partial)  # sent, then silence: the server answers and closes
@@ -304,18 +313,11 @@ def test_passed_connections_get_runtime_answers_and_other_requests_go_back(
     name = uuid.uuid4().hex
     back = protocol.listener(f"test-service-{name}")  # stands in for the local service
     back.settimeout(30)
-    ready = tmp_path / "port"
-    proc = subprocess.Popen([
-        sys.executable, os.path.join(ROOT, "src", "inference", "server.py"), "--model-dir",
-        str(trained[0]), "--port", "0", "--ready-file", str(ready), "--workers", workers,
-        "--endpoint-name", "mnist", "--region", "eu-west-1", "--log-group-arn", "arn:log",
-        "--channel", f"test-endpoint-{name}", "--service-channel", f"test-service-{name}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, _ = start_server(
+        trained[0], tmp_path, "--workers", workers, "--endpoint-name", "mnist", "--region",
+        "eu-west-1", "--log-group-arn", "arn:log", "--channel", f"test-endpoint-{name}",
+        "--service-channel", f"test-service-{name}")
     try:
-        deadline = time.time() + 60
-        while not (ready.exists() and ready.read_text()):
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.05)
         images, labels = digits
         body = json.dumps(images[:5].tolist()).encode()
         invocation = (b"POST /endpoints/mnist/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
