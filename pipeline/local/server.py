@@ -273,7 +273,7 @@ class LocalSageMaker:
                 "read_timeout": read_timeout, "hand_over": staticmethod(self._hand_over)}),
             access_log=False, log_level="error", backlog=1024, timeout_keep_alive=60,
             server_header=False, date_header=False, proxy_headers=False),
-            channel=protocol.listener(self.channel_name))
+            channels=[(protocol.listener(self.channel_name), None)])
         self._thread = None
         job_python = job_python or os.environ.get("MNIST_JOB_PYTHON", DEFAULT_JOB_PYTHON)
         if not os.path.exists(job_python):
@@ -364,7 +364,8 @@ class LocalSageMaker:
             self._thread.join(30)
         self.hosting.shutdown()
         self.sock.close()
-        self.http.channel.close()
+        for channel, _ in self.http.channels:
+            channel.close()
         try:
             with open(self.home.service_file) as handle:
                 if json.load(handle).get("pid") == os.getpid():

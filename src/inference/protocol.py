@@ -14,6 +14,7 @@ any other request. One loopback hop per invocation less: the service's Python ne
 """
 import array
 import asyncio
+import functools
 import socket
 import struct
 
@@ -174,28 +175,29 @@ class Protocol(HttpToolsProtocol):
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server, which also adopts the connections passed to it on ``channel`` (a
-    listening Unix socket; their requests then follow ``adopted_rule`` if given, the protocol
-    class's otherwise) and calls ``on_ready`` once it serves."""
+    """uvicorn's server, which also adopts the connections passed to it on ``channels``
+    (listening Unix sockets, each with the rule its connections' requests follow then, or None
+    for the protocol class's own) and calls ``on_ready`` once it serves."""
 
-    def __init__(self, config, on_ready=None, channel=None, adopted_rule=None):
+    def __init__(self, config, on_ready=None, channels=()):
         super().__init__(config)
-        self.on_ready, self.channel, self.adopted_rule = on_ready, channel, adopted_rule
+        self.on_ready, self.channels = on_ready, list(channels)
 
     async def startup(self, sockets=None):
         await super().startup(sockets=sockets)
         if self.should_exit:
             return
-        if self.channel is not None:
-            adopt(asyncio.get_running_loop(), self.channel, self._adopted_protocol)
+        for channel, rule in self.channels:
+            adopt(asyncio.get_running_loop(), channel,
+                  functools.partial(self._adopted_protocol, rule))
         if self.on_ready is not None:
             self.on_ready()
 
-    def _adopted_protocol(self):
+    def _adopted_protocol(self, rule):
         protocol = self.config.http_protocol_class(
             config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
-        if self.adopted_rule is not None:
-            protocol.hand_over, protocol.close_unpassed = self.adopted_rule, True
+        if rule is not None:
+            protocol.hand_over, protocol.close_unpassed = rule, True
         return protocol
 
 

@@ -19,12 +19,14 @@ import argparse
 import asyncio
 import gc
 import importlib.util
+import itertools
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
@@ -229,10 +231,12 @@ async def _send(send, response, close=False):
     await send({"type": "http.response.body", "body": body})
 
 
-def run_worker(model_dir, sock, on_ready, read_timeout=IDLE_SECONDS, runtime=None,
-               channel=None, service_channel=None):
-    """One worker: the model, and an event loop answering on the listening socket (and on
-    connections passed to it on ``channel``)."""
+def run_worker(model_dir, sockets, on_ready, read_timeout=IDLE_SECONDS, runtime=None,
+               dealt=None, passed=None, service_channel=None):
+    """One worker: the model, and an event loop answering on the listening ``sockets`` (one
+    worker alone), on the connections the server's acceptor deals it on ``dealt``, and on the
+    ones the local service passes it on ``passed`` (answered for ``runtime``, the rest passed
+    back to ``service_channel``)."""
     http = type("WorkerProtocol", (Protocol,), {"read_timeout": read_timeout})
     app = HostingApp(ModelService(model_dir), runtime)
     # The model and the libraries live as long as the worker: out of the garbage collector's
@@ -244,14 +248,16 @@ def run_worker(model_dir, sock, on_ready, read_timeout=IDLE_SECONDS, runtime=Non
                             http=http, lifespan="off", access_log=False, log_level="warning",
                             backlog=1024, timeout_keep_alive=IDLE_SECONDS,
                             server_header=False, date_header=False, proxy_headers=False)
-    rule = runtime.hand_back_rule(service_channel) if runtime and service_channel else None
-    protocol.Server(config, on_ready, channel if rule else None, rule).run(sockets=[sock])
+    channels = [(dealt, None)] if dealt is not None else []
+    if passed is not None:
+        channels.append((passed, runtime.hand_back_rule(service_channel)))
+    protocol.Server(config, on_ready, channels).run(sockets=sockets)
 
 
 class LocalOptions:
     """What the local service tells a model server: the endpoint it serves, the region and log
     group its answers name, SageMaker's invocation timeout, and the channels connections are
-    passed on (to this server, and back to the service)."""
+    passed on (to this server's workers, and back to the service)."""
 
     FLAGS = ("endpoint_name", "region", "log_group_arn", "invocation_timeout", "channel",
              "service_channel")
@@ -276,11 +282,11 @@ def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1,
     and the server exits, so that whoever watches it (the local hosting's health check) sees
     one failure, not a half-working server. ``local``: LocalOptions under the local service."""
     _size_compute_pools(workers)
-    sock = _socket(host, port, listen=workers == 1)
+    sock = socket.create_server((host, port), backlog=1024)
     bound = sock.getsockname()[1]
-    # one channel per worker, NAME-0 .. NAME-(workers - 1): the service deals connections out
-    # in turn, so each worker answers an equal share (racing on one would not)
-    channels = [protocol.listener(f"{local.channel}-{n}") for n in range(workers)] if local \
+    # Under the local service, one channel per worker, NAME-0 .. NAME-(workers - 1): the
+    # service deals the connections it passes out in turn.
+    passed = [protocol.listener(f"{local.channel}-{n}") for n in range(workers)] if local \
         else []
 
     def ready():
@@ -291,34 +297,66 @@ def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1,
                 handle.write(str(bound))
 
     if workers == 1:
-        return run_worker(model_dir, sock, ready, read_timeout, local and local.runtime(),
-                          channels[0] if channels else None, local and local.service_channel)
-    # Each worker listens on its own socket bound to the same port (SO_REUSEPORT): the
-    # kernel spreads connections over them evenly, where one shared socket lets the first
-    # worker to wake take them all. Each writes a byte to the pipe once it answers.
+        return run_worker(model_dir, [sock], ready, read_timeout, local and local.runtime(),
+                          passed=passed[0] if passed else None,
+                          service_channel=local and local.service_channel)
+    # Several workers: this process accepts the connections and deals them to the workers in
+    # turn, each through its own channel. (Workers listening on the port themselves, with
+    # SO_REUSEPORT, got them by a hash of the client's port: 64 connections split 24 / 40 as
+    # often as not, and the busier worker made the latency tail.) Each worker writes a byte to
+    # the pipe once it answers.
+    base = f"model-server-{os.getpid()}-{os.urandom(6).hex()}"
+    dealt = [protocol.listener(f"{base}-{n}") for n in range(workers)]
     read_end, write_end = os.pipe()
     children = []
     for number in range(workers):
-        own = [channels[number].fileno()] if channels else []
-        local_argv = local.argv() + ["--channel-fd", str(own[0])] if local else []
+        own = [dealt[number].fileno()] + ([passed[number].fileno()] if passed else [])
+        options = ["--dealt-fd", str(own[0])]
+        if local:
+            options += local.argv() + ["--passed-fd", str(own[1])]
         children.append(subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--model-dir", model_dir, "--host", host,
-             "--port", str(bound), "--read-timeout", str(read_timeout),
-             "--worker-ready-fd", str(write_end)] + local_argv, pass_fds=[write_end] + own))
+            [sys.executable, os.path.abspath(__file__), "--model-dir", model_dir,
+             "--read-timeout", str(read_timeout), "--worker-ready-fd", str(write_end)] + options,
+            pass_fds=[write_end] + own))
     os.close(write_end)
-    for channel in channels:  # each worker holds its own
+    for channel in dealt + passed:  # each worker holds its own
         channel.close()
 
     def stop(signum, frame):
         for child in children:
             child.terminate()
-        sys.exit(0)
+        os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     with os.fdopen(read_end, "rb") as pipe:
-        if len(pipe.read(workers)) == workers:  # short: a worker died before it was ready
-            ready()
+        if len(pipe.read(workers)) < workers:  # a worker died before it was ready
+            _end_with_workers(children)
+    ready()
+    threading.Thread(target=_end_with_workers, args=(children,), daemon=True).start()
+    asyncio.run(_deal(sock, [f"\0{base}-{n}" for n in range(workers)]))
+
+
+async def _deal(listener, channels):
+    """Accept connections and pass each to the next worker (to the one after it if that one
+    does not take it)."""
+    loop = asyncio.get_running_loop()
+    listener.setblocking(False)
+    turns = itertools.cycle(range(len(channels)))
+
+    async def give(conn, first):
+        with conn:
+            for turn in (first, (first + 1) % len(channels)):
+                if await protocol.send_connection(channels[turn], conn.fileno(), b""):
+                    return
+
+    while True:
+        conn, _ = await loop.sock_accept(listener)
+        loop.create_task(give(conn, next(turns)))
+
+
+def _end_with_workers(children):
+    """Wait for any worker to end; then stop the others and end the server."""
     pid, status = os.wait()
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     print(f"worker {pid} exited with code {code}; stopping the server", flush=True)
@@ -326,7 +364,7 @@ def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1,
         if child.pid != pid:
             child.terminate()
             child.wait()
-    sys.exit(1)
+    os._exit(1)
 
 
 def _size_compute_pools(workers):
@@ -336,15 +374,6 @@ def _size_compute_pools(workers):
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, threads)
-
-
-def _socket(host, port, listen):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    if listen:
-        sock.listen(1024)
-    return sock
 
 
 def default_workers():
@@ -375,8 +404,9 @@ def main(argv=None):
     local.add_argument("--channel", help="abstract Unix socket names connections arrive on: "
                        "NAME-0 .. NAME-(workers - 1), one per worker")
     local.add_argument("--service-channel", help="where other requests' connections go back")
-    parser.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)  # a worker's
-    parser.add_argument("--channel-fd", type=int, help=argparse.SUPPRESS)  # a worker's
+    parser.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)  # a worker's:
+    parser.add_argument("--dealt-fd", type=int, help=argparse.SUPPRESS)  # its two channels
+    parser.add_argument("--passed-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -390,10 +420,10 @@ def main(argv=None):
         def ready():
             os.write(args.worker_ready_fd, b"1")
             os.close(args.worker_ready_fd)
-        channel = socket.socket(fileno=args.channel_fd) if args.channel_fd is not None else None
-        return run_worker(args.model_dir, _socket(args.host, args.port, listen=True), ready,
-                          args.read_timeout, local and local.runtime(), channel,
-                          local and local.service_channel)
+        passed = socket.socket(fileno=args.passed_fd) if args.passed_fd is not None else None
+        return run_worker(args.model_dir, [], ready, args.read_timeout,
+                          local and local.runtime(), socket.socket(fileno=args.dealt_fd),
+                          passed, local and local.service_channel)
     serve(args.model_dir, args.port, args.host, args.ready_file, args.workers, args.read_timeout,
           local)
 
