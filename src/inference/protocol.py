@@ -203,8 +203,10 @@ class Server(uvicorn.Server):
 
 async def send_connection(where, fd, data, timeout=2.0) -> bool:
     """Pass a connection (its descriptor) and the bytes already read from it to the server
-    listening on ``where``, without blocking the event loop; True once that server has taken
-    it, False if it did not within ``timeout`` seconds."""
+    listening on ``where``, without blocking the event loop: True once that server has taken
+    it, False if it did not (then it is still ours alone). Once the descriptor is sent the
+    receiver decides: it takes the connection or closes the channel, never both, so a slow
+    receiver is waited for rather than given up on (two owners would split its requests)."""
     if len(data) > PASS_LIMIT:
         return False
     loop = asyncio.get_running_loop()
@@ -215,15 +217,30 @@ async def send_connection(where, fd, data, timeout=2.0) -> bool:
             # a few bytes into an empty socket buffer: never blocks
             channel.sendmsg([_LENGTH.pack(len(data))], [
                 (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
-            await asyncio.wait_for(loop.sock_sendall(channel, data), timeout)
-            return await asyncio.wait_for(loop.sock_recv(channel, 1), timeout) == b"1"
         except (OSError, asyncio.TimeoutError):
+            return False
+        try:
+            if data:  # (sending nothing to a receiver already done would fail: EPIPE)
+                await loop.sock_sendall(channel, data)
+        except OSError:
+            pass  # whether it took the connection all the same, it tells below
+        try:
+            return await loop.sock_recv(channel, 1) == b"1"
+        except OSError:
             return False
 
 
-def receive_connection(channel):
+async def receive_connection(channel):
     """(the passed socket, its first bytes), from a channel connection ``send_connection``
-    made; the sender is told it was taken."""
+    made; the sender is told it was taken. On any failure the socket is closed, not taken."""
+    loop = asyncio.get_running_loop()
+    channel.setblocking(False)
+    ready = loop.create_future()
+    loop.add_reader(channel.fileno(), ready.set_result, None)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(channel.fileno())
     fds = array.array("i")
     head, ancillary, _, _ = channel.recvmsg(_LENGTH.size, socket.CMSG_SPACE(fds.itemsize))
     for level, kind, payload in ancillary:
@@ -234,19 +251,21 @@ def receive_connection(channel):
             socket.close(fd)
         raise ValueError("not a passed connection")
     sock = socket.socket(fileno=fds[0])
-    size, data = _LENGTH.unpack(head)[0], bytearray()
-    while len(data) < size:
-        chunk = channel.recv(min(65536, size - len(data)))
-        if not chunk:
-            sock.close()
-            raise ValueError("the passed bytes were cut short")
-        data += chunk
     try:
-        channel.sendall(b"1")
-    except OSError:
+        size, data = _LENGTH.unpack(head)[0], bytearray()
+        while len(data) < size:
+            chunk = await loop.sock_recv(channel, min(65536, size - len(data)))
+            if not chunk:
+                raise ValueError("the passed bytes were cut short")
+            data += chunk
+        await loop.sock_sendall(channel, b"1")
+    except BaseException:  # errors, and a timeout's cancellation: not taken
         sock.close()
         raise
     return sock, bytes(data)
+
+
+TAKE_SECONDS = 10.0  # a sender has this long to send what it passes
 
 
 def adopt(loop, listener, make_protocol):
@@ -254,22 +273,25 @@ def adopt(loop, listener, make_protocol):
     becomes a connection of ``make_protocol()`` (a Protocol), its first bytes read first."""
     listener.setblocking(False)
 
-    def take():
+    def accept():
         try:
             channel, _ = listener.accept()
-        except (BlockingIOError, InterruptedError):  # another worker took it
+        except (BlockingIOError, InterruptedError):
             return
-        with channel:
-            channel.settimeout(2.0)
-            try:
-                sock, data = receive_connection(channel)
-            except (OSError, ValueError):
-                return
-        protocol = make_protocol()
-        protocol.first_bytes = data
-        loop.create_task(loop.connect_accepted_socket(lambda: protocol, sock))
+        loop.create_task(_take(loop, channel, make_protocol))
 
-    loop.add_reader(listener.fileno(), take)
+    loop.add_reader(listener.fileno(), accept)
+
+
+async def _take(loop, channel, make_protocol):
+    with channel:
+        try:
+            sock, data = await asyncio.wait_for(receive_connection(channel), TAKE_SECONDS)
+        except (OSError, ValueError, asyncio.TimeoutError):
+            return
+    protocol = make_protocol()
+    protocol.first_bytes = data
+    await loop.connect_accepted_socket(lambda: protocol, sock)
 
 
 def listener(name):

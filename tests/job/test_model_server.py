@@ -353,7 +353,7 @@ def test_passed_connections_get_runtime_answers_and_other_requests_go_back(
             client.sendall(other)
             channel, _ = back.accept()
             with channel:
-                returned, first = protocol.receive_connection(channel)
+                returned, first = asyncio.run(protocol.receive_connection(channel))
             with returned:
                 assert first == other
                 returned.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")  # the "service" answers
