@@ -2,8 +2,10 @@
 
 Create and update start a new server from the endpoint config's model and switch traffic only
 once its ``/ping`` answers; the old server stops after the switch (no gap, no mixed state). A
-failed update leaves the old server serving. Runtime calls are proxied over keep-alive loopback
-connections, asynchronously, on the service's event loop.
+failed update leaves the old server serving. A client's runtime connection is passed to its
+endpoint's server (``channel_of``: the server's workers in turn), which answers from then on;
+calls that are not passed are proxied over keep-alive loopback connections, asynchronously, on
+the service's event loop.
 """
 import asyncio
 import http.client
