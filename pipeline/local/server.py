@@ -265,15 +265,20 @@ class LocalSageMaker:
         self.sock = socket.create_server(("127.0.0.1", port), backlog=1024)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        # connections model servers pass back (requests other than their own invocations)
+        # connections model servers pass back (requests other than their own invocations);
+        # where abstract Unix sockets do not exist (not Linux), every runtime call is proxied
         self.channel_name = f"sagemaker-local-{os.getpid()}-{secrets.token_hex(6)}"
+        try:
+            channels = [(protocol.listener(self.channel_name), None)]
+        except OSError:
+            self.channel_name, channels = None, []
         self.http = protocol.Server(uvicorn.Config(
             ServiceApp(self), loop="uvloop", lifespan="off",
             http=type("ServiceProtocol", (protocol.Protocol,), {
                 "read_timeout": read_timeout, "hand_over": staticmethod(self._hand_over)}),
             access_log=False, log_level="error", backlog=1024, timeout_keep_alive=60,
             server_header=False, date_header=False, proxy_headers=False),
-            channels=[(protocol.listener(self.channel_name), None)])
+            channels=channels)
         self._thread = None
         job_python = job_python or os.environ.get("MNIST_JOB_PYTHON", DEFAULT_JOB_PYTHON)
         if not os.path.exists(job_python):

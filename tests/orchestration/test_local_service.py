@@ -764,6 +764,25 @@ def test_runtime_connections_pass_to_the_model_server_and_back(hosted, monkeypat
     conn.close()
 
 
+def test_without_abstract_unix_sockets_the_service_proxies_every_call(tmp_path, monkeypatch):
+    """Where connections cannot change hands (abstract Unix sockets are Linux's), the service
+    still starts, and its model servers take no passed connections."""
+    from pipeline.local import shared
+    from pipeline.local.server import LocalSageMaker
+
+    def no_abstract_sockets(name):
+        raise OSError(97, "Address family not supported by protocol")
+
+    monkeypatch.setattr(shared.protocol, "listener", no_abstract_sockets)
+    service = LocalSageMaker(str(tmp_path / "home")).start_background()
+    try:
+        assert service.hosting.service_channel is None and service.http.channels == []
+        with urllib.request.urlopen(service.url + "/ping", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        service.close()
+
+
 def test_a_failed_update_keeps_the_old_model_serving(hosted):
     """As on AWS: an update that cannot start its model leaves the endpoint InService on the
     config it had, with the reason, and the old model answering throughout."""
