@@ -32,9 +32,8 @@ class Target:
     @property
     def clients(self) -> aws.Clients:
         if self._clients is None:
-            url = self.endpoint_url()
-            self._clients = aws.Clients.create(self.args.profile, self.client_region(), url,
-                                               local=self.local)
+            self._clients = aws.Clients.create(self.args.profile, self.client_region(),
+                                               self.endpoint_url(), local=self.local)
         return self._clients
 
     def client_region(self) -> Optional[str]:
@@ -135,11 +134,8 @@ class LocalTarget(Target):
 
     def service(self) -> dict:
         """The service on ``--local-home`` (url, region), started when none runs."""
-        if self._service is None:
-            try:
-                self._service = launcher.ensure_running(self.args.local_home, self.args.region)
-            except ValueError as err:  # another region than the one asked for
-                raise UsageError(str(err))
+        if self._service is None:  # ValueError (exit 2) if it serves another region
+            self._service = launcher.ensure_running(self.args.local_home, self.args.region)
         return self._service
 
     def endpoint_url(self):

@@ -11,6 +11,7 @@ import re
 import tarfile
 from typing import Dict, List, Tuple
 
+from pipeline.local.home import log_tail
 from pipeline.local.s3 import LocalS3
 
 OPT_ML = "/opt/ml"
@@ -68,11 +69,7 @@ class Container:
                 return text[:1024]
         if code < 0:
             return f"stopped by signal {-code}"
-        tail = ""
-        if os.path.isfile(log_path):
-            with open(log_path, errors="replace") as handle:
-                tail = " | ".join([line.rstrip() for line in handle if line.strip()][-3:])
-        return f"AlgorithmError: exit code {code}: {tail}"[:1024]
+        return f"AlgorithmError: exit code {code}: {log_tail(log_path)}"[:1024]
 
 
 class ProcessingContainer(Container):

@@ -25,7 +25,7 @@ import httptools
 
 from pipeline.config import ROOT
 from pipeline.local.errors import ServiceError
-from pipeline.local.home import ServiceHome
+from pipeline.local.home import ServiceHome, log_tail
 from pipeline.local.resources import ACCOUNT
 
 INVOCATION_LIMIT = 6 * 1024 * 1024  # SageMaker's real-time payload limit
@@ -234,7 +234,7 @@ class Hosting:
         while time.time() < deadline:
             if process.poll() is not None:
                 raise HostingError(f"the model server exited with code {process.returncode}: "
-                                   f"{_tail(log_path)}")
+                                   f"{log_tail(log_path)}")
             if os.path.exists(ready):
                 with open(ready) as handle:
                     text = handle.read().strip()
@@ -389,11 +389,3 @@ def _retire(server: ModelServer):
     server.stop()
     if server.model_dir:
         shutil.rmtree(server.model_dir, ignore_errors=True)
-
-
-def _tail(path, lines=3):
-    try:
-        with open(path, errors="replace") as handle:
-            return " | ".join(l.strip() for l in handle.readlines()[-lines:])
-    except OSError:
-        return ""

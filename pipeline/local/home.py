@@ -6,6 +6,16 @@ would point elsewhere is refused before anything touches the disk.
 import os
 
 
+def log_tail(path: str, lines: int = 3) -> str:
+    """A log's last non-empty lines, on one line ("" when there is no log): what a failure
+    message quotes."""
+    try:
+        with open(path, errors="replace") as handle:
+            return " | ".join([line.strip() for line in handle if line.strip()][-lines:])
+    except OSError:
+        return ""
+
+
 class ServiceHome:
     def __init__(self, root: str):
         self.root = os.path.abspath(root)

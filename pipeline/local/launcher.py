@@ -9,7 +9,7 @@ import urllib.request
 from typing import Optional
 
 from pipeline.config import ROOT
-from pipeline.local.home import ServiceHome
+from pipeline.local.home import ServiceHome, log_tail
 
 # Kept free of the service's own imports: every CLI command loads this module.
 DEFAULT_HOME = os.path.join(ROOT, ".sagemaker-local")
@@ -64,19 +64,10 @@ def spawn(home, port=0, timeout=60.0, region=None):
         if proc.poll() is not None:  # 2: it refused its arguments (a region, a home)
             error = ValueError if proc.returncode == 2 else RuntimeError
             raise error(f"the local service exited with code {proc.returncode}: "
-                        f"{_last_line(layout.service_log)}")
+                        f"{log_tail(layout.service_log, 1) or 'see ' + layout.service_log}")
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"the local service did not start within {timeout:.0f} s")
-
-
-def _last_line(path) -> str:
-    try:
-        with open(path, errors="replace") as handle:
-            lines = [line.strip() for line in handle if line.strip()]
-        return lines[-1] if lines else f"see {path}"
-    except OSError:
-        return f"see {path}"
 
 
 def ensure_running(home, region=None) -> dict:

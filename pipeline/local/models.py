@@ -91,6 +91,11 @@ def _list(resource, docs: List[dict], name_field: Optional[str] = None, **query)
                  query.get("max_results") or resource.page_size)
 
 
+def _given(**members) -> dict:
+    """The members a request set (None: left as they are)."""
+    return {name: value for name, value in members.items() if value is not None}
+
+
 def _variant_summary(name, weight, count) -> dict:
     """A variant as DescribeEndpoint shows it once the endpoint has settled."""
     return {"VariantName": name, "CurrentWeight": float(weight), "DesiredWeight": float(weight),
@@ -218,12 +223,9 @@ class SageMakerBackend:
             doc = self._pipeline(pipeline_name)
             if checked is not None:
                 doc["PipelineDefinition"] = checked
-            for key, value in (("RoleArn", role_arn), ("PipelineDescription",
-                                                       pipeline_description),
-                               ("PipelineDisplayName", pipeline_display_name),
-                               ("ParallelismConfiguration", parallelism_configuration)):
-                if value is not None:
-                    doc[key] = value
+            doc.update(_given(RoleArn=role_arn, PipelineDescription=pipeline_description,
+                              PipelineDisplayName=pipeline_display_name,
+                              ParallelismConfiguration=parallelism_configuration))
             doc["LastModifiedTime"] = time.time()
             doc["PipelineVersionId"] = doc.get("PipelineVersionId", 1) + 1
             self.store.put(Pipeline.kind, doc["PipelineName"], doc)
@@ -345,15 +347,11 @@ class SageMakerBackend:
                                   pipeline_execution_display_name=None,
                                   parallelism_configuration=None):
         """A running execution's new parallelism applies to the steps it starts next."""
-        with self.lock:
-            doc = self._execution(pipeline_execution_arn)
-            for key, value in (("PipelineExecutionDescription", pipeline_execution_description),
-                               ("PipelineExecutionDisplayName", pipeline_execution_display_name),
-                               ("ParallelismConfiguration", parallelism_configuration)):
-                if value is not None:
-                    doc[key] = value
-            doc["LastModifiedTime"] = time.time()
-            self.store.put(PipelineExecution.kind, pipeline_execution_arn, doc)
+        self._execution(pipeline_execution_arn)  # it exists
+        self.store.update(PipelineExecution.kind, pipeline_execution_arn, **_given(
+            PipelineExecutionDescription=pipeline_execution_description,
+            PipelineExecutionDisplayName=pipeline_execution_display_name,
+            ParallelismConfiguration=parallelism_configuration), LastModifiedTime=time.time())
         return {"PipelineExecutionArn": pipeline_execution_arn}
 
     def stop_pipeline_execution(self, pipeline_execution_arn, client_request_token=None):
@@ -751,12 +749,9 @@ class SageMakerBackend:
         """``cache_key``: what later executions' cached steps compare (kept, not described);
         ``cache_hit`` / ``selective_result``: the execution whose run this step reused, by
         caching or for a selective execution."""
-        changes = {"EndTime": time.time(), "FailureReason": reason}
-        for field, value in (("Properties", properties), ("Metadata", metadata),
-                             ("CacheKey", cache_key), ("CacheHitResult", cache_hit),
-                             ("SelectiveExecutionResult", selective_result)):
-            if value is not None:
-                changes[field] = value
+        changes = dict(_given(Properties=properties, Metadata=metadata, CacheKey=cache_key,
+                              CacheHitResult=cache_hit, SelectiveExecutionResult=selective_result),
+                       EndTime=time.time(), FailureReason=reason)
         with self.lock:
             doc = self.store.get(PipelineExecutionStep.kind, key)
             if not PipelineExecutionStep.allows(doc["StepStatus"], status):  # a bug if so

@@ -24,7 +24,6 @@ import threading
 import time
 import traceback
 import urllib.parse
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
@@ -170,7 +169,7 @@ class ServiceApp:
             return
         headers = dict(headers)
         headers.setdefault("Content-Length", str(len(body)))
-        headers["x-amzn-RequestId"] = str(uuid.uuid4())  # one per response, as AWS's
+        headers["x-amzn-RequestId"] = runtime_api.request_id()
         await send({"type": "http.response.start", "status": status, "headers": [
             (k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]})
         await send({"type": "http.response.body", "body": body})

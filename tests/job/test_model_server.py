@@ -362,3 +362,90 @@ def test_passed_connections_get_runtime_answers_and_other_requests_go_back(
         back.close()
         proc.terminate()
         proc.wait(10)
+
+
+PID_HANDLERS = """
+import os
+
+
+def model_fn(model_dir):
+    return None
+
+
+def input_fn(body, content_type):
+    return body
+
+
+def predict_fn(data, model):
+    return os.getpid()
+
+
+def output_fn(prediction, accept):
+    return str(prediction)
+"""
+
+
+def test_several_workers_are_dealt_connections_in_turn(tmp_path):
+    """With two workers, connections go to one and the other in turn (a hash of the client's
+    port left one worker with most of them)."""
+    model = tmp_path / "model"
+    (model / "code").mkdir(parents=True)
+    (model / "code" / "inference.py").write_text(PID_HANDLERS)
+    proc, port = start_server(model, tmp_path, "--workers", "2")
+    try:
+        connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                       for _ in range(6)]
+        pids = []
+        for conn in connections:  # one after the other: the order they are accepted in
+            conn.request("POST", "/invocations", body=b"x")
+            pids.append(conn.getresponse().read())
+        assert len(set(pids)) == 2 and pids[0::2] == [pids[0]] * 3 and \
+            pids[1::2] == [pids[1]] * 3, pids
+        for conn in connections:  # each stays with its worker
+            conn.request("POST", "/invocations", body=b"x")
+        assert [conn.getresponse().read() for conn in connections] == pids
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_connection_taken_is_taken_even_when_the_receiver_closed_first(monkeypatch):
+    """Once the descriptor is sent, only the receiver's answer decides: a receiver that takes
+    the connection and closes its channel before the sender goes on must count as taken (the
+    sender used to fail sending nothing more, and dealt the connection out twice)."""
+    import asyncio
+    import socket
+    import threading
+    import uuid
+
+    import protocol
+
+    name = f"test-taken-{uuid.uuid4().hex}"
+    listener = protocol.listener(name)
+    received, closed = [], threading.Event()
+
+    def receiver():
+        channel, _ = listener.accept()
+        with channel:
+            received.append(asyncio.run(protocol.receive_connection(channel)))
+        closed.set()
+
+    real_sendmsg = socket.socket.sendmsg
+
+    def sendmsg_then_wait(self, *args):  # the receiver runs to its end in between
+        sent = real_sendmsg(self, *args)
+        assert closed.wait(10)
+        return sent
+
+    monkeypatch.setattr(socket.socket, "sendmsg", sendmsg_then_wait)
+    thread = threading.Thread(target=receiver)
+    thread.start()
+    client, ours = socket.socketpair()
+    with client, ours, listener:
+        assert asyncio.run(protocol.send_connection("\0" + name, ours.fileno(), b""))
+        thread.join(10)
+        sock, first = received[0]
+        with sock:
+            assert first == b""
+            client.sendall(b"ping")
+            assert sock.recv(4) == b"ping"  # the receiver's copy is the connection

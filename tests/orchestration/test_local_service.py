@@ -730,6 +730,8 @@ def test_runtime_connections_pass_to_the_model_server_and_back(hosted, monkeypat
     import http.client
 
     service, sm, _ = hosted
+    channels = service.hosting.servers["sleepy"].channels  # one per model-server worker
+    assert {service.hosting.channel_of("sleepy") for _ in channels} == set(channels)  # in turn
     if not passing:
         monkeypatch.setattr(service.hosting, "channel_of", lambda endpoint: None)
     service_side = service.http.server_state.connections
@@ -1291,6 +1293,8 @@ def test_a_service_serves_its_homes_region_and_its_arns_name_it(tmp_path, capsys
         svc.stop()
     with pytest.raises(ValueError, match="keeps resources of eu-west-1, not us-east-1"):
         launcher.spawn(home, region="us-east-1")
+    with pytest.raises(ValueError, match="'../eu' is not a region name"):
+        launcher.spawn(str(tmp_path / "other-home"), region="../eu")
     svc.proc, info = launcher.spawn(home)  # the home's own region again
     try:
         assert info["region"] == "eu-west-1"

@@ -111,8 +111,8 @@ class _JobHandler(StepHandler):
         try:
             result = self.execute(name, request, owner)
         except (OSError, ValueError, KeyError) as err:  # staging: bad inputs, missing objects,
-            reason = retry.staging_failure(err)  # or a full disk
-            result = JobResult(2, reason, 0.0, fault=retry.job_exception_type(reason))
+            reason, fault = retry.staging_failure(err)  # or a full disk
+            result = JobResult(2, reason, 0.0, fault=fault)
         status = "Completed" if result.exit_code == 0 else ("Stopped" if stopped() else "Failed")
         described = self.backend.job_ended(self.resource, name, status,
                                            **self.ended_fields(job, request, result, status))

@@ -12,7 +12,7 @@ the job's own code or inputs ("ClientError", "AlgorithmError") is never retried.
 """
 import errno
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 SERVICE_FAULT = "Step.SERVICE_FAULT"
 THROTTLING = "Step.THROTTLING"
@@ -25,23 +25,21 @@ STEP_TYPES = ("Processing", "Training", "RegisterModel", "Model")
 # The limits the SageMaker SDK enforces and AWS documents.
 MAX_ATTEMPTS, MAX_EXPIRE_AFTER_MIN, MAX_INTERVAL_SECONDS = 20, 14400, 43200
 
-# A job's FailureReason prefix -> its exception type; errno of a staging error -> the prefix.
-FAILURE_PREFIXES = {"InternalServerError": JOB_INTERNAL_ERROR, "CapacityError": CAPACITY_ERROR}
-_STAGING_FAULTS = {errno.ENOSPC: "InternalServerError", errno.EDQUOT: "InternalServerError",
-                   errno.EIO: "InternalServerError", errno.EROFS: "InternalServerError",
-                   errno.EAGAIN: "CapacityError", errno.ENOMEM: "CapacityError"}
+# errno of a staging error -> (the job's FailureReason prefix, the exception type it is)
+_INTERNAL = ("InternalServerError", JOB_INTERNAL_ERROR)
+_CAPACITY = ("CapacityError", CAPACITY_ERROR)
+_STAGING_FAULTS = {errno.ENOSPC: _INTERNAL, errno.EDQUOT: _INTERNAL, errno.EIO: _INTERNAL,
+                   errno.EROFS: _INTERNAL, errno.EAGAIN: _CAPACITY, errno.ENOMEM: _CAPACITY}
 _ERROR_CODES = {"ThrottlingException": THROTTLING, "ResourceLimitExceeded": RESOURCE_LIMIT}
 
 
-def staging_failure(err: Exception) -> str:
-    """A job's FailureReason for an error met while staging, starting or collecting it: the
-    service's own fault when the machine refused, the request's otherwise."""
-    prefix = _STAGING_FAULTS.get(getattr(err, "errno", None), "ClientError")
-    return f"{prefix}: {err}"
-
-
-def job_exception_type(failure_reason: Optional[str]) -> Optional[str]:
-    return FAILURE_PREFIXES.get((failure_reason or "").split(":", 1)[0])
+def staging_failure(err: Exception) -> Tuple[str, Optional[str]]:
+    """(a job's FailureReason, its exception type or None) for an error met while staging,
+    starting or collecting it: the service's own fault when the machine refused, the
+    request's otherwise (a ClientError, never retried)."""
+    prefix, exception_type = _STAGING_FAULTS.get(getattr(err, "errno", None),
+                                                 ("ClientError", None))
+    return f"{prefix}: {err}", exception_type
 
 
 def error_exception_type(code: str) -> Optional[str]:
