@@ -173,7 +173,7 @@ class HostingApp:
             self.worker, self.service.invoke, body,
             headers.get("content-type", "application/json"),
             headers.get("accept") or "application/json")
-        return await asyncio.wait_for(work, timeout)
+        return await (work if timeout is None else asyncio.wait_for(work, timeout))
 
 
 def _headers(scope):
@@ -213,16 +213,16 @@ async def _drain(receive, budget) -> bool:
 
 
 async def _send(send, status, headers, body, close=False):
-    headers = dict(headers, **{"content-length": str(len(body))})
+    """An answer; ``headers`` as (lower-case name, value) pairs of bytes."""
+    headers.append((b"content-length", str(len(body)).encode()))
     if close:
-        headers["connection"] = "close"
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]})
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 async def _reply(send, status, content_type, body, close=False):
-    await _send(send, status, {"content-type": content_type}, body, close)
+    await _send(send, status, [(b"content-type", content_type.encode("latin-1"))], body, close)
 
 
 async def _error(send, status, message, close=False):
@@ -232,8 +232,9 @@ async def _error(send, status, message, close=False):
 async def _runtime_reply(send, response, close=False):
     """A runtime API answer (status, headers, body), with its request id."""
     status, headers, body = response
-    await _send(send, status, dict(headers, **{"x-amzn-RequestId": runtime_api.request_id()}),
-                body, close)
+    headers = dict(headers, **{"x-amzn-RequestId": runtime_api.request_id()})
+    await _send(send, status, [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                               for k, v in headers.items()], body, close)
 
 
 def run_worker(model_dir, sockets, on_ready, read_timeout=IDLE_SECONDS, runtime=None,
