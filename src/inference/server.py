@@ -113,25 +113,30 @@ class RuntimeRoute:
         return rule
 
     async def answer(self, app, scope, receive, send):
-        headers = _headers(scope)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope["headers"]}
         if not runtime_api.loopback(headers.get("host", "")):
-            return await _runtime_reply(send, runtime_api.foreign_host(), close=True)
+            return await _send(send, runtime_api.foreign_host(), close=True)
         foreign = runtime_api.foreign_region(headers.get("authorization", ""),
                                              scope["query_string"].decode("latin-1"),
                                              self.region)
         if foreign is not None:
-            return await _runtime_reply(send, runtime_api.wrong_region(foreign, self.region))
+            return await _send(send, runtime_api.wrong_region(foreign, self.region))
         try:
-            status, content_type, out = await app.invoke(headers, receive, self.timeout)
+            body = await _read_body(receive, headers.get("content-length"))
         except TooLarge as err:
-            return await _runtime_reply(send, runtime_api.too_large(err.size),
-                                        close=not err.drained)
+            return await _send(send, runtime_api.too_large(err.size), close=not err.drained)
         except ClientGone:
             return
+        work = asyncio.get_running_loop().run_in_executor(
+            app.worker, app.service.invoke, body,
+            headers.get("content-type", "application/json"),
+            headers.get("accept") or "application/json")
+        try:
+            status, content_type, out = await asyncio.wait_for(work, self.timeout)
         except asyncio.TimeoutError:
-            return await _runtime_reply(send, runtime_api.timed_out(self.log_group_arn))
-        await _runtime_reply(send, runtime_api.answer(status, content_type, out,
-                                                      self.log_group_arn))
+            return await _send(send, runtime_api.timed_out(self.log_group_arn))
+        await _send(send, runtime_api.answer(status, content_type, out, self.log_group_arn))
 
 
 class HostingApp:
@@ -156,29 +161,18 @@ class HostingApp:
                                 "POST /invocations")
         if route == "/ping" or method != "POST":
             return await _error(send, 405, f"{method} is not allowed on {route}")
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            answer = await self.invoke(_headers(scope), receive)
+            body = await _read_body(receive, headers.get("content-length"))
         except TooLarge as err:
             return await _error(send, 413, str(err), close=not err.drained)
         except ClientGone:
             return
-        await _reply(send, *answer)
-
-    async def invoke(self, headers, receive, timeout=None):
-        """The handlers' (status, content type, body) for the request's body, on the predict
-        thread; TooLarge or ClientGone while reading it, asyncio.TimeoutError past
-        ``timeout`` seconds."""
-        body = await _read_body(receive, headers.get("content-length"))
-        work = asyncio.get_running_loop().run_in_executor(
+        answer = await asyncio.get_running_loop().run_in_executor(
             self.worker, self.service.invoke, body,
             headers.get("content-type", "application/json"),
             headers.get("accept") or "application/json")
-        return await (work if timeout is None else asyncio.wait_for(work, timeout))
-
-
-def _headers(scope):
-    """A request's headers by name (ASGI gives them lower-cased)."""
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        await _reply(send, *answer)
 
 
 async def _read_body(receive, declared):
@@ -212,29 +206,29 @@ async def _drain(receive, budget) -> bool:
     return False
 
 
-async def _send(send, status, headers, body, close=False):
-    """An answer; ``headers`` as (lower-case name, value) pairs of bytes."""
-    headers.append((b"content-length", str(len(body)).encode()))
+async def _reply(send, status, content_type, body, close=False):
+    headers = [(b"content-type", content_type.encode("latin-1")),
+               (b"content-length", str(len(body)).encode())]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _reply(send, status, content_type, body, close=False):
-    await _send(send, status, [(b"content-type", content_type.encode("latin-1"))], body, close)
-
-
 async def _error(send, status, message, close=False):
     await _reply(send, status, "application/json", _error_body(message), close)
 
 
-async def _runtime_reply(send, response, close=False):
-    """A runtime API answer (status, headers, body), with its request id."""
+async def _send(send, response, close=False):
+    """A (status, headers, body) answer, with its request id."""
     status, headers, body = response
-    headers = dict(headers, **{"x-amzn-RequestId": runtime_api.request_id()})
-    await _send(send, status, [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                               for k, v in headers.items()], body, close)
+    headers = dict(headers, **{"Content-Length": str(len(body)),
+                               "x-amzn-RequestId": runtime_api.request_id()})
+    if close:
+        headers["Connection"] = "close"
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def run_worker(model_dir, sockets, on_ready, read_timeout=IDLE_SECONDS, runtime=None,
