@@ -87,14 +87,15 @@ class InvocationTimeout(HostingError):
 
 
 class Hosting:
-    """Model-server processes; endpoint state is reported through the backend's verbs."""
+    """Model-server processes; endpoint state is reported through the internal verbs
+    (``backend.records``)."""
 
-    def __init__(self, backend, s3, home: ServiceHome, job_python, start_timeout=120.0,
+    def __init__(self, records, s3, home: ServiceHome, job_python, start_timeout=120.0,
                  invocation_timeout=INVOCATION_TIMEOUT, health_seconds=HEALTH_SECONDS,
                  service_channel=None):
         """``service_channel``: the service's channel for connections passed back; with it,
         model servers take the runtime route's connections themselves."""
-        self.backend, self.s3, self.home, self.job_python = backend, s3, home, job_python
+        self.records, self.s3, self.home, self.job_python = records, s3, home, job_python
         self.service_channel = service_channel
         self.start_timeout, self.invocation_timeout = start_timeout, invocation_timeout
         self.servers: Dict[str, ModelServer] = {}
@@ -114,22 +115,22 @@ class Hosting:
         except Exception as err:  # noqa: BLE001 - every failure is reported on the endpoint
             with self.lock:
                 serving = self.servers.get(endpoint)
-            if not self.backend.endpoint_exists(endpoint):
+            if not self.records.endpoint_exists(endpoint):
                 return
             if serving:  # failed update: the old model keeps serving
-                self.backend.endpoint_update_failed(
+                self.records.endpoint_update_failed(
                     endpoint, serving.config_name, f"update to {config_name} failed: {err}")
             else:
-                self.backend.endpoint_failed(endpoint, str(err))
+                self.records.endpoint_failed(endpoint, str(err))
             return
         with self.lock:
-            if not self.backend.endpoint_exists(endpoint):  # deleted while starting
+            if not self.records.endpoint_exists(endpoint):  # deleted while starting
                 server.stop()
                 return
             old = self.servers.get(endpoint)
             self.servers[endpoint] = server
         try:
-            self.backend.endpoint_in_service(endpoint, config_name)
+            self.records.endpoint_in_service(endpoint, config_name)
         except ServiceError:  # the endpoint was deleted while its model started
             self.remove(endpoint)
             return
@@ -181,11 +182,11 @@ class Hosting:
         with self.lock:
             if self.servers.get(endpoint) is server:
                 del self.servers[endpoint]
-        if self.backend.endpoint_exists(endpoint):
-            self.backend.endpoint_failed(endpoint, reason)
+        if self.records.endpoint_exists(endpoint):
+            self.records.endpoint_failed(endpoint, reason)
 
     def _start(self, endpoint, config_name) -> ModelServer:
-        model = self.backend.endpoint_model(config_name)
+        model = self.records.endpoint_model(config_name)
         if model is None:
             raise HostingError(f"endpoint config {config_name} or its model no longer exists")
         container = model["PrimaryContainer"]
@@ -218,8 +219,8 @@ class Hosting:
             workers = _workers(env)
             channels = [f"\0{channel}-{number}" for number in range(workers)]
             argv += ["--workers", str(workers), "--endpoint-name", endpoint,
-                     "--region", self.backend.region,
-                     "--log-group-arn", log_group_arn(self.backend.region, endpoint),
+                     "--region", self.records.region,
+                     "--log-group-arn", log_group_arn(self.records.region, endpoint),
                      "--invocation-timeout", str(self.invocation_timeout),
                      "--channel", channel, "--service-channel", self.service_channel]
         with open(log_path, "ab") as log:
@@ -280,7 +281,7 @@ class Hosting:
     def restore(self):
         """After a restart: endpoints come back with the config they had."""
         self._stop_leftovers()
-        for item in self.backend.endpoints_to_restore():
+        for item in self.records.endpoints_to_restore():
             self.deploy(item["EndpointName"], item["EndpointConfigName"])
 
     def shutdown(self):

@@ -46,12 +46,34 @@ def _allowed(option, value, present) -> bool:
     return present and option == value
 
 
+class Outbox:
+    """Where the SageMaker registry puts its events, for the EventBridge subset to deliver.
+
+    It breaks a cycle that is real: a rule's target starts a pipeline whose steps register
+    models whose events go to the rules. The registry is built with the outbox; the
+    EventBridge subset, built after the pipelines it starts, listens to it from its own
+    construction. An event put while nothing listens goes nowhere, as on a bus with no rules.
+    """
+
+    def __init__(self):
+        self._listeners: List[Callable[..., list]] = []
+
+    def listen(self, listener: Callable[..., list]):
+        self._listeners.append(listener)
+
+    def put(self, source: str, detail_type: str, resources: List[str], detail: dict) -> list:
+        return [delivered for listener in self._listeners
+                for delivered in listener(source, detail_type, resources, detail)]
+
+
 class EventsBackend:
     """Rules and targets, kept in the service's store; ``start_pipeline(name, parameters)``
-    starts a SageMaker pipeline execution (the SageMaker backend's)."""
+    starts a SageMaker pipeline execution. It delivers what the ``outbox`` receives."""
 
-    def __init__(self, store, region: str, start_pipeline: Callable[[str, list], dict]):
+    def __init__(self, store, region: str, start_pipeline: Callable[[str, list], dict],
+                 outbox: Outbox):
         self.store, self.region, self.start_pipeline = store, region, start_pipeline
+        outbox.listen(self.emit)
 
     def _arn(self, name):
         return f"arn:aws:events:{self.region}:{ACCOUNT}:rule/{name}"

@@ -37,6 +37,12 @@ class ServiceHome:
         return os.path.join(self.root, "endpoints")
 
     @property
+    def running_jobs_dir(self) -> str:
+        """One file per running job process, named by its pid: what a restarted service
+        stops if a crash left it running."""
+        return os.path.join(self.root, "running-jobs")
+
+    @property
     def service_file(self) -> str:
         """Where a running service records its URL and pid."""
         return os.path.join(self.root, "service.json")

@@ -4,11 +4,11 @@ What a job sees is the container contract's (``container``); this module only st
 and stops processes, keeps each job's output as its log, and answers with a ``JobResult``.
 State is not its business: the step handlers report results through the backend.
 """
-import ctypes
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Set
@@ -17,16 +17,14 @@ from pipeline.local.container import ProcessingContainer, TrainingContainer
 from pipeline.local.home import ServiceHome
 from pipeline.local.s3 import LocalS3
 
-_PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent():
-    """Children end when the service ends (no orphaned jobs after a crash or kill)."""
+def _end_group(pid: int, sig=signal.SIGTERM):
+    """End a job process and everything it started (its own session and process group)."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
+        os.killpg(pid, sig)
+    except ProcessLookupError:
         pass
-    os.setsid()
 
 
 @dataclass
@@ -40,11 +38,18 @@ class JobResult:
 
 
 class JobRunner:
-    """Runs jobs for the service; ``env`` reaches every job (endpoint URLs, credentials)."""
+    """Runs jobs for the service; ``env`` reaches every job (endpoint URLs, credentials).
+
+    Each job process starts in a session of its own (no code runs between fork and exec: the
+    service has many threads), so that stopping it ends what it started too; the service ends
+    them when it closes, and a restarted service ends what a crash left running (their pids
+    are kept in ``home.running_jobs_dir``)."""
 
     def __init__(self, home: ServiceHome, s3: LocalS3, job_python: str, env: Dict[str, str]):
         self.home, self.s3, self.job_python, self.env = home, s3, job_python, env
         os.makedirs(home.logs_dir, exist_ok=True)
+        os.makedirs(home.running_jobs_dir, exist_ok=True)
+        self._lock = threading.Lock()  # guards the three below (steps run on many threads)
         self._running: Dict[str, subprocess.Popen] = {}
         self._owners: Dict[str, str] = {}  # process key -> the execution or job it runs for
         self._stopped: Set[str] = set()  # owners asked to stop: what they start later ends too
@@ -52,16 +57,33 @@ class JobRunner:
     def stop_owner(self, owner: str) -> bool:
         """Stop every process started for ``owner`` (an execution, or a job created through
         the API), and any it starts later (a stop can come while its inputs are staged)."""
-        self._stopped.add(owner)
-        keys = [k for k, o in list(self._owners.items()) if o == owner]
-        for key in keys:
-            proc = self._running.get(key)
-            if proc is not None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        return bool(keys)
+        with self._lock:
+            self._stopped.add(owner)
+            procs = [self._running[k] for k, o in self._owners.items()
+                     if o == owner and k in self._running]
+        for proc in procs:
+            _end_group(proc.pid)
+        return bool(procs)
+
+    def stop_all(self):
+        """The service closes: every job process ends with it."""
+        with self._lock:
+            procs = list(self._running.values())
+        for proc in procs:
+            _end_group(proc.pid)
+
+    def stop_leftovers(self):
+        """Job processes a crashed service left running (a pid recorded and still running
+        the job environment's Python) end now."""
+        for entry in os.listdir(self.home.running_jobs_dir):
+            path = os.path.join(self.home.running_jobs_dir, entry)
+            try:
+                with open(f"/proc/{int(entry)}/cmdline", "rb") as handle:
+                    if handle.read().split(b"\0")[0] == self.job_python.encode():
+                        _end_group(int(entry))
+            except (OSError, ValueError):
+                pass
+            os.remove(path)
 
     # --- processes ---
     def _environment(self) -> Dict[str, str]:
@@ -74,21 +96,37 @@ class JobRunner:
         if argv and argv[0] in ("python", "python3"):
             argv = [self.job_python] + argv[1:]
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        self._running[key], self._owners[key] = proc, owner
-        if owner in self._stopped:
-            os.killpg(proc.pid, signal.SIGTERM)
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(os.path.join(self.home.running_jobs_dir, str(proc.pid)), "w") as handle:
+            handle.write(key)
+        with self._lock:
+            self._running[key], self._owners[key] = proc, owner
+            stopped = owner in self._stopped
+        if stopped:
+            _end_group(proc.pid)
         return proc
 
     def resume_owner(self, owner: str):
         """``owner`` runs again (a retried execution): its stop no longer applies."""
-        self._stopped.discard(owner)
+        with self._lock:
+            self._stopped.discard(owner)
+
+    def _process(self, key: str) -> subprocess.Popen:
+        with self._lock:
+            return self._running[key]
 
     def _wait(self, keys: List[str]) -> List[int]:
-        codes = [self._running[k].wait() for k in keys]
-        for k in keys:
-            self._running.pop(k, None)
-            self._owners.pop(k, None)
+        procs = [self._process(k) for k in keys]
+        codes = [proc.wait() for proc in procs]
+        with self._lock:
+            for k in keys:
+                self._running.pop(k, None)
+                self._owners.pop(k, None)
+        for proc in procs:
+            try:
+                os.remove(os.path.join(self.home.running_jobs_dir, str(proc.pid)))
+            except FileNotFoundError:
+                pass
         return codes
 
     # --- processing ---
@@ -168,11 +206,12 @@ class JobRunner:
         process fails, stop the others (a cluster would otherwise wait for it forever)."""
         offset = 0
         while True:
-            states = [self._running[k].poll() for k in keys]
+            procs = [self._process(k) for k in keys]
+            states = [proc.poll() for proc in procs]
             if any(code not in (None, 0) for code in states):
-                for key in keys:
-                    if self._running[key].poll() is None:
-                        os.killpg(self._running[key].pid, signal.SIGTERM)
+                for proc in procs:
+                    if proc.poll() is None:
+                        _end_group(proc.pid)
             done = all(code is not None for code in states)
             if patterns and on_metric and os.path.exists(log_path):
                 with open(log_path, "rb") as handle:

@@ -23,7 +23,7 @@ from pipeline.local import constraints
 from pipeline.local.endpoints import (INVOCATION_LIMIT, HostingError, InvocationTimeout,
                                       log_group_arn)
 from pipeline.local.errors import ServiceError, missing_parameter
-from pipeline.local.models import as_kwargs
+from pipeline.local.backend.common import as_kwargs
 from pipeline.local.resources import ACCOUNT, SERVICE_MODEL
 from pipeline.local.shared import runtime_api
 
@@ -64,7 +64,7 @@ class JsonProtocol:
         operation = target.rpartition(".")[2]
         if not target.startswith(self.prefix) or operation not in self.snake:
             return error("UnknownOperationException", f"Unknown operation {target!r}")
-        method = getattr(self.backend, self.snake[operation], None)
+        method = self.backend.operation(self.snake[operation])
         if method is None:
             return error("UnknownOperationException",
                          f"{operation} is not implemented by the local service")

@@ -26,7 +26,7 @@ _COMPARISONS = {"Equals": operator.eq, "NotEquals": operator.ne, "GreaterThan": 
                 "LessThanOrEqualTo": operator.le}
 
 
-def search(backend, resource, search_expression=None, sort_by=None, sort_order=None,
+def search(store, tags, resource, search_expression=None, sort_by=None, sort_order=None,
            next_token=None, max_results=None, cross_account_filter_option=None,
            visibility_conditions=None):
     """The Search answer: matching records, sorted (LastModifiedTime, Descending by
@@ -39,10 +39,10 @@ def search(backend, resource, search_expression=None, sort_by=None, sort_order=N
                          f"searches {', '.join(sorted(RESOURCES))}")
     members = set(_RECORD.members[resource].members)
     records = []
-    for doc in backend.store.list(kind.kind):
+    for doc in store.list(kind.kind):
         record = {k: v for k, v in doc.items() if k in members and v not in (None, "")}
         if "Tags" in members:
-            record["Tags"] = backend._tags(doc[kind.arn_field])
+            record["Tags"] = tags.of(doc[kind.arn_field])
         if search_expression is None or _matches(record, search_expression):
             records.append(record)
     key = sort_by or "LastModifiedTime"
@@ -51,6 +51,16 @@ def search(backend, resource, search_expression=None, sort_by=None, sort_order=N
     if cross_account_filter_option == "CrossAccount":
         records = []  # one account here: nothing is shared from another
     return page([{resource: r} for r in records], "Results", next_token, max_results or 10)
+
+
+class SearchApi:
+    """The Search operation over the store's resources and their tags."""
+
+    def __init__(self, store, tags):
+        self.store, self.tags = store, tags
+
+    def search(self, resource, **query):
+        return search(self.store, self.tags, resource, **query)
 
 
 def _matches(record, expression) -> bool:

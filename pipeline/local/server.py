@@ -33,16 +33,23 @@ from pipeline.local import framing, web
 from pipeline.local.endpoints import INVOCATION_LIMIT, Hosting
 from pipeline.local.home import ServiceHome
 from pipeline.local.jobs import JobRunner
-from pipeline.local.models import SageMakerBackend
-from pipeline.local.events import EventsBackend
+from pipeline.local.backend import SageMakerBackend
+from pipeline.local.backend.common import Tags
+from pipeline.local.backend.hosting import HostingApi
+from pipeline.local.backend.jobs import JobsApi
+from pipeline.local.backend.pipelines import PipelinesApi
+from pipeline.local.backend.records import Records
+from pipeline.local.backend.registry import RegistryApi
+from pipeline.local.events import EventsBackend, Outbox
 from pipeline.local.logs import LogsBackend
 from pipeline.local.responses import (EVENTS_MODEL, LOGS_MODEL, JsonProtocol, RuntimeProtocol,
                                       S3Protocol, error)
 from pipeline.local.s3 import LocalS3
+from pipeline.local.search import SearchApi
 from pipeline.local.shared import protocol, runtime_api
 from pipeline.local.standalone import StandaloneJobs
 from pipeline.local.store import Store
-from pipeline.local.workflow.handlers import default_handlers
+from pipeline.local.workflow.handlers import default_handlers, job_handlers
 from pipeline.local.workflow.orchestrator import Orchestrator
 
 DEFAULT_JOB_PYTHON = os.path.join(ROOT, ".venv-job", "bin", "python")
@@ -284,31 +291,43 @@ class LocalSageMaker:
             raise FileNotFoundError(f"job environment python {job_python} not found: run "
                                     "`make setup` (or set MNIST_JOB_PYTHON)")
         self.s3 = LocalS3(self.home.s3_root)
-        self.backend = SageMakerBackend(Store(self.home.state_db), region)
+        self._build(Store(self.home.state_db), job_python, hosting_options)
+        self.jobs.stop_leftovers()
+        self.records.recover_interrupted()
+        self.hosting.restore()
+
+    def _build(self, store, job_python, hosting_options):
+        """The parts, each built with what it needs (nothing set afterwards): the internal
+        verbs first, then the processes that report through them, then the API families."""
+        region = self.region
+        tags, outbox = Tags(store), Outbox()
+        self.records = records = Records(store, region, tags)
         job_env = {"AWS_ENDPOINT_URL_SAGEMAKER": self.url,
                    "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.url,
                    "AWS_ENDPOINT_URL_S3": self.url, "AWS_ACCESS_KEY_ID": "local",
                    "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": region,
                    "AWS_EC2_METADATA_DISABLED": "true"}
-        jobs = JobRunner(self.home, self.s3, job_python, job_env)
-        self.orchestrator = Orchestrator(self.backend, default_handlers(self.backend, jobs),
-                                         self._read_json, jobs)
-        self.hosting = Hosting(self.backend, self.s3, self.home, job_python,
+        self.jobs = jobs = JobRunner(self.home, self.s3, job_python, job_env)
+        self.hosting = Hosting(records, self.s3, self.home, job_python,
                                service_channel=self.channel_name, **hosting_options)
-        self.backend.orchestrator, self.backend.hosting = self.orchestrator, self.hosting
-        self.backend.s3 = self.s3
-        self.backend.standalone = StandaloneJobs(self.orchestrator.handlers, jobs)
-        self.events = EventsBackend(self.backend.store, region, self.backend.start_from_event)
-        self.backend.events = self.events
+        registry = RegistryApi(store, region, tags, outbox)
+        hosting_api = HostingApi(store, region, tags, registry, self.hosting)
+        job_steps = job_handlers(records, jobs)
+        self.orchestrator = Orchestrator(
+            records, default_handlers(job_steps, registry, hosting_api), self._read_json, jobs)
+        pipelines = PipelinesApi(store, region, tags, records, self.orchestrator, self.s3)
+        self.backend = SageMakerBackend(
+            region, pipelines, registry, hosting_api,
+            JobsApi(store, region, tags, StandaloneJobs(job_steps, jobs)), tags,
+            SearchApi(store, tags))
+        self.store = store
+        self.events = EventsBackend(store, region, pipelines.start_from_event, outbox)
         self.sagemaker = JsonProtocol(self.backend)
         self.json_apis = [self.sagemaker, JsonProtocol(self.events, EVENTS_MODEL),
-                          JsonProtocol(LogsBackend(self.backend.store, self.home, region),
-                                       LOGS_MODEL)]
+                          JsonProtocol(LogsBackend(store, self.home, region), LOGS_MODEL)]
         self.runtime = RuntimeProtocol(self.backend, self.hosting, self.s3)
         self.s3_api = S3Protocol(self.s3)
         self.browser = web.RunBrowser(self.backend, self.s3, self.home, self.url)
-        self.backend.recover_interrupted()
-        self.hosting.restore()
 
     def _hand_over(self, head):
         """Where a connection goes, from the first bytes of its next request: an invocation of
@@ -367,6 +386,7 @@ class LocalSageMaker:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(30)
         self.hosting.shutdown()
+        self.jobs.stop_all()
         self.sock.close()
         for channel, _ in self.http.channels:
             channel.close()

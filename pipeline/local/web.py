@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from pipeline import drawpad
 from pipeline.local.errors import ServiceError
-from pipeline.local.models import as_kwargs
+from pipeline.local.backend.common import as_kwargs
 from pipeline.local.resources import ACCOUNT
 from pipeline.review import pages
 from pipeline.review.runs import Sources, all_items, find_execution

@@ -235,7 +235,7 @@ def execution(sources: Sources, arn: str, detail: bool = True) -> Execution:
     desc = sm.describe_pipeline_execution(PipelineExecutionArn=arn)
     definition = json.loads(sm.describe_pipeline_definition_for_execution(
         PipelineExecutionArn=arn)["PipelineDefinition"])
-    specs = {name: entry["step"] for name, entry in flatten(definition).items()}
+    specs = {name: entry.spec for name, entry in flatten(definition).items()}
     edges = sorted((dep, name) for name, deps in dependencies(flatten(definition)).items()
                    for dep in deps)
     parameters = {p["Name"]: p["Value"] for p in all_items(

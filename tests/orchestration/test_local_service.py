@@ -926,15 +926,15 @@ def test_a_full_disk_never_wedges_an_execution(tmp_path):
 
     service = LocalSageMaker(str(tmp_path / "home")).start_background()
     full, refused = threading.Event(), []
-    store, real_put = service.backend.store, service.backend.store.put
+    store, real_write = service.store, service.store.write
 
-    def put(kind, name, body):
+    def write(kind, name, body, create=False):
         if full.is_set():
             refused.append(kind)
             raise sqlite3.OperationalError("database or disk is full")
-        return real_put(kind, name, body)
+        return real_write(kind, name, body, create)
 
-    store.put = put
+    store.write = write
     session = dict(endpoint_url=service.url, region_name="us-east-1",
                    aws_access_key_id="local", aws_secret_access_key="local",
                    config=Config(retries={"max_attempts": 1}))

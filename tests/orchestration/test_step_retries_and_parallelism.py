@@ -147,15 +147,15 @@ def test_a_store_that_refuses_to_record_a_job_is_a_service_fault_retried(local):
     service, sm, s3 = local
     policy = {"ExceptionType": ["Step.SERVICE_FAULT"], "IntervalSeconds": 1, "MaxAttempts": 3}
     _create(sm, "storefault", [_script_step(s3, "Job", "print('ran')\n", [policy])])
-    store, real_put, refused = service.backend.store, service.backend.store.put, []
+    store, real_write, refused = service.store, service.store.write, []
 
-    def put(kind, name, body):
+    def write(kind, name, body, create=False):
         if kind == "processing-job" and not refused:
             refused.append(name)
             raise sqlite3.OperationalError("database or disk is full")
-        return real_put(kind, name, body)
+        return real_write(kind, name, body, create)
 
-    store.put = put
+    store.write = write
     arn = sm.start_pipeline_execution(PipelineName="storefault")["PipelineExecutionArn"]
     assert wait_for(sm, arn, timeout=60) == "Succeeded"
     assert refused and steps_of(sm, arn)["Job"]["AttemptCount"] == 2

@@ -1,6 +1,7 @@
 """The DAG of a definition: its steps (condition branches included), their dependencies from
 data references and DependsOn, the checks a definition must pass, and parameter values."""
-from typing import Dict, List
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
 from pipeline.config import parse_bool
 from pipeline.local.workflow import retry
@@ -12,11 +13,36 @@ class DefinitionError(Exception):
     """The definition cannot run (unknown step type, bad reference, cycle)."""
 
 
-def flatten(definition) -> Dict[str, dict]:
-    """name -> {"step", "owner": (condition, "IfSteps"|"ElseSteps") or None}, in order."""
-    steps = {}
+@dataclass(frozen=True)
+class Branch:
+    """Where a step sits in a condition: the condition step, and which of its branches."""
 
-    def add(step, owner):
+    condition: str
+    if_true: bool  # IfSteps (True) or ElseSteps (False)
+
+    def taken(self, outcome: bool) -> bool:
+        return outcome == self.if_true
+
+
+@dataclass(frozen=True)
+class FlatStep:
+    """A step of the definition, condition branches flattened: its spec as the definition
+    gives it, and the branch it sits in (None: the top level)."""
+
+    name: str
+    spec: dict
+    branch: Optional[Branch] = None
+
+    @property
+    def type(self) -> str:
+        return self.spec["Type"]
+
+
+def flatten(definition) -> Dict[str, FlatStep]:
+    """Every step by name, in definition order (a condition's branches after it)."""
+    steps: Dict[str, FlatStep] = {}
+
+    def add(step, branch):
         name = step.get("Name")
         if not name:
             raise DefinitionError("a step has no Name")
@@ -25,11 +51,11 @@ def flatten(definition) -> Dict[str, dict]:
         if step.get("Type") not in SUPPORTED_TYPES:
             raise DefinitionError(f"step {name!r} has type {step.get('Type')!r}; the local "
                                   f"service runs {', '.join(sorted(SUPPORTED_TYPES))}")
-        steps[name] = {"step": step, "owner": owner}
+        steps[name] = FlatStep(name, step, branch)
         if step["Type"] == "Condition":
-            for branch in ("IfSteps", "ElseSteps"):
-                for child in step.get("Arguments", {}).get(branch, []):
-                    add(child, (name, branch))
+            for key, if_true in (("IfSteps", True), ("ElseSteps", False)):
+                for child in step.get("Arguments", {}).get(key, []):
+                    add(child, Branch(name, if_true))
 
     for step in definition.get("Steps", []):
         add(step, None)
@@ -62,13 +88,15 @@ def ancestors(names, deps: Dict[str, set]) -> set:
     return found
 
 
-def dependencies(steps) -> Dict[str, set]:
+def dependencies(steps: Dict[str, FlatStep]) -> Dict[str, set]:
+    """Each step's dependencies: the steps its arguments read, its DependsOn, and the condition
+    whose branch it sits in."""
     deps, known = {}, set(steps)
     for name, entry in steps.items():
-        step = entry["step"]
+        step = entry.spec
         own = references(step.get("Arguments", {})) | set(step.get("DependsOn", []))
-        if entry["owner"]:
-            own.add(entry["owner"][0])
+        if entry.branch:
+            own.add(entry.branch.condition)
         unknown = own - known
         if unknown:
             raise DefinitionError(f"step {name!r} refers to unknown step(s) {sorted(unknown)}")
@@ -125,7 +153,7 @@ def check_definition(definition) -> List[str]:
         raise DefinitionError("a definition is an object with a Steps list")
     steps = flatten(definition)
     for name, entry in steps.items():
-        _check_step(name, entry["step"])
+        _check_step(name, entry.spec)
     deps = dependencies(steps)
     waiting = {name: len(d) for name, d in deps.items()}
     followers: Dict[str, List[str]] = {name: [] for name in deps}

@@ -1,8 +1,9 @@
 """What each step type does, behind one interface: ``handler.run(step) -> Outcome``.
 
-A handler reads its arguments through the step's expression context, reports jobs and
-resources through the backend (the only writer of state), and answers with an ``Outcome``.
-Expression errors and the backend's refusals are the orchestrator's to turn into failures.
+A handler reads its arguments through the step's expression context, reports jobs through the
+internal verbs (``records``), registers models and creates them through the registry and
+hosting families, and answers with an ``Outcome``.
+Expression errors and the service's refusals are the orchestrator's to turn into failures.
 """
 import enum
 import re
@@ -67,9 +68,6 @@ class Outcome:
 
 
 class StepHandler:
-    def __init__(self, backend):
-        self.backend = backend
-
     def run(self, step: StepRun) -> Outcome:
         raise NotImplementedError
 
@@ -80,16 +78,15 @@ class _JobHandler(StepHandler):
 
     resource = None  # ProcessingJob or TrainingJob
 
-    def __init__(self, backend, jobs: JobRunner):
-        super().__init__(backend)
-        self.jobs = jobs
+    def __init__(self, records, jobs: JobRunner):
+        self.records, self.jobs = records, jobs
 
     def run(self, step):
         request = step.arguments()
         name = step.job_name()
         job = self.begin(name, request)
         metadata = {self.resource.__name__: {"Arn": job[self.resource.arn_field]}}
-        self.backend.step_metadata(step.record, metadata)
+        self.records.step_metadata(step.record, metadata)
         status, described, result = self.complete(job, request, step.execution_arn,
                                                   step.stop.is_set)
         if status == "Completed":
@@ -102,7 +99,7 @@ class _JobHandler(StepHandler):
 
     def begin(self, name, request) -> dict:
         """The job recorded InProgress."""
-        return self.backend.job_started(self.resource, name, request, **self.started_fields())
+        return self.records.job_started(self.resource, name, request, **self.started_fields())
 
     def complete(self, job, request, owner, stopped):
         """Run the job (its processes belong to ``owner``) and record how it ended:
@@ -114,7 +111,7 @@ class _JobHandler(StepHandler):
             reason, fault = retry.staging_failure(err)  # or a full disk
             result = JobResult(2, reason, 0.0, fault=fault)
         status = "Completed" if result.exit_code == 0 else ("Stopped" if stopped() else "Failed")
-        described = self.backend.job_ended(self.resource, name, status,
+        described = self.records.job_ended(self.resource, name, status,
                                            **self.ended_fields(job, request, result, status))
         return status, described, result
 
@@ -159,7 +156,7 @@ class TrainingHandler(_JobHandler):
 
         def on_metric(metric, value):
             metrics[metric] = value
-            self.backend.job_progress(TrainingJob, name, FinalMetricDataList=[
+            self.records.job_progress(TrainingJob, name, FinalMetricDataList=[
                 {"MetricName": k, "Value": v, "Timestamp": time.time()}
                 for k, v in metrics.items()])
 
@@ -189,16 +186,22 @@ class TrainingHandler(_JobHandler):
 
 
 class RegisterModelHandler(StepHandler):
+    def __init__(self, registry):
+        self.registry = registry
+
     def run(self, step):
-        package = self.backend.register_model(step.arguments())
+        package = self.registry.register_from_step(step.arguments())
         return Outcome(Status.SUCCEEDED, package,
                        {"RegisterModel": {"Arn": package["ModelPackageArn"]}})
 
 
 class ModelHandler(StepHandler):
+    def __init__(self, hosting):
+        self.hosting = hosting
+
     def run(self, step):
         request = dict(step.arguments(), ModelName=step.job_name())
-        model = self.backend.create_model_from_step(request)
+        model = self.hosting.create_model_from_step(request)
         return Outcome(Status.SUCCEEDED, model, {"Model": {"Arn": model["ModelArn"]}})
 
 
@@ -217,9 +220,14 @@ class FailHandler(StepHandler):
                        reason=message)
 
 
-def default_handlers(backend, jobs: JobRunner) -> dict:
+def job_handlers(records, jobs: JobRunner) -> dict:
+    """The handlers that run jobs (pipelines' steps and jobs created through the API)."""
+    return {"Processing": ProcessingHandler(records, jobs),
+            "Training": TrainingHandler(records, jobs)}
+
+
+def default_handlers(job_step_handlers: dict, registry, hosting) -> dict:
     """Step type -> handler, for every type ``graph.SUPPORTED_TYPES`` admits."""
-    return {"Processing": ProcessingHandler(backend, jobs),
-            "Training": TrainingHandler(backend, jobs),
-            "RegisterModel": RegisterModelHandler(backend), "Model": ModelHandler(backend),
-            "Condition": ConditionHandler(backend), "Fail": FailHandler(backend)}
+    return {**job_step_handlers, "RegisterModel": RegisterModelHandler(registry),
+            "Model": ModelHandler(hosting), "Condition": ConditionHandler(),
+            "Fail": FailHandler()}
