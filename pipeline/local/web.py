@@ -90,7 +90,7 @@ class RunBrowser:
     def post(self, path, headers, body) -> tuple:
         origin = headers.get("Origin")
         if origin and origin not in (self.url, "null"):
-            return 403, HTML, pages.page("Refused", "<p>cross-origin form post refused</p>")
+            return 403, HTML, pages.message_page("Refused", "cross-origin form post refused")
         form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
         try:
             if path == "/packages/approval" and form.get("status") in ("Approved", "Rejected"):
@@ -103,12 +103,12 @@ class RunBrowser:
                 self.backend.delete_endpoint(form["name"])
                 return _redirect("/endpoints")
         except (ServiceError, ClientError) as err:
-            return 400, HTML, pages.page("Refused", f"<p>{pages.escape(str(err))}</p>")
-        return 400, HTML, pages.page("Bad request", "<p>unknown form</p>")
+            return 400, HTML, pages.message_page("Refused", str(err))
+        return 400, HTML, pages.message_page("Bad request", "unknown form")
 
 
 def _not_found(message):
-    return pages.page("Not found", f"<p>{pages.escape(message)}</p>")
+    return pages.message_page("Not found", message)
 
 
 def _redirect(location):

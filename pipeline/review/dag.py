@@ -1,6 +1,6 @@
 """The pipeline's DAG as SVG: steps in columns by depth, arrows for dependencies, each box
-coloured by its step's status (as Studio's graph view colours them)."""
-from html import escape
+coloured by its step's status (as Studio's graph view colours them). This module places the
+boxes; ``templates/dag.html`` draws them."""
 from typing import Dict, Iterable, List, Tuple
 
 COLOURS = {"Succeeded": "#16a34a", "Failed": "#dc2626", "Executing": "#2563eb",
@@ -32,35 +32,27 @@ def layout(names: List[str], edges: Iterable[Tuple[str, str]]) -> Dict[str, Tupl
     return place
 
 
-def svg(names: List[str], edges: List[Tuple[str, str]], statuses: Dict[str, str]) -> str:
+def drawing(names: List[str], edges: List[Tuple[str, str]], statuses: Dict[str, str]) -> dict:
+    """What ``templates/dag.html`` draws: the canvas, one box per step, one line per edge."""
     place = layout(names, edges)
     columns = 1 + max((c for c, _ in place.values()), default=0)
     rows = 1 + max((r for _, r in place.values()), default=0)
-    width, height = columns * (WIDTH + GAP_X), rows * (HEIGHT + GAP_Y)
 
-    def box(name):
+    def corner(name):
         column, row = place[name]
         return column * (WIDTH + GAP_X) + 4, row * (HEIGHT + GAP_Y) + 4
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="dag" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" '
-             'font-size="12"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" '
-             'markerWidth="6" markerHeight="6" orient="auto"><path d="M0,0L10,5L0,10z" '
-             'fill="#555"/></marker></defs>']
+    lines = []
     for source, target in edges:
         if source in place and target in place:
-            (x1, y1), (x2, y2) = box(source), box(target)
-            parts.append(f'<line x1="{x1 + WIDTH}" y1="{y1 + HEIGHT / 2}" x2="{x2}" '
-                         f'y2="{y2 + HEIGHT / 2}" stroke="#555" marker-end="url(#arrow)"/>')
+            (x1, y1), (x2, y2) = corner(source), corner(target)
+            lines.append({"x1": x1 + WIDTH, "y1": y1 + HEIGHT / 2, "x2": x2,
+                          "y2": y2 + HEIGHT / 2})
+    boxes = []
     for name in names:
-        x, y = box(name)
+        x, y = corner(name)
         status = statuses.get(name, "not run")
-        colour = COLOURS.get(status, NOT_RUN)
-        parts.append(
-            f'<g class="step" data-step="{escape(name)}" data-status="{escape(status)}">'
-            f'<rect x="{x}" y="{y}" width="{WIDTH}" height="{HEIGHT}" rx="6" fill="{colour}" '
-            f'fill-opacity="0.15" stroke="{colour}" stroke-width="2"/>'
-            f'<text x="{x + 8}" y="{y + 19}" font-weight="bold">{escape(name[:24])}</text>'
-            f'<text x="{x + 8}" y="{y + 36}" fill="{colour}">{escape(status)}</text></g>')
-    parts.append("</svg>")
-    return "".join(parts)
+        boxes.append({"name": name, "status": status, "x": x, "y": y,
+                      "colour": COLOURS.get(status, NOT_RUN)})
+    return {"width": columns * (WIDTH + GAP_X), "height": rows * (HEIGHT + GAP_Y),
+            "box_width": WIDTH, "box_height": HEIGHT, "lines": lines, "boxes": boxes}

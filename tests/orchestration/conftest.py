@@ -1,5 +1,38 @@
+"""Shared fixtures: the project on the path, and in-process local services of a test's own."""
 import os
 import sys
 
+import boto3
+import pytest
+from botocore.config import Config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+
+
+def clients_of(service, **config):
+    """(sagemaker, s3) clients of a service (path-style S3, no retries)."""
+    session = dict(endpoint_url=service.url, region_name=service.region,
+                   aws_access_key_id="local", aws_secret_access_key="local")
+    sm = boto3.client("sagemaker", config=Config(retries={"max_attempts": 1}, **config),
+                      **session)
+    s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **session)
+    return sm, s3
+
+
+@pytest.fixture(scope="module")
+def local_service():
+    """Starts in-process services (``start(home, **options)`` -> (service, sm, s3)) and closes
+    them after the module."""
+    from pipeline.local.server import LocalSageMaker
+
+    started = []
+
+    def start(home, **options):
+        service = LocalSageMaker(str(home), **options).start_background()
+        started.append(service)
+        return (service, *clients_of(service))
+
+    yield start
+    for service in started:
+        service.close()

@@ -1,0 +1,111 @@
+"""Every run-browser page, with what a stranger controls (descriptions, parameter values,
+metadata, tags, log lines, failure messages) holding markup: it comes out as text."""
+import json
+import time
+import urllib.request
+
+import pytest
+
+from pipeline.review import pages
+from pipeline.review.dag import drawing
+
+ROLE = "arn:aws:iam::000000000000:role/r"
+HOSTILE = '<script>alert("x")</script> & "quoted" \'single\''
+ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#34;quoted&#34; &#39;single&#39;"
+
+
+def _wait(predicate, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, local_service):
+    """Executions, a job, packages and an endpoint, with HOSTILE wherever the API lets it."""
+    service, sm, s3 = local_service(tmp_path_factory.mktemp("pages"))
+    definition = {"Version": "2020-12-01", "Parameters": [
+        {"Name": "Note", "Type": "String", "DefaultValue": "plain"}], "Steps": [
+        {"Name": "Gate", "Type": "Condition", "Description": HOSTILE, "Arguments": {
+            "Conditions": [{"Type": "Equals", "LeftValue": 1, "RightValue": 2}],
+            "IfSteps": [], "ElseSteps": [{"Name": "Stop", "Type": "Fail", "Arguments": {
+                "ErrorMessage": {"Std:Join": {"On": " ", "Values": [
+                    "refused:", {"Get": "Parameters.Note"}]}}}}]}}]}
+    sm.create_pipeline(PipelineName="hostile", RoleArn=ROLE,
+                       PipelineDefinition=json.dumps(definition),
+                       PipelineDescription=HOSTILE)
+    runs = [sm.start_pipeline_execution(PipelineName="hostile", PipelineParameters=[
+        {"Name": "Note", "Value": HOSTILE}])["PipelineExecutionArn"] for _ in range(2)]
+    for arn in runs:
+        assert _wait(lambda: sm.describe_pipeline_execution(PipelineExecutionArn=arn)[
+            "PipelineExecutionStatus"] == "Failed")
+    sm.create_processing_job(
+        ProcessingJobName="says-markup", RoleArn=ROLE,
+        AppSpecification={"ImageUri": "img", "ContainerEntrypoint": [
+            "python3", "-c", f"print({HOSTILE!r})"]},
+        ProcessingResources={"ClusterConfig": {"InstanceCount": 1,
+                                               "InstanceType": "ml.m5.large",
+                                               "VolumeSizeInGB": 1}},
+        Environment={"NOTE": HOSTILE})
+    assert _wait(lambda: sm.describe_processing_job(ProcessingJobName="says-markup")[
+        "ProcessingJobStatus"] in ("Completed", "Failed"))
+    sm.create_model_package_group(ModelPackageGroupName="g",
+                                  ModelPackageGroupDescription=HOSTILE)
+    package = sm.create_model_package(
+        ModelPackageGroupName="g", ModelPackageDescription=HOSTILE,
+        CustomerMetadataProperties={"PipelineExecutionArn": runs[0]},  # a pattern: no markup
+        InferenceSpecification={"Containers": [{"Image": "img",
+                                                "ModelDataUrl": "s3://nowhere/m.tar.gz"}],
+                                "SupportedContentTypes": ["application/json"],
+                                "SupportedResponseMIMETypes": ["application/json"]})
+    sm.create_model(ModelName="m", ExecutionRoleArn=ROLE,
+                    PrimaryContainer={"Image": "img", "ModelDataUrl": "s3://nowhere/m.tar.gz"},
+                    Tags=[{"Key": "mnist:model-package", "Value": "g/1"}])  # a pattern, too
+    sm.create_endpoint_config(EndpointConfigName="c", ProductionVariants=[{
+        "VariantName": "v", "ModelName": "m", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    sm.create_endpoint(EndpointName="e", EndpointConfigName="c")
+    assert _wait(lambda: sm.describe_endpoint(EndpointName="e")["EndpointStatus"] == "Failed")
+    return service, runs, package["ModelPackageArn"]
+
+
+def _page(service, path) -> str:
+    with urllib.request.urlopen(service.url + path, timeout=30) as answer:
+        assert answer.status == 200
+        return answer.read().decode("utf-8")
+
+
+def test_every_page_shows_strangers_text_as_text(hostile):
+    service, runs, package = hostile
+    first, second = (arn.split("/")[-1] for arn in runs)
+    shown = {
+        "/": 1, f"/executions/hostile/{first}": 2, "/jobs/says-markup": 1,
+        "/packages": 0, "/" + "packages/" + package.split("/", 1)[1]: 1, "/endpoints": 0,
+        f"/compare?a={first}&b={second}": 0}
+    for path, at_least in shown.items():
+        html = _page(service, path)
+        assert "<script>" not in html, path
+        assert html.count(ESCAPED) >= at_least, (path, html[:3000])
+
+
+def test_the_report_escapes_too_and_has_no_links(hostile):
+    from pipeline.local.web import BackendClient
+    from pipeline.review.runs import Sources
+
+    service, runs, _ = hostile
+    sources = Sources(BackendClient(service.backend), lambda uri: b"", lambda job: HOSTILE)
+    html = pages.report(sources, runs[0]).decode()
+    assert "<script>" not in html and ESCAPED in html
+    assert "<a href" not in html and "<nav>" not in html
+
+
+def test_a_message_page_and_the_dag_escape_what_they_are_given():
+    html = pages.message_page("Not found", HOSTILE).decode()
+    assert "<script>" not in html and ESCAPED in html
+    picture = pages.TEMPLATES.get_template("dag.html").render(
+        dag=drawing(['a"b', "<c>"], [('a"b', "<c>")], {"<c>": "Failed"}))
+    assert 'data-step="a&#34;b"' in picture and "&lt;c&gt;" in picture
+    assert "<c>" not in picture
