@@ -1,1 +1,2 @@
-"""Orchestration side: the SageMaker pipeline definition, code packaging, the CLI, the local service."""
+"""Orchestration side: the SageMaker pipeline definition, code packaging, the CLI, the local
+service."""

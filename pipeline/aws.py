@@ -3,7 +3,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import boto3
 from botocore.config import Config
@@ -17,11 +17,11 @@ class Clients:
     """The boto3 clients the CLI needs, all from one session (and one endpoint when local)."""
 
     session: boto3.Session
-    sagemaker: object
-    runtime: object
-    s3: object
-    events: object
-    logs: object
+    sagemaker: Any  # a boto3 client (or the local backend in its shape)
+    runtime: Any  # a boto3 client (or the local backend in its shape)
+    s3: Any  # a boto3 client (or the local backend in its shape)
+    events: Any  # a boto3 client (or the local backend in its shape)
+    logs: Any  # a boto3 client (or the local backend in its shape)
     endpoint_url: Optional[str] = None
 
     @classmethod

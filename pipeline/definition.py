@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import warnings
-from typing import Dict
+from typing import Dict, Optional
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # we pin SDK 2.x on purpose: MXNet
 # The SDK narrates every default it fills in (some of it on stdout); keep only real problems.
@@ -96,7 +96,7 @@ def _s3(config, *parts):
     return Join(on="/", values=[f"s3://{config.bucket}/{config.prefix}", *parts])
 
 
-_validated_configs = set()
+_validated_configs: set = set()
 
 
 def _validate_config_once(config):
@@ -126,7 +126,7 @@ def _offline():
             os.environ["AWS_EC2_METADATA_DISABLED"] = previous
 
 
-def build_pipeline(config: PipelineConfig, artifacts: Dict[str, Artifact] = None) -> Pipeline:
+def build_pipeline(config: PipelineConfig, artifacts: Optional[Dict[str, Artifact]] = None) -> Pipeline:
     """The MNIST pipeline as a SageMaker SDK ``Pipeline`` object."""
     with _offline(), warnings.catch_warnings():
         # "Running within a PipelineSession, there will be No Wait...": that is the point.
@@ -179,7 +179,7 @@ def _build_pipeline(config, artifacts):
 
 
 def build_deploy_pipeline(config: PipelineConfig,
-                          artifacts: Dict[str, Artifact] = None) -> Pipeline:
+                          artifacts: Optional[Dict[str, Artifact]] = None) -> Pipeline:
     """The approve -> deploy pipeline: DeployModel (the group's newest Approved package) and
     Cleanup. The EventBridge rule ``upsert`` creates starts it when a package is approved."""
     with _offline(), warnings.catch_warnings():
@@ -372,11 +372,11 @@ def _canonical(pipeline) -> str:
     return json.dumps(definition, indent=2, sort_keys=True) + "\n"
 
 
-def definition_json(config: PipelineConfig, artifacts: Dict[str, Artifact] = None) -> str:
+def definition_json(config: PipelineConfig, artifacts: Optional[Dict[str, Artifact]] = None) -> str:
     """The definition as canonical JSON text (sorted keys), what ``upsert`` sends."""
     return _canonical(build_pipeline(config, artifacts))
 
 
-def deploy_definition_json(config: PipelineConfig, artifacts: Dict[str, Artifact] = None) -> str:
+def deploy_definition_json(config: PipelineConfig, artifacts: Optional[Dict[str, Artifact]] = None) -> str:
     """The approve -> deploy pipeline's definition, canonical as ``definition_json``."""
     return _canonical(build_deploy_pipeline(config, artifacts))

@@ -18,7 +18,8 @@ from pipeline.config import ROOT
 
 # (archive member name, path in the checkout) per artifact. Training ships inference.py so that
 # train.py can place it in the model directory as code/inference.py.
-TRAINING_SOURCE = [("train.py", "src/train/train.py"), ("inference.py", "src/inference/inference.py")]
+TRAINING_SOURCE = [("train.py", "src/train/train.py"),
+                   ("inference.py", "src/inference/inference.py")]
 STEP_SCRIPTS = ["preprocess.py", "evaluate.py", "deploy.py", "cleanup.py"]
 
 

@@ -9,7 +9,7 @@ import json
 import os
 import re
 import tarfile
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from pipeline.local.home import log_tail
 from pipeline.local.s3 import LocalS3
@@ -156,7 +156,7 @@ class TrainingContainer(Container):
             with open(os.path.join(self.config_dir, file_name), "w") as handle:
                 json.dump(body, handle)
 
-    def variables(self, host: str = None) -> Dict[str, str]:
+    def variables(self, host: Optional[str] = None) -> Dict[str, str]:
         """The ``SM_*`` variables of one host."""
         env = super().variables()
         env.update({

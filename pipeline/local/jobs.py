@@ -149,7 +149,7 @@ class JobRunner:
 
     # --- training ---
     def run_training(self, name: str, request: dict, owner: str = "",
-                     on_metric: Callable[[str, float], None] = None) -> JobResult:
+                     on_metric: Optional[Callable[[str, float], None]] = None) -> JobResult:
         start = time.time()
         container = TrainingContainer(self.home.job_dir(name), request)
         container.prepare(self.s3)

@@ -8,7 +8,7 @@ def page(items: list, out_key: str, next_token=None, max_results=None) -> dict:
     if next_token and not (str(next_token).isdigit() and int(next_token) <= len(items)):
         raise validation("Invalid pagination token")  # one this service never gave
     start, limit = int(next_token or 0), int(max_results or 100)
-    response = {out_key: items[start:start + limit]}
+    response: dict = {out_key: items[start:start + limit]}
     if start + limit < len(items):
         response["NextToken"] = str(start + limit)
     return response

@@ -65,7 +65,7 @@ class LocalS3:
     def create_bucket(self, bucket: str):
         os.makedirs(self.path(bucket), exist_ok=True)
 
-    def put(self, bucket: str, key: str, data: bytes):
+    def put(self, bucket: str, key: str, data):
         target = self.path(bucket, key)
         if not key or key.endswith("/"):
             raise UnsupportedName(f"the local store cannot hold key {key!r} (a folder marker)")

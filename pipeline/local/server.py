@@ -280,8 +280,7 @@ class LocalSageMaker:
             self.channel_name, channels = None, []
         self.http = protocol.Server(uvicorn.Config(
             ServiceApp(self), loop="uvloop", lifespan="off",
-            http=type("ServiceProtocol", (protocol.Protocol,), {
-                "read_timeout": read_timeout, "hand_over": staticmethod(self._hand_over)}),
+            http=self._protocol_class(read_timeout),
             access_log=False, log_level="error", backlog=1024, timeout_keep_alive=60,
             server_header=False, date_header=False, proxy_headers=False),
             channels=channels)
@@ -328,6 +327,17 @@ class LocalSageMaker:
         self.runtime = RuntimeProtocol(self.backend, self.hosting, self.s3)
         self.s3_api = S3Protocol(self.s3)
         self.browser = web.RunBrowser(self.backend, self.s3, self.home, self.url)
+
+    def _protocol_class(self, read_timeout):
+        """The HTTP protocol with this service's read timeout and hand-over rule."""
+        service = self
+
+        class ServiceProtocol(protocol.Protocol):
+            def hand_over(self, head):
+                return service._hand_over(head)
+
+        ServiceProtocol.read_timeout = read_timeout
+        return ServiceProtocol
 
     def _hand_over(self, head):
         """Where a connection goes, from the first bytes of its next request: an invocation of

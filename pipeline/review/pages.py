@@ -68,7 +68,8 @@ class Links:
         return self._href(f"/packages/{quote(arn.split('/', 1)[1], safe='/')}")
 
 
-def render(template: str, title: str, links: Links = None, live=False, **data) -> bytes:
+def render(template: str, title: str, links: Optional[Links] = None, live=False,
+           **data) -> bytes:
     return TEMPLATES.get_template(template).render(
         title=title, links=links or Links(), live=live, refresh_seconds=REFRESH_SECONDS,
         **data).encode("utf-8")
@@ -263,10 +264,9 @@ def compare_page(sources: Sources, arn_a: str, arn_b: str) -> bytes:
     names = list(dict.fromkeys([*a.parameters, *b.parameters]))
     differing = [(n, a.parameters.get(n, ""), b.parameters.get(n, "")) for n in names
                  if a.parameters.get(n) != b.parameters.get(n)]
-    metrics = [(n, a.metrics[n]["value"],
-                (b.metrics or {}).get(n, {}).get("value", float("nan")))
-               for n in (a.metrics or {})
-               if isinstance(a.metrics[n], dict) and "value" in a.metrics[n]]
+    a_metrics, b_metrics = a.metrics or {}, b.metrics or {}
+    metrics = [(n, a_metrics[n]["value"], b_metrics.get(n, {}).get("value", float("nan")))
+               for n in a_metrics if isinstance(a_metrics[n], dict) and "value" in a_metrics[n]]
     series = {r.id: _curves_of(sources, r.training) for r in (a, b)}
     chart = Markup(charts.training_curves({k: v for k, v in series.items() if v}))
     return render("compare.html", f"Compare {a.id} and {b.id}", a=a, b=b, differing=differing,

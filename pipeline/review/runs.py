@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from botocore.exceptions import ClientError
 
@@ -34,7 +34,7 @@ class Sources:
     """Where a review reads from: a boto3-shaped SageMaker client, S3 bytes by URI, job logs by
     job name (CloudWatch on AWS, the service's log files locally)."""
 
-    sagemaker: object
+    sagemaker: Any  # a boto3 client (or the local backend in its shape)
     read_s3: Callable[[str], bytes]
     job_log: Callable[[str], str]
 
@@ -146,7 +146,7 @@ def execution_arns(sm, pipeline_names, limit=50) -> List[dict]:
             missing.append(err)
     if len(missing) == len(pipeline_names) and missing:
         raise missing[0]
-    rows.sort(key=lambda r: epoch(r["StartTime"]), reverse=True)
+    rows.sort(key=lambda r: epoch(r["StartTime"]) or 0.0, reverse=True)
     return rows[:limit]
 
 

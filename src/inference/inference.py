@@ -1,4 +1,5 @@
-"""Model handlers under SageMaker's MXNet inference contract: model_fn, input_fn, predict_fn, output_fn.
+"""Model handlers under SageMaker's MXNet inference contract: model_fn, input_fn, predict_fn,
+output_fn.
 
 The same file serves in AWS's MXNet serving containers (sagemaker-mxnet-inference) and in this
 project's own model server. Accepted requests:

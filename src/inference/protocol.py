@@ -27,6 +27,45 @@ HEAD_LIMIT = 8192  # bytes of a request line waited for before deciding without 
 PASS_LIMIT = 1024 * 1024  # first bytes passed with a connection, at most
 _LENGTH = struct.Struct("!I")
 
+# What this module uses of uvicorn beyond its public API, by where it lives: the pins in
+# requirements/ hold them, and ``missing_uvicorn_internals`` (run by the tests of both
+# environments) names any that a version change removed.
+UVICORN_INTERNALS = {
+    "HttpToolsProtocol methods": ("data_received", "eof_received", "connection_made",
+                                  "connection_lost", "on_message_begin", "on_headers_complete",
+                                  "on_message_complete", "on_response_complete",
+                                  "send_400_response", "_unset_keepalive_if_required"),
+    "HttpToolsProtocol attributes": ("parser", "cycle", "pipeline", "transport",
+                                     "server_state"),
+    "RequestResponseCycle attributes": ("response_complete", "more_body"),
+    "Server": ("startup", "server_state", "lifespan", "should_exit", "config"),
+    "Config": ("http_protocol_class",),
+}
+
+
+def missing_uvicorn_internals() -> list:
+    """The internals of ``UVICORN_INTERNALS`` the installed uvicorn lacks ("where: name"):
+    methods looked up on their class, attributes found assigned in their class's source."""
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    def assigned(cls):
+        source = inspect.getsource(cls)
+        return lambda name: f"self.{name} =" in source or f"self.{name}:" in source
+
+    def defined(cls):
+        return lambda name: hasattr(cls, name)
+
+    checks = {"HttpToolsProtocol methods": defined(HttpToolsProtocol),
+              "HttpToolsProtocol attributes": assigned(HttpToolsProtocol),
+              "RequestResponseCycle attributes": assigned(RequestResponseCycle),
+              "Server": lambda name: defined(uvicorn.Server)(name) or
+              assigned(uvicorn.Server)(name),
+              "Config": assigned(uvicorn.Config)}
+    return [f"{where}: {name}" for where, names in UVICORN_INTERNALS.items()
+            for name in names if not checks[where](name)]
+
 
 class _ParserReason:
     """The parser, remembering why it refused a request."""

@@ -22,7 +22,8 @@ from mxnet import autograd, gluon, nd
 # The container contract: a training job explains its failure in /opt/ml/output/failure.
 FAILURE_FILE = os.path.join(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"), "failure")
 HERE = os.path.dirname(os.path.abspath(__file__))
-# The packaged source dir carries inference.py beside this file; a checkout keeps it in src/inference.
+# The packaged source dir carries inference.py beside this file; a checkout keeps it in
+# src/inference.
 INFERENCE_CANDIDATES = [os.path.join(HERE, "inference.py"),
                         os.path.join(HERE, os.pardir, "inference", "inference.py")]
 
@@ -66,7 +67,8 @@ def parse_args(argv=None):
 
 def load_channel(folder):
     """Load the one .npz file of a channel: uint8 images (N, 28, 28) and labels (N,)."""
-    files = sorted(f for f in os.listdir(folder) if f.endswith(".npz")) if os.path.isdir(folder) else []
+    listed = os.listdir(folder) if os.path.isdir(folder) else []
+    files = sorted(f for f in listed if f.endswith(".npz"))
     if not files:
         raise TrainingError(f"no .npz file in channel folder {folder}")
     with np.load(os.path.join(folder, files[0])) as data:

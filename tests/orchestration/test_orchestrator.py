@@ -221,3 +221,16 @@ def test_the_schedule_refuses_a_caller_that_neither_starts_nor_settles_a_step():
     with pytest.raises(RuntimeError, match="neither started nor settled"):
         for _ in Schedule(steps, dependencies(steps)).take(limit=1):
             pass
+
+
+def test_a_cached_step_reuses_an_earlier_executions_run(world):
+    cached = dict(step("Prepare", Value="data-1"), CacheConfig={"Enabled": True,
+                                                                 "ExpireAfter": "P1D"})
+    first = start(world, [cached, step("Use", depends=["Prepare"])], execution_id="one")
+    assert finish(world, first)[0] == "Succeeded"
+    second = start(world, [cached, step("Use", depends=["Prepare"])], execution_id="two")
+    status, _, records = finish(world, second)
+    assert status == "Succeeded"
+    assert world[3].started == ["Prepare", "Use", "Use"]  # not run again
+    assert records["Prepare"]["CacheHitResult"] == {"SourcePipelineExecutionArn": first}
+    assert records["Prepare"]["Properties"] == {"Value": "data-1"}

@@ -40,7 +40,7 @@ def hostile(tmp_path_factory, local_service):
     runs = [sm.start_pipeline_execution(PipelineName="hostile", PipelineParameters=[
         {"Name": "Note", "Value": HOSTILE}])["PipelineExecutionArn"] for _ in range(2)]
     for arn in runs:
-        assert _wait(lambda: sm.describe_pipeline_execution(PipelineExecutionArn=arn)[
+        assert _wait(lambda arn=arn: sm.describe_pipeline_execution(PipelineExecutionArn=arn)[
             "PipelineExecutionStatus"] == "Failed")
     sm.create_processing_job(
         ProcessingJobName="says-markup", RoleArn=ROLE,

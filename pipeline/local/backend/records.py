@@ -129,7 +129,7 @@ class Records(Family):
         the model started (as on AWS, an endpoint keeps serving a deleted config): its
         variants are then the ones the endpoint had."""
         config = self.store.get(EndpointConfig.kind, config_name)
-        changes = {}
+        changes: dict = {}
         if config is not None:
             changes["ProductionVariants"] = [
                 variant_summary(v["VariantName"], v.get("InitialVariantWeight", 1.0),

@@ -80,7 +80,8 @@ def references(value) -> set:
 
 def ancestors(names, deps: Dict[str, set]) -> set:
     """Every step the given steps depend on, directly or not."""
-    found, todo = set(), list(names)
+    found: set = set()
+    todo = list(names)
     while todo:
         for parent in deps[todo.pop()] - found:
             found.add(parent)

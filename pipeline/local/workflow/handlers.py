@@ -76,7 +76,7 @@ class _JobHandler(StepHandler):
     """Processing and training: record the job, run it, record how it ended. The same two
     halves run jobs created through the API (``pipeline.local.standalone``)."""
 
-    resource = None  # ProcessingJob or TrainingJob
+    resource: type = ProcessingJob  # or TrainingJob
 
     def __init__(self, records, jobs: JobRunner):
         self.records, self.jobs = records, jobs

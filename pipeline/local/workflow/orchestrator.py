@@ -5,9 +5,10 @@ included); a failed attempt tried again as the step's ``RetryPolicies`` say (``r
 with caching on reuse an earlier execution's run (``cache``); a selective execution runs only
 its selected steps, taking what they need from its source execution.
 
-Every step's end, however it came, is recorded through the internal verbs (``records``): an expression error or a
-refusal of the registry becomes the step's failure, a bug in the service the execution's. Once a
-step fails or a stop is asked, no further step starts; those running end first.
+Every step's end, however it came, is recorded through the internal verbs (``records``): an
+expression error or a refusal of the registry becomes the step's failure, a bug in the service
+the execution's. Once a step fails or a stop is asked, no further step starts; those running
+end first.
 """
 import dataclasses
 import json
@@ -127,6 +128,7 @@ class Orchestrator:
         """A selective execution's step that is not selected: taken from the source
         execution when a selected step needs it, else not run."""
         selection = run.selection
+        assert selection is not None  # only asked of a selective execution
         if step.name not in selection.needed:  # downstream or aside
             run.plan.skip(step.name)
             return
@@ -180,7 +182,7 @@ class Orchestrator:
         try:
             if cache.enabled(run.spec):
                 key = cache.cache_key(run.spec, run.arguments())
-            source = key and cache.find_hit(self.backend, run.execution_arn, run.spec, key)
+            source = key and cache.find_hit(self.records, run.execution_arn, run.spec, key)
             if source:  # not run again: the earlier run's job and outputs
                 outcome = Outcome(Status.SUCCEEDED, source["Properties"], source["Metadata"])
                 # the execution whose job it is (a hit on a hit names the one that ran it)

@@ -37,8 +37,9 @@ def staging_failure(err: Exception) -> Tuple[str, Optional[str]]:
     """(a job's FailureReason, its exception type or None) for an error met while staging,
     starting or collecting it: the service's own fault when the machine refused, the
     request's otherwise (a ClientError, never retried)."""
-    prefix, exception_type = _STAGING_FAULTS.get(getattr(err, "errno", None),
-                                                 ("ClientError", None))
+    code = getattr(err, "errno", None)
+    prefix, exception_type = _STAGING_FAULTS[code] if code in _STAGING_FAULTS else \
+        ("ClientError", None)
     return f"{prefix}: {err}", exception_type
 
 
@@ -99,10 +100,11 @@ class RetryState:
 
     def delay(self, exception_type: Optional[str]) -> Optional[float]:
         """Seconds to wait before the next attempt, or None: not retried."""
-        number, policy = next(((n, p) for n, p in enumerate(self.policies)
-                               if exception_type in p["ExceptionType"]), (None, None))
-        if policy is None:
+        matching = [(n, p) for n, p in enumerate(self.policies)
+                    if exception_type in p["ExceptionType"]]
+        if not matching:
             return None
+        number, policy = matching[0]
         done = self.retries.get(number, 0)
         wait = policy.get("IntervalSeconds", 1) * policy.get("BackoffRate", 2.0) ** done
         if "MaxAttempts" in policy and done >= policy["MaxAttempts"]:
