@@ -9,7 +9,7 @@ PIP_FLAGS ?= -q --disable-pip-version-check
 PY38 ?= PYENV_VERSION=3.8.18 python3.8
 JOB38 := .venv-job38/.installed
 
-.PHONY: setup run test test-job test-job-py38 test-orchestration bench bench-train bench-pipeline bench-serve bench-definition clean
+.PHONY: setup run test check lint test-job test-job-py38 test-orchestration bench bench-train bench-pipeline bench-serve bench-definition clean
 
 $(ORCH): requirements/orchestration.txt
 	$(PYTHON) -m venv .venv
@@ -34,9 +34,23 @@ $(CHROMIUM):
 run: setup
 	.venv/bin/python run_pipeline.py --local start --wait
 
-## All tests: job code in the job environment (and again under Python 3.8 with the containers'
-## numpy and Pillow, where Python 3.8 is installed), orchestration in its own.
-test: setup $(CHROMIUM) test-job test-job-py38 test-orchestration
+## All tests: lint, job code in the job environment (and again under Python 3.8 with the
+## containers' numpy and Pillow, where Python 3.8 is installed), orchestration in its own.
+test: setup $(CHROMIUM) lint test-job test-job-py38 test-orchestration
+
+## Lint and types: ruff over everything (ruff.toml), mypy over the orchestration code.
+lint: $(ORCH)
+	.venv/bin/ruff check .
+	.venv/bin/mypy pipeline run_pipeline.py
+
+## The quick loop (about a minute and a half): lint, then the tests that run no training,
+## no pipeline and no model server.
+QUICK_TESTS := $(addprefix tests/orchestration/,test_orchestrator.py test_registry_versions.py \
+	test_job_processes.py test_workflow.py test_definition.py test_review_pages.py \
+	test_uvicorn_internals.py test_iam.py test_cli_aws.py test_cli_options.py)
+check: lint $(JOB)
+	.venv-job/bin/python -m pytest -q tests/job/test_uvicorn_internals.py
+	.venv/bin/python -m pytest -q $(QUICK_TESTS)
 
 test-job: $(JOB)
 	.venv-job/bin/python -m pytest tests/job

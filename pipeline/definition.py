@@ -126,7 +126,8 @@ def _offline():
             os.environ["AWS_EC2_METADATA_DISABLED"] = previous
 
 
-def build_pipeline(config: PipelineConfig, artifacts: Optional[Dict[str, Artifact]] = None) -> Pipeline:
+def build_pipeline(config: PipelineConfig,
+                   artifacts: Optional[Dict[str, Artifact]] = None) -> Pipeline:
     """The MNIST pipeline as a SageMaker SDK ``Pipeline`` object."""
     with _offline(), warnings.catch_warnings():
         # "Running within a PipelineSession, there will be No Wait...": that is the point.
@@ -377,6 +378,7 @@ def definition_json(config: PipelineConfig, artifacts: Optional[Dict[str, Artifa
     return _canonical(build_pipeline(config, artifacts))
 
 
-def deploy_definition_json(config: PipelineConfig, artifacts: Optional[Dict[str, Artifact]] = None) -> str:
+def deploy_definition_json(config: PipelineConfig,
+                           artifacts: Optional[Dict[str, Artifact]] = None) -> str:
     """The approve -> deploy pipeline's definition, canonical as ``definition_json``."""
     return _canonical(build_deploy_pipeline(config, artifacts))
