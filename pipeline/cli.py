@@ -1,242 +1,23 @@
 """``run_pipeline.py``: build, upsert, start and review the MNIST pipeline on AWS or locally.
 
-The parser and the commands; what differs between AWS and the local service is the target's
-(``pipeline.target``), what is printed about runs is the report's (``pipeline.report``).
-Exit codes: 0 success, 1 the execution (or the operation) failed, 2 usage or input error.
+The parser and the entry point; the commands are ``pipeline.commands``'.
+Exit codes: 0 success, 1 the execution (or the operation) failed, 2 usage or input error
+(argparse's refusals and ``UsageError`` only: any other exception is not the user's).
 """
 import argparse
-import json
 import sys
-import time
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from pipeline import aws, iam, report
+from pipeline.commands import (EXIT_FAILED, EXIT_USAGE, cmd_compare,
+                               cmd_definition, cmd_delete_endpoint, cmd_describe, cmd_draw,
+                               cmd_executions, cmd_iam_policy, cmd_local, cmd_logs,
+                               cmd_predict, cmd_report, cmd_start, cmd_upsert, set_approval)
 from pipeline.config import (DEFAULT_MODEL_PACKAGE_GROUP, DEFAULT_PIPELINE_NAME, DEFAULT_PREFIX,
-                             DEPLOY_PIPELINE_SUFFIX, PARAMETERS, parse_bool, render_value)
+                             PARAMETERS)
+from pipeline.errors import UsageError
 from pipeline.local import launcher
-from pipeline.payloads import read_payloads
-from pipeline.review import pages, runs
-from pipeline.review.runs import find_execution
-from pipeline.target import UsageError, target_for
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def parse_param(text):
-    """'Name=Value' -> (Name, typed value), checked against the pipeline's parameters."""
-    name, sep, raw = text.partition("=")
-    if not sep:
-        raise UsageError(f"--param expects Name=Value, got {text!r}")
-    if name not in PARAMETERS:
-        raise UsageError(f"unknown parameter {name!r}; known: {', '.join(PARAMETERS)}")
-    kind = PARAMETERS[name][0]
-    try:
-        return name, parse_bool(raw) if kind is bool else kind(raw)
-    except ValueError:
-        raise UsageError(f"parameter {name} needs a {kind.__name__}, got {raw!r}")
-
-
-def _pipelines(target):
-    """The project's two pipelines: the main one and its approve -> deploy pipeline."""
-    name = target.args.pipeline_name
-    return [name, f"{name}{DEPLOY_PIPELINE_SUFFIX}"]
-
-
-def execution_arn(target, ref):
-    """An execution by ARN, or by id in either of the project's pipelines."""
-    sm = target.clients.sagemaker
-    arn = find_execution(sm, _pipelines(target), ref)
-    if arn:
-        return arn
-    sm.describe_pipeline(PipelineName=target.args.pipeline_name)  # says so if it is missing
-    raise UsageError(f"no execution {ref!r} of {' or '.join(_pipelines(target))}")
-
-
-def cmd_definition(target):
-    from pipeline.definition import definition_json  # the SDK: imported only when needed
-
-    text = definition_json(target.pipeline_config(offline=True))
-    if target.args.output:
-        with open(target.args.output, "w") as handle:
-            handle.write(text)
-        print(f"wrote {target.args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return EXIT_OK
-
-
-def cmd_upsert(target):
-    """Upload code, then create or update the pipeline with exactly our definition JSON."""
-    config = target.pipeline_config(role_required=target.role_required())
-    for line in aws.install_pipeline(target.clients, config, local=target.local):
-        print(line)
-    return EXIT_OK
-
-
-def cmd_start(target):
-    args = target.args
-    overrides = {**target.parameter_overrides(), **dict(parse_param(p) for p in args.param or [])}
-    if not args.no_upsert:
-        cmd_upsert(target)
-    arn = target.clients.sagemaker.start_pipeline_execution(
-        PipelineName=args.pipeline_name,
-        PipelineParameters=[{"Name": k, "Value": render_value(v)} for k, v in overrides.items()],
-        PipelineExecutionDisplayName=args.display_name or f"run-{int(time.time())}",
-    )["PipelineExecutionArn"]
-    print(f"started {arn}")
-    if not args.wait:
-        return EXIT_OK
-    desc = report.wait(target, arn, args.poll_seconds or target.poll_seconds)
-    report.summarize(target, arn)
-    return EXIT_OK if desc["PipelineExecutionStatus"] == "Succeeded" else EXIT_FAILED
-
-
-def cmd_executions(target):
-    report.executions(target, _pipelines(target), target.args.limit)
-    return EXIT_OK
-
-
-def cmd_describe(target):
-    run = report.describe(target, execution_arn(target, target.args.execution))
-    return EXIT_OK if run.status != "Failed" else EXIT_FAILED
-
-
-def cmd_compare(target):
-    report.compare(target, execution_arn(target, target.args.a),
-                   execution_arn(target, target.args.b))
-    return EXIT_OK
-
-
-def cmd_report(target):
-    """One self-contained HTML file: DAG, steps, curves, evaluation, package."""
-    html = pages.report(target.review_sources(), execution_arn(target, target.args.execution))
-    with open(target.args.output, "wb") as handle:
-        handle.write(html)
-    print(f"wrote {target.args.output} ({len(html) // 1024} KiB)")
-    return EXIT_OK
-
-
-def _package_arn(target, ref):
-    if ref != "latest":
-        return ref
-    group = target.args.model_package_group
-    page = target.clients.sagemaker.list_model_packages(
-        ModelPackageGroupName=group, SortBy="CreationTime", SortOrder="Descending",
-        MaxResults=1)
-    if not page["ModelPackageSummaryList"]:
-        raise UsageError(f"no model packages in group {group}")
-    return page["ModelPackageSummaryList"][0]["ModelPackageArn"]
-
-
-def _set_approval(target, status):
-    arn = _package_arn(target, target.args.package)
-    kwargs = {"ModelPackageArn": arn, "ModelApprovalStatus": status}
-    if target.args.description:
-        kwargs["ApprovalDescription"] = target.args.description
-    target.clients.sagemaker.update_model_package(**kwargs)
-    print(f"{arn}: {status}")
-    return EXIT_OK
-
-
-def cmd_delete_endpoint(target):
-    sm, name = target.clients.sagemaker, target.args.endpoint
-    desc = sm.describe_endpoint(EndpointName=name)
-    config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
-    sm.delete_endpoint(EndpointName=name)
-    sm.delete_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
-    for variant in config["ProductionVariants"]:
-        sm.delete_model(ModelName=variant["ModelName"])
-    print(f"deleted endpoint {name}, its config {desc['EndpointConfigName']} and "
-          f"{len(config['ProductionVariants'])} model(s)")
-    return EXIT_OK
-
-
-def cmd_iam_policy(target):
-    """The roles' policies for these names (bucket, prefix, pipelines, group, endpoint)."""
-    args = target.args
-    config = target.pipeline_config(offline=True)
-    sys.stdout.write(iam.render(config, args.endpoint_name, args.account))
-    return EXIT_OK
-
-
-def cmd_local(target):
-    home, action = target.args.local_home, target.args.action
-    if action == "start":
-        print(launcher.ensure_running(home, target.args.region)["url"])
-    elif action == "stop":
-        print("stopped" if launcher.stop(home) else "not running")
-    elif launcher.running(home):
-        info = launcher.running(home)
-        print(f"local service: running at {info['url']} (pid {info['pid']}, region "
-              f"{info.get('region')}, home {home})")
-    else:
-        print(f"local service: not running (home {home})")
-        return EXIT_FAILED
-    return EXIT_OK
-
-
-def cmd_predict(target):
-    """Send picture or array files to an endpoint; print the digit and the probabilities."""
-    failed = 0
-    for path, content_type, body in read_payloads(target.args.files):  # ValueError: exit 2
-        try:
-            answer = target.clients.runtime.invoke_endpoint(
-                EndpointName=target.args.endpoint, ContentType=content_type,
-                Accept="application/json", Body=body)
-        except ClientError as err:
-            error = err.response["Error"]
-            if error.get("Code") == "ModelError" and "client error" in error.get("Message", ""):
-                print(f"{path}: rejected: {error.get('Message')}", file=sys.stderr)
-                failed += 1
-                continue
-            raise
-        for index, p in enumerate(json.loads(answer["Body"].read())["predictions"]):
-            top = sorted(range(10), key=lambda d: -p["probabilities"][d])[:3]
-            label = path if index == 0 else f"{path}[{index}]"
-            print(f"{label}: {p['digit']}  (" + ", ".join(
-                f"{d}: {p['probabilities'][d]:.3f}" for d in top) + ")")
-    return EXIT_USAGE if failed else EXIT_OK
-
-
-def cmd_draw(target):
-    """The drawing pad: a page the target serves, else a loopback proxy signing the calls."""
-    name = target.args.endpoint
-    target.clients.sagemaker.describe_endpoint(EndpointName=name)  # a clear error if missing
-    url = None if target.args.proxy else target.drawing_pad_url(name)
-    if url:
-        print(f"open {url}")
-        return EXIT_OK
-    from pipeline.drawpad.proxy import make_server
-    server = make_server(target.clients.runtime, name, target.args.port)
-    print(f"drawing pad for {name}: open http://127.0.0.1:{server.server_address[1]}/ "
-          "(Ctrl-C to stop)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return EXIT_OK
-
-
-def cmd_logs(target):
-    """The job logs of an execution's steps (one step, or all that ran a job): the local
-    service's log files, CloudWatch Logs on AWS."""
-    run = runs.execution(target.review_sources(), execution_arn(target, target.args.execution))
-    steps = [s for s in run.steps if s.job_name]
-    if target.args.step:
-        steps = [s for s in run.steps if s.name == target.args.step]
-        if not steps:
-            raise UsageError(f"no step {target.args.step!r} in {run.id}; steps: "
-                             f"{', '.join(s.name for s in run.steps)}")
-        if not steps[0].job_name:
-            raise UsageError(f"step {target.args.step} ran no job ({steps[0].kind})")
-    for step in steps:
-        if len(steps) > 1:
-            print(f"===== {step.name} ({step.job_name})", flush=True)
-        sys.stdout.write(target.job_log(step.job_name))
-    return EXIT_OK
+from pipeline.target import target_for
 
 
 def _global_options(parser, defaults):
@@ -281,9 +62,9 @@ COMMANDS = {
                    [(("--limit",), {"type": int, "default": 20})]),
     "describe": (cmd_describe, "status, parameters and steps of one execution",
                  [(("execution",), {"help": "execution ARN or id"})]),
-    "approve": (lambda t: _set_approval(t, "Approved"), "mark a model package Approved",
+    "approve": (lambda t: set_approval(t, "Approved"), "mark a model package Approved",
                 _PACKAGE_OPTIONS),
-    "reject": (lambda t: _set_approval(t, "Rejected"), "mark a model package Rejected",
+    "reject": (lambda t: set_approval(t, "Rejected"), "mark a model package Rejected",
                _PACKAGE_OPTIONS),
     "delete-endpoint": (cmd_delete_endpoint, "delete an endpoint with its config and model",
                         [(("endpoint",), {"help": "endpoint name"})]),
@@ -333,7 +114,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)  # argparse exits with 2 on bad usage
     try:
         return args.func(target_for(args))
-    except (UsageError, ValueError) as err:
+    except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except NoCredentialsError:

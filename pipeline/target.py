@@ -6,16 +6,13 @@ from typing import Dict, List, Optional
 
 from pipeline import aws
 from pipeline.config import LOCAL_MNIST, PLACEHOLDER_ROLE, PipelineConfig
+from pipeline.errors import UsageError
 from pipeline.local import launcher
 from pipeline.local.home import ServiceHome
 from pipeline.packaging import source_commit
 from pipeline.review.runs import Sources
 
 LOCAL_BUCKET = "sagemaker-local"
-
-
-class UsageError(Exception):
-    """Bad input from the user: exit code 2."""
 
 
 class Target:
@@ -134,8 +131,11 @@ class LocalTarget(Target):
 
     def service(self) -> dict:
         """The service on ``--local-home`` (url, region), started when none runs."""
-        if self._service is None:  # ValueError (exit 2) if it serves another region
-            self._service = launcher.ensure_running(self.args.local_home, self.args.region)
+        if self._service is None:
+            try:
+                self._service = launcher.ensure_running(self.args.local_home, self.args.region)
+            except ValueError as err:  # another region's home, or not a region name
+                raise UsageError(str(err))
         return self._service
 
     def endpoint_url(self):
