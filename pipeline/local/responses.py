@@ -64,7 +64,7 @@ class JsonProtocol:
         operation = target.rpartition(".")[2]
         if not target.startswith(self.prefix) or operation not in self.snake:
             return error("UnknownOperationException", f"Unknown operation {target!r}")
-        method = self.backend.operation(self.snake[operation])
+        method = getattr(self.backend, self.snake[operation], None)
         if method is None:
             return error("UnknownOperationException",
                          f"{operation} is not implemented by the local service")

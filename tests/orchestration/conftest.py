@@ -21,6 +21,16 @@ def clients_of(service, **config):
 
 
 @pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """A service process of the test module's own (its state is the module's)."""
+    from localservice import ServiceProcess
+
+    svc = ServiceProcess(tmp_path_factory.mktemp("svc")).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
 def local_service():
     """Starts in-process services (``start(home, **options)`` -> (service, sm, s3)) and closes
     them after the module."""

@@ -1,6 +1,5 @@
 """The whole pipeline on the local service, for real, on the shipped full MNIST, through boto3."""
 import contextlib
-import gzip
 import io
 import json
 import os
@@ -17,18 +16,9 @@ from localservice import ServiceProcess, steps_of, wait_for
 from pipeline.aws import Clients, install_pipeline
 from pipeline.definition import SDK_CONFIG, PipelineConfig
 from pipeline.packaging import source_commit
-
-BUCKET = "sagemaker-local"
-MNIST = os.path.join(ROOT, "data", "mnist")
+from pipelinehelpers import (BUCKET, CHROMIUM_ARGS, MNIST, _artifacts, _browser,
+                             _deployed_by_rule, _package_of, idx, read_s3_json, start)
 pytestmark = pytest.mark.slow
-
-
-def idx(name):
-    with gzip.open(os.path.join(MNIST, f"{name}.gz")) as handle:
-        raw = handle.read()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +33,6 @@ def clients(service):
     install_pipeline(Clients.create(endpoint_url=service.url, local=True),
                      PipelineConfig(bucket=BUCKET), local=True)
     return service.client("sagemaker"), service.client("s3"), service.client("sagemaker-runtime")
-
-
-def start(sm, **params):
-    params.setdefault("MnistSourceUri", MNIST)
-    return sm.start_pipeline_execution(
-        PipelineName="mnist-mxnet",
-        PipelineParameters=[{"Name": k, "Value": str(v)} for k, v in params.items()],
-    )["PipelineExecutionArn"]
-
-
-def read_s3_json(s3, uri):
-    bucket, _, key = uri[5:].partition("/")
-    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +124,6 @@ def test_job_logs_and_parameters_are_kept(clients, default_run, service):
     with open(os.path.join(service.home, "logs", f"{job}.log")) as handle:
         log = handle.read()
     assert log.count("validation_accuracy=") == 20
-
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def test_drawing_pad_in_headless_chromium_shows_the_endpoints_prediction(service, default_run):
@@ -312,24 +285,6 @@ def test_review_commands_describe_executions_logs_compare_and_report(service, de
         page.screenshot(path=os.path.join(shots, "report.png"), full_page=True)
 
 
-def _artifacts():
-    folder = os.path.join(ROOT, "test-artifacts")
-    os.makedirs(folder, exist_ok=True)
-    return folder
-
-
-@contextlib.contextmanager
-def _browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture(scope="module")
 def pending_run(service, clients):
     """A run registered PendingManualApproval, started with `start --wait`: it shows training
@@ -358,31 +313,6 @@ def pending_run(service, clients):
     assert steps["CheckApproval"]["Metadata"]["Condition"]["Outcome"] == "False"
     assert "DeployModel" not in steps
     return arn
-
-
-def _package_of(sm, arn):
-    return steps_of(sm, arn)["Register-RegisterModel"]["Metadata"]["RegisterModel"]["Arn"]
-
-
-def _deployed_by_rule(sm, runtime, package):
-    """The deploy pipeline's execution the approval started: it succeeds and the endpoint
-    answers, served by the approved package's model."""
-    runs = sm.list_pipeline_executions(PipelineName="mnist-mxnet-deploy", SortBy="CreationTime",
-                                       SortOrder="Descending")["PipelineExecutionSummaries"]
-    assert runs, "approving started no deploy pipeline execution"
-    assert wait_for(sm, runs[0]["PipelineExecutionArn"]) == "Succeeded"
-    endpoint = sm.describe_endpoint(EndpointName="mnist-mlp")
-    config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
-    model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-    assert {"Key": "mnist-mxnet:model-package", "Value": package} in sm.list_tags(
-        ResourceArn=model["ModelArn"])["Tags"]
-    images, labels = idx("t10k-images-idx3-ubyte")[:20], idx("t10k-labels-idx1-ubyte")[:20]
-    answer = json.loads(runtime.invoke_endpoint(
-        EndpointName="mnist-mlp", ContentType="application/json",
-        Body=json.dumps({"instances": images.tolist()}))["Body"].read())
-    digits = [p["digit"] for p in answer["predictions"]]
-    assert sum(d == int(label) for d, label in zip(digits, labels)) >= 17
-    return runs[0]["PipelineExecutionArn"]
 
 
 def test_approve_from_the_cli_deploys_through_the_rule(service, clients, pending_run, capsys):

@@ -10,7 +10,7 @@ Each operation is a keyword-argument method named as botocore names it
 spelling), returning the response dict and raising ``ServiceError``. ``SageMakerBackend``
 answers every operation with the family that has it.
 """
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 import botocore
 
@@ -33,10 +33,6 @@ class SageMakerBackend:
                     if name in self._operations:
                         raise ValueError(f"{name} is answered by two families")
                     self._operations[name] = method
-
-    def operation(self, name: str) -> Optional[Callable]:
-        """The method answering an operation (botocore's snake_case name), or None."""
-        return self._operations.get(name)
 
     def __getattr__(self, name: str) -> Callable:
         method = self.__dict__.get("_operations", {}).get(name)

@@ -1,0 +1,220 @@
+"""Hosting: model servers' timeouts, health, updates, weights, asynchronous invocations, and
+runtime connections passed to model servers."""
+import json
+import os
+import signal
+import time
+import urllib.request
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from servicehelpers import (SLOW_HANDLERS, _model_and_config, _until, _server_pid, _answers)
+
+
+@pytest.fixture
+def hosted(tmp_path):
+    """An in-process service with short hosting timeouts, serving the sleeping model."""
+    import io
+    import tarfile
+
+    from pipeline.local.server import LocalSageMaker
+
+    service = LocalSageMaker(str(tmp_path / "home"), invocation_timeout=2.0,
+                             health_seconds=0.3).start_background()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        code = SLOW_HANDLERS.encode()
+        info = tarfile.TarInfo("code/inference.py")
+        info.size = len(code)
+        tar.addfile(info, io.BytesIO(code))
+    session = dict(endpoint_url=service.url, region_name="us-east-1",
+                   aws_access_key_id="local", aws_secret_access_key="local")
+    s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **session)
+    s3.create_bucket(Bucket="models")
+    s3.put_object(Bucket="models", Key="sleepy/model.tar.gz", Body=archive.getvalue())
+    sm = boto3.client("sagemaker", **session)
+    runtime = boto3.client("sagemaker-runtime", config=Config(retries={"max_attempts": 1}),
+                           **session)
+    _model_and_config(sm, "sleepy", "s3://models/sleepy/model.tar.gz")
+    sm.create_endpoint(EndpointName="sleepy", EndpointConfigName="sleepy")
+    assert _until(lambda: sm.describe_endpoint(EndpointName="sleepy")["EndpointStatus"]
+                  == "InService", 60)
+    yield service, sm, runtime
+    service.close()
+
+
+def test_an_invocation_times_out_as_sagemakers_do(hosted):
+    service, sm, runtime = hosted
+    started = time.time()
+    with pytest.raises(ClientError) as err:
+        runtime.invoke_endpoint(EndpointName="sleepy", Body=b"4")
+    assert time.time() - started < 3.5  # one timeout (2 s here, 60 s by default), no retry
+    assert err.value.response["Error"]["Code"] == "ModelError"
+    assert "timed out while waiting for a response from container primary" in \
+        err.value.response["Error"]["Message"]
+    assert _until(lambda: _answers(runtime), 15)  # served again once the model is free
+
+
+def test_dead_and_frozen_model_servers_are_replaced_then_the_endpoint_fails(hosted):
+    service, sm, runtime = hosted
+    first = _server_pid(service)
+    os.kill(first, signal.SIGKILL)  # dead
+    assert _until(lambda: "sleepy" in service.hosting.servers
+                  and _server_pid(service) != first and _answers(runtime), 30)
+    second = _server_pid(service)
+    os.killpg(second, signal.SIGSTOP)  # frozen, it and its workers: alive, silent
+    assert _until(lambda: "sleepy" in service.hosting.servers
+                  and _server_pid(service) != second and _answers(runtime), 30)
+    assert sm.describe_endpoint(EndpointName="sleepy")["EndpointStatus"] == "InService"
+    os.kill(_server_pid(service), signal.SIGKILL)  # a third death: restarts are used up
+    assert _until(lambda: sm.describe_endpoint(EndpointName="sleepy")["EndpointStatus"]
+                  == "Failed", 30)
+    reason = sm.describe_endpoint(EndpointName="sleepy")["FailureReason"]
+    assert "the model server exited with code -9; restarted 2 times" == reason
+    with pytest.raises(ClientError) as err:
+        runtime.invoke_endpoint(EndpointName="sleepy", Body=b"0")
+    assert "Endpoint sleepy is Failed" in err.value.response["Error"]["Message"]
+
+
+@pytest.mark.parametrize("passing", [True, False])
+def test_runtime_connections_pass_to_the_model_server_and_back(hosted, monkeypatch, passing):
+    """A client's keep-alive connection to the runtime route is passed to the endpoint's model
+    server at its first invocation, which answers the invocations after it itself, in the same
+    words; any other request goes back to the service. Without passing (``passing=False``:
+    the service proxies each call), every answer is the same."""
+    import http.client
+
+    service, sm, _ = hosted
+    channels = service.hosting.servers["sleepy"].channels  # one per model-server worker
+    assert {service.hosting.channel_of("sleepy") for _ in channels} == set(channels)  # in turn
+    if not passing:
+        monkeypatch.setattr(service.hosting, "channel_of", lambda endpoint: None)
+    service_side = service.http.server_state.connections
+    before = len(service_side)
+    conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=30)
+
+    def post(path, body, headers=None):
+        conn.request("POST", path, body, headers or {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response, response.read()
+
+    for _ in range(3):
+        response, body = post("/endpoints/sleepy/invocations", b"0")
+        assert response.status == 200 and json.loads(body) == {"slept": 0.0}
+        assert response.getheader("x-Amzn-Invoked-Production-Variant") == "AllTraffic"
+        assert len(service_side) == before + (0 if passing else 1)  # whose connection it is
+    response, body = post("/endpoints/sleepy/invocations", b"abc")
+    error = json.loads(body)
+    assert response.status == 424 and error["__type"] == "ModelError"
+    assert error["OriginalStatusCode"] == 500 and error["LogStreamArn"].endswith(
+        ":log-group:/aws/sagemaker/Endpoints/sleepy")
+    response, body = post("/", b"{}", {"X-Amz-Target": "SageMaker.ListEndpoints",
+                                       "Content-Type": "application/x-amz-json-1.1"})
+    assert response.status == 200
+    assert [e["EndpointName"] for e in json.loads(body)["Endpoints"]] == ["sleepy"]
+    assert len(service_side) == before + 1  # back at the service
+    response, body = post("/endpoints/missing/invocations", b"0")
+    assert response.status == 400 and json.loads(body)["message"] == \
+        "Endpoint missing of account 000000000000 not found."
+    response, body = post("/endpoints/sleepy/invocations", b"0")  # passed again, or not
+    assert response.status == 200 and len(service_side) == before + (0 if passing else 1)
+    conn.close()
+
+
+def test_without_abstract_unix_sockets_the_service_proxies_every_call(tmp_path, monkeypatch):
+    """Where connections cannot change hands (abstract Unix sockets are Linux's), the service
+    still starts, and its model servers take no passed connections."""
+    from pipeline.local import shared
+    from pipeline.local.server import LocalSageMaker
+
+    def no_abstract_sockets(name):
+        raise OSError(97, "Address family not supported by protocol")
+
+    monkeypatch.setattr(shared.protocol, "listener", no_abstract_sockets)
+    service = LocalSageMaker(str(tmp_path / "home")).start_background()
+    try:
+        assert service.hosting.service_channel is None and service.http.channels == []
+        with urllib.request.urlopen(service.url + "/ping", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        service.close()
+
+
+def test_a_failed_update_keeps_the_old_model_serving(hosted):
+    """As on AWS: an update that cannot start its model leaves the endpoint InService on the
+    config it had, with the reason, and the old model answering throughout."""
+    service, sm, runtime = hosted
+    _model_and_config(sm, "broken", "s3://models/missing/model.tar.gz")
+    sm.update_endpoint(EndpointName="sleepy", EndpointConfigName="broken")
+    assert _until(lambda: sm.describe_endpoint(EndpointName="sleepy")["EndpointStatus"]
+                  != "Updating", 30)
+    desc = sm.describe_endpoint(EndpointName="sleepy")
+    assert desc["EndpointStatus"] == "InService" and desc["EndpointConfigName"] == "sleepy"
+    assert "update to broken failed" in desc["FailureReason"]
+    assert _answers(runtime)
+    assert not os.path.exists(os.path.join(service.home.endpoints_dir, "sleepy", "broken"))
+
+
+def test_endpoint_weights_and_capacities_are_updated_as_described(hosted):
+    service, sm, runtime = hosted
+    (variant,) = sm.describe_endpoint(EndpointName="sleepy")["ProductionVariants"]
+    assert variant["CurrentWeight"] == 1.0 and variant["CurrentInstanceCount"] == 1
+    sm.update_endpoint_weights_and_capacities(EndpointName="sleepy", DesiredWeightsAndCapacities=[
+        {"VariantName": "AllTraffic", "DesiredWeight": 0.5, "DesiredInstanceCount": 3}])
+    desc = sm.describe_endpoint(EndpointName="sleepy")
+    (variant,) = desc["ProductionVariants"]
+    assert desc["EndpointStatus"] == "InService"
+    assert (variant["CurrentWeight"], variant["DesiredWeight"]) == (0.5, 0.5)
+    assert (variant["CurrentInstanceCount"], variant["DesiredInstanceCount"]) == (3, 3)
+    with pytest.raises(ClientError) as err:
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName="sleepy", DesiredWeightsAndCapacities=[{"VariantName": "Canary",
+                                                                 "DesiredWeight": 1.0}])
+    assert "['Canary'] are not present in endpoint sleepy" in str(err.value)
+    assert _answers(runtime)  # still serving
+
+
+def test_asynchronous_invocations_write_answers_and_failures_to_s3(hosted):
+    """InvokeEndpointAsync as SageMaker does it: 202 with the output location at once, the input
+    read from S3, the answer written to S3OutputPath as <InferenceId>.out, a model's error to
+    S3FailurePath as <InferenceId>-error.out."""
+    service, sm, runtime = hosted
+    s3 = boto3.client("s3", endpoint_url=service.url, region_name="us-east-1",
+                      aws_access_key_id="local", aws_secret_access_key="local",
+                      config=Config(s3={"addressing_style": "path"}))
+    with pytest.raises(ClientError) as err:  # its config has no AsyncInferenceConfig
+        runtime.invoke_endpoint_async(EndpointName="sleepy", InputLocation="s3://models/x")
+    assert "not configured for asynchronous inference" in str(err.value)
+    sm.create_endpoint_config(
+        EndpointConfigName="sleepy-async", ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": "sleepy", "InitialInstanceCount": 1,
+            "InstanceType": "ml.m5.large"}],
+        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://models/async/out",
+                                               "S3FailurePath": "s3://models/async/failed"}})
+    sm.update_endpoint(EndpointName="sleepy", EndpointConfigName="sleepy-async")
+    assert _until(lambda: sm.describe_endpoint(EndpointName="sleepy")["EndpointConfigName"]
+                  == "sleepy-async", 60)
+    s3.put_object(Bucket="models", Key="async/in/ok.txt", Body=b"0.2")
+    s3.put_object(Bucket="models", Key="async/in/bad.txt", Body=b"not a number")
+    answer = runtime.invoke_endpoint_async(EndpointName="sleepy", ContentType="text/plain",
+                                           InputLocation="s3://models/async/in/ok.txt")
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 202
+    assert answer["OutputLocation"] == f"s3://models/async/out/{answer['InferenceId']}.out"
+    failing = runtime.invoke_endpoint_async(EndpointName="sleepy", InferenceId="bad-1",
+                                            InputLocation="s3://models/async/in/bad.txt")
+    assert failing["FailureLocation"] == "s3://models/async/failed/bad-1-error.out"
+
+    def body_of(key):
+        try:
+            return s3.get_object(Bucket="models", Key=key)["Body"].read()
+        except ClientError:
+            return None
+
+    assert _until(lambda: body_of(f"async/out/{answer['InferenceId']}.out") is not None, 30)
+    assert json.loads(body_of(f"async/out/{answer['InferenceId']}.out")) == {"slept": 0.2}
+    assert _until(lambda: body_of("async/failed/bad-1-error.out") is not None, 30)
+    assert b"could not convert string to float" in body_of("async/failed/bad-1-error.out")
+    assert body_of("async/out/bad-1.out") is None

@@ -1,0 +1,152 @@
+"""HTTP framing and limits, stalled requests, and the path-style S3 protocol."""
+import os
+import urllib.request
+
+import pytest
+from botocore.exceptions import ClientError
+
+from servicehelpers import (_raw)
+
+
+@pytest.mark.parametrize("request_bytes,status,message", [
+    (b"POST /endpoints/e/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application"
+     b"/json\r\n Transfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n[]", 400,
+     "Unexpected whitespace after header value"),  # a folded line (obs-fold)
+    (b"POST /endpoints/e/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400,
+     "Transfer-Encoding can't be present with Content-Length"),
+    (b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: SageMaker.ListModels\r\n"
+     b"Content-Length: abc\r\n\r\n", 400, "Invalid character in Content-Length"),
+    (b"PUT /sagemaker-local/k HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"-10\r\n", 400, "Invalid character in chunk size"),
+    (b"POST /endpoints/e/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 300000000"
+     b"\r\n\r\n", 413, "over this route's limit of 6291456 bytes"),
+    (b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: SageMaker.ListModels\r\n"
+     b"Content-Length: 99999999999\r\n\r\n", 413, "over this route's limit"),
+    (b"GET / HTTP/1.1\r\nHost: rebound.example:80\r\n\r\n", 403, "loopback host name"),
+    (b"POST / HTTP/1.1\r\nHost: evil.example\r\nX-Amz-Target: SageMaker.ListModels\r\n"
+     b"Content-Length: 2\r\n\r\n{}", 403, "loopback host name"),
+])
+def test_the_service_refuses_ambiguous_oversized_or_foreign_requests(service, request_bytes,
+                                                                     status, message):
+    answer = _raw(service.url, request_bytes + b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:300]
+    assert message in answer.decode("latin-1")
+    assert answer.count(b"HTTP/1.1 ") == 1  # the connection closed: nothing more was read
+    assert urllib.request.urlopen(service.url + "/ping").status == 200
+
+
+def test_6_mib_invocations_pass_the_limit_and_one_byte_more_does_not(service):
+    runtime = service.client("sagemaker-runtime")
+    limit = 6 * 1024 * 1024
+    with pytest.raises(ClientError) as err:  # read whole, then: no such endpoint
+        runtime.invoke_endpoint(EndpointName="none", Body=b"x" * limit)
+    assert "Endpoint none of account" in err.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as err:
+        runtime.invoke_endpoint(EndpointName="none", Body=b"x" * (limit + 1))
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+    chunked = b"".join(b"%x\r\n%s\r\n" % (n, b"x" * n) for n in (limit // 2, limit // 2 + 1))
+    answer = _raw(service.url, b"POST /endpoints/none/invocations HTTP/1.1\r\nHost: 127.0.0.1"
+                  b"\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413 ")
+
+
+def test_large_s3_objects_are_spooled_not_held(service, tmp_path):
+    s3 = service.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="spooled")
+    data = os.urandom(20 * 1024 * 1024)
+    s3.put_object(Bucket="spooled", Key="big/object.bin", Body=data)
+    assert s3.get_object(Bucket="spooled", Key="big/object.bin")["Body"].read() == data
+    head = s3.head_object(Bucket="spooled", Key="big/object.bin")
+    import hashlib
+    assert head["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+
+
+def test_s3_keys_the_store_cannot_hold_get_400_and_change_nothing(service):
+    s3 = service.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="keys")
+    s3.put_object(Bucket="keys", Key="a/b", Body=b"1")
+    s3.put_object(Bucket="keys", Key="ends/with.part", Body=b"2")  # an ordinary key
+    for key, message in (("a", "other keys lie below it"), ("a/b/c", "'a/b' is an object"),
+                         ("x/..", "'..' segments"), ("s" * 256, "a segment over 255 bytes"),
+                         ("../keys-evil/k", "'..' segments")):
+        with pytest.raises(ClientError) as err:
+            s3.put_object(Bucket="keys", Key=key, Body=b"x")
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400, key
+        assert message in err.value.response["Error"]["Message"], key
+    answer = _raw(service.url, b"PUT /keys/../keys-evil/k HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Length: 1\r\n\r\nx")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="keys")["Contents"]]
+    assert keys == ["a/b", "ends/with.part"]
+    assert not os.path.exists(os.path.join(service.home, "s3", "keys-evil"))
+
+
+def test_s3_as_boto3s_transfer_manager_uses_it(service, tmp_path):
+    """ListBuckets, HeadBucket; a 20 MB file uploaded in parts (multipart, as boto3 does over
+    8 MB) and downloaded in ranges; DeleteObject; ranges served as S3 serves them."""
+    from boto3.s3.transfer import TransferConfig
+
+    s3 = service.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="transfers")
+    assert "transfers" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    s3.head_bucket(Bucket="transfers")
+    data = os.urandom(20 * 1024 * 1024 + 123)
+    (tmp_path / "big.bin").write_bytes(data)
+    parts = TransferConfig(multipart_threshold=8 * 1024 * 1024,
+                           multipart_chunksize=8 * 1024 * 1024)
+    s3.upload_file(str(tmp_path / "big.bin"), "transfers", "data/big.bin", Config=parts)
+    head = s3.head_object(Bucket="transfers", Key="data/big.bin")
+    assert head["ContentLength"] == len(data)
+    s3.download_file("transfers", "data/big.bin", str(tmp_path / "back.bin"), Config=parts)
+    assert (tmp_path / "back.bin").read_bytes() == data
+    part = s3.get_object(Bucket="transfers", Key="data/big.bin", Range="bytes=100-199")
+    assert part["ContentRange"] == f"bytes 100-199/{len(data)}" and \
+        part["Body"].read() == data[100:200]
+    assert s3.get_object(Bucket="transfers", Key="data/big.bin",
+                         Range="bytes=-10")["Body"].read() == data[-10:]
+    with pytest.raises(ClientError) as err:
+        s3.get_object(Bucket="transfers", Key="data/big.bin", Range=f"bytes={len(data)}-")
+    assert err.value.response["Error"]["Code"] == "InvalidRange"
+    upload = s3.create_multipart_upload(Bucket="transfers", Key="aborted")["UploadId"]
+    s3.abort_multipart_upload(Bucket="transfers", Key="aborted", UploadId=upload)
+    with pytest.raises(ClientError):
+        s3.upload_part(Bucket="transfers", Key="aborted", UploadId=upload, PartNumber=1,
+                       Body=b"x")
+    s3.delete_object(Bucket="transfers", Key="data/big.bin")
+    assert "Contents" not in s3.list_objects_v2(Bucket="transfers")
+
+
+def test_list_objects_v2_pages_with_max_keys_and_continuation_tokens(service):
+    s3 = service.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="paged")
+    keys = [f"p/{i:03d}" for i in range(25)]
+    for key in keys:
+        s3.put_object(Bucket="paged", Key=key, Body=b"x")
+    first = s3.list_objects_v2(Bucket="paged", Prefix="p/", MaxKeys=10)
+    assert first["IsTruncated"] and first["KeyCount"] == 10 and first["MaxKeys"] == 10
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket="paged", Prefix="p/", PaginationConfig={"PageSize": 7})
+    seen = [[o["Key"] for o in page["Contents"]] for page in pages]
+    assert [len(p) for p in seen] == [7, 7, 7, 4]
+    assert sum(seen, []) == keys
+    after = s3.list_objects_v2(Bucket="paged", StartAfter="p/020")
+    assert [o["Key"] for o in after["Contents"]] == keys[21:]
+
+
+def test_a_request_that_stalls_half_way_gets_a_408(tmp_path):
+    """The service's read timeout: headers or a body that stop arriving are refused after that
+    many seconds without a byte (408, connection closed)."""
+    from pipeline.local.server import LocalSageMaker
+
+    service = LocalSageMaker(str(tmp_path / "home"), read_timeout=1.0).start_background()
+    try:
+        for partial in (b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Tar",
+                        b"PUT /bucket/key HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100"
+                        b"\r\n\r\nfirst bytes"):
+            answer = _raw(service.url, partial)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+            assert b"nothing arrived for 1 s" in answer
+        assert urllib.request.urlopen(service.url + "/ping").status == 200
+    finally:
+        service.close()
