@@ -66,7 +66,7 @@ def _model_and_config(sm, name, model_data):
         "InstanceType": "ml.m5.large"}])
 
 
-def _until(predicate, seconds):
+def _until(predicate, seconds=60):
     deadline = time.time() + seconds
     while time.time() < deadline:
         if predicate():

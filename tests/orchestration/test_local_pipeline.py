@@ -12,20 +12,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from conftest import ROOT
-from localservice import ServiceProcess, steps_of, wait_for
+from localservice import steps_of, wait_for
 from pipeline.aws import Clients, install_pipeline
 from pipeline.definition import SDK_CONFIG, PipelineConfig
 from pipeline.packaging import source_commit
 from pipelinehelpers import (BUCKET, CHROMIUM_ARGS, MNIST, _artifacts, _browser,
                              _deployed_by_rule, _package_of, idx, read_s3_json, start)
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    svc = ServiceProcess(tmp_path_factory.mktemp("local-sagemaker")).start()
-    yield svc
-    svc.stop()
 
 
 @pytest.fixture(scope="module")

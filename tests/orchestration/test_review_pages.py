@@ -1,26 +1,17 @@
 """Every run-browser page, with what a stranger controls (descriptions, parameter values,
 metadata, tags, log lines, failure messages) holding markup: it comes out as text."""
 import json
-import time
 import urllib.request
 
 import pytest
 
 from pipeline.review import pages
+from servicehelpers import _until
 from pipeline.review.dag import drawing
 
 ROLE = "arn:aws:iam::000000000000:role/r"
 HOSTILE = '<script>alert("x")</script> & "quoted" \'single\''
 ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#34;quoted&#34; &#39;single&#39;"
-
-
-def _wait(predicate, seconds=60):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +31,7 @@ def hostile(tmp_path_factory, local_service):
     runs = [sm.start_pipeline_execution(PipelineName="hostile", PipelineParameters=[
         {"Name": "Note", "Value": HOSTILE}])["PipelineExecutionArn"] for _ in range(2)]
     for arn in runs:
-        assert _wait(lambda arn=arn: sm.describe_pipeline_execution(PipelineExecutionArn=arn)[
+        assert _until(lambda arn=arn: sm.describe_pipeline_execution(PipelineExecutionArn=arn)[
             "PipelineExecutionStatus"] == "Failed")
     sm.create_processing_job(
         ProcessingJobName="says-markup", RoleArn=ROLE,
@@ -50,7 +41,7 @@ def hostile(tmp_path_factory, local_service):
                                                "InstanceType": "ml.m5.large",
                                                "VolumeSizeInGB": 1}},
         Environment={"NOTE": HOSTILE})
-    assert _wait(lambda: sm.describe_processing_job(ProcessingJobName="says-markup")[
+    assert _until(lambda: sm.describe_processing_job(ProcessingJobName="says-markup")[
         "ProcessingJobStatus"] in ("Completed", "Failed"))
     sm.create_model_package_group(ModelPackageGroupName="g",
                                   ModelPackageGroupDescription=HOSTILE)
@@ -68,7 +59,7 @@ def hostile(tmp_path_factory, local_service):
         "VariantName": "v", "ModelName": "m", "InitialInstanceCount": 1,
         "InstanceType": "ml.m5.large"}])
     sm.create_endpoint(EndpointName="e", EndpointConfigName="c")
-    assert _wait(lambda: sm.describe_endpoint(EndpointName="e")["EndpointStatus"] == "Failed")
+    assert _until(lambda: sm.describe_endpoint(EndpointName="e")["EndpointStatus"] == "Failed")
     return service, runs, package["ModelPackageArn"]
 
 
