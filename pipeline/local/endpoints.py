@@ -26,6 +26,7 @@ import httptools
 from pipeline.config import ROOT
 from pipeline.local.errors import ServiceError
 from pipeline.local.home import ServiceHome, log_tail
+from pipeline.local.processes import end_group, end_leftover
 from pipeline.local.resources import ACCOUNT
 
 INVOCATION_LIMIT = 6 * 1024 * 1024  # SageMaker's real-time payload limit
@@ -51,19 +52,14 @@ class ModelServer:
     def stop(self):
         """Stop the server's whole process group: its workers too, even when the server
         itself already died (a kill -9 leaves them running)."""
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            os.killpg(self.process.pid, signal.SIGCONT)  # a frozen (stopped) one, to end it
-        except ProcessLookupError:
+        if not end_group(self.process.pid):
             return
+        end_group(self.process.pid, signal.SIGCONT)  # a frozen (stopped) one, to end it
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)  # whatever did not end in time
-        except ProcessLookupError:
-            pass
+        end_group(self.process.pid, signal.SIGKILL)  # whatever did not end in time
 
 
 def _workers(env) -> int:
@@ -272,11 +268,9 @@ class Hosting:
                 try:
                     with open(os.path.join(folder, ".pid")) as handle:
                         pid = int(handle.read())
-                    with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                        if SERVER_SCRIPT.encode() in handle.read():
-                            os.killpg(pid, signal.SIGTERM)
                 except (OSError, ValueError):
-                    pass
+                    continue
+                end_leftover(pid, SERVER_SCRIPT.encode())
 
     def restore(self):
         """After a restart: endpoints come back with the config they had."""

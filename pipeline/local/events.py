@@ -56,14 +56,14 @@ class Outbox:
     """
 
     def __init__(self):
-        self._listeners: List[Callable[..., list]] = []
+        self._listeners: List[Callable[..., object]] = []
 
-    def listen(self, listener: Callable[..., list]):
+    def listen(self, listener: Callable[..., object]):
         self._listeners.append(listener)
 
-    def put(self, source: str, detail_type: str, resources: List[str], detail: dict) -> list:
-        return [delivered for listener in self._listeners
-                for delivered in listener(source, detail_type, resources, detail)]
+    def put(self, source: str, detail_type: str, resources: List[str], detail: dict):
+        for listener in self._listeners:
+            listener(source, detail_type, resources, detail)
 
 
 class EventsBackend:
@@ -184,5 +184,6 @@ class EventsBackend:
                         "PipelineExecutionArn"]
                 except ServiceError as err:  # AWS would retry, then drop the event
                     arn = f"not started: {err.message}"
+                    print(f"rule {rule['Name']}: {target['Arn']} {arn}", flush=True)
                 delivered.append((rule["Name"], arn))
         return delivered

@@ -5,7 +5,6 @@ and stops processes, keeps each job's output as its log, and answers with a ``Jo
 State is not its business: the step handlers report results through the backend.
 """
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -15,16 +14,8 @@ from typing import Callable, Dict, List, Optional, Set
 
 from pipeline.local.container import ProcessingContainer, TrainingContainer
 from pipeline.local.home import ServiceHome
+from pipeline.local.processes import end_group, end_leftover
 from pipeline.local.s3 import LocalS3
-
-
-
-def _end_group(pid: int, sig=signal.SIGTERM):
-    """End a job process and everything it started (its own session and process group)."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass
@@ -62,7 +53,7 @@ class JobRunner:
             procs = [self._running[k] for k, o in self._owners.items()
                      if o == owner and k in self._running]
         for proc in procs:
-            _end_group(proc.pid)
+            end_group(proc.pid)
         return bool(procs)
 
     def stop_all(self):
@@ -70,20 +61,15 @@ class JobRunner:
         with self._lock:
             procs = list(self._running.values())
         for proc in procs:
-            _end_group(proc.pid)
+            end_group(proc.pid)
 
     def stop_leftovers(self):
         """Job processes a crashed service left running (a pid recorded and still running
         the job environment's Python) end now."""
         for entry in os.listdir(self.home.running_jobs_dir):
-            path = os.path.join(self.home.running_jobs_dir, entry)
-            try:
-                with open(f"/proc/{int(entry)}/cmdline", "rb") as handle:
-                    if handle.read().split(b"\0")[0] == self.job_python.encode():
-                        _end_group(int(entry))
-            except (OSError, ValueError):
-                pass
-            os.remove(path)
+            if entry.isdigit():
+                end_leftover(int(entry), self.job_python.encode())
+            os.remove(os.path.join(self.home.running_jobs_dir, entry))
 
     # --- processes ---
     def _environment(self) -> Dict[str, str]:
@@ -103,7 +89,7 @@ class JobRunner:
             self._running[key], self._owners[key] = proc, owner
             stopped = owner in self._stopped
         if stopped:
-            _end_group(proc.pid)
+            end_group(proc.pid)
         return proc
 
     def resume_owner(self, owner: str):
@@ -211,7 +197,7 @@ class JobRunner:
             if any(code not in (None, 0) for code in states):
                 for proc in procs:
                     if proc.poll() is None:
-                        _end_group(proc.pid)
+                        end_group(proc.pid)
             done = all(code is not None for code in states)
             if patterns and on_metric and os.path.exists(log_path):
                 with open(log_path, "rb") as handle:

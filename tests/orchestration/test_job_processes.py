@@ -71,3 +71,24 @@ def test_stopping_an_owner_ends_what_it_starts_later_too(tmp_path):
     assert not ended(proc, timeout=0.3)
     assert jobs.stop_owner("execution-1")
     assert ended(proc)
+
+
+def test_the_service_ends_leftovers_when_it_starts_and_its_jobs_when_it_closes(tmp_path):
+    from pipeline.local.server import DEFAULT_JOB_PYTHON, LocalSageMaker
+
+    job_python = os.environ.get("MNIST_JOB_PYTHON", DEFAULT_JOB_PYTHON)
+    home = ServiceHome(str(tmp_path / "home"))
+    os.makedirs(home.running_jobs_dir)
+    orphan = subprocess.Popen([job_python, "-c", SLEEP], start_new_session=True)
+    try:
+        with open(os.path.join(home.running_jobs_dir, str(orphan.pid)), "w") as handle:
+            handle.write("a job of a service that crashed")
+        service = LocalSageMaker(home.root)
+        assert ended(orphan)
+        with open(tmp_path / "log", "wb") as log:
+            proc = service.jobs._spawn("job-2", "owner", ["python", "-c", SLEEP],
+                                       dict(os.environ), str(tmp_path), log)
+        service.close()
+        assert ended(proc)
+    finally:
+        orphan.kill()

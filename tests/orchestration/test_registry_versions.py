@@ -20,7 +20,7 @@ def registry_over(path):
     store = Store(str(path))
     outbox = Outbox()
     events = []
-    outbox.listen(lambda *event: events.append(event) or [])
+    outbox.listen(lambda *event: events.append(event))
     return RegistryApi(store, "us-east-1", Tags(store), outbox), events
 
 

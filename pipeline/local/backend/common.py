@@ -77,6 +77,13 @@ class Family:
             raise resource.not_found(name)
         return doc
 
+    def _delete(self, resource, name: str) -> dict:
+        """Delete a resource that exists (not found otherwise); what it was."""
+        with self.store.lock:
+            doc = self._get(resource, name)
+            self.store.delete(resource.kind, name)
+        return doc
+
     def _create(self, resource, name: str, doc: dict, exists: ServiceError, tags=None) -> dict:
         """A new resource (never an overwrite: ``exists`` is raised when the name is taken),
         then its tags."""

@@ -57,8 +57,7 @@ class HostingApi(Family):
         return Model.describe(self._get(Model, model_name))
 
     def delete_model(self, model_name):
-        self._get(Model, model_name)
-        self.store.delete(Model.kind, model_name)
+        self._delete(Model, model_name)
         return {}
 
     def list_models(self, **query):
@@ -85,8 +84,7 @@ class HostingApi(Family):
         return EndpointConfig.describe(self._get(EndpointConfig, endpoint_config_name))
 
     def delete_endpoint_config(self, endpoint_config_name):
-        self._get(EndpointConfig, endpoint_config_name)
-        self.store.delete(EndpointConfig.kind, endpoint_config_name)
+        self._delete(EndpointConfig, endpoint_config_name)
         return {}
 
     def list_endpoint_configs(self, **query):

@@ -112,8 +112,7 @@ class PipelinesApi(Family):
         return Pipeline.describe(self._pipeline(pipeline_name))
 
     def delete_pipeline(self, pipeline_name, client_request_token=None):
-        doc = self._pipeline(pipeline_name)
-        self.store.delete(Pipeline.kind, doc["PipelineName"])
+        doc = self._delete(Pipeline, pipeline_name.split("/")[-1])
         return {"PipelineArn": doc["PipelineArn"]}
 
     def list_pipelines(self, pipeline_name_prefix="", managed_by=None, **query):
