@@ -48,7 +48,7 @@ lint: $(ORCH)
 QUICK_TESTS := $(addprefix tests/orchestration/,test_orchestrator.py test_registry_versions.py \
 	test_job_processes.py test_workflow.py test_definition.py test_review_pages.py \
 	test_uvicorn_internals.py test_iam.py test_cli_aws.py test_cli_options.py test_cli_errors.py \
-	test_backend_common.py)
+	test_backend_common.py test_body_reading.py)
 check: lint $(JOB)
 	.venv-job/bin/python -m pytest -q tests/job/test_uvicorn_internals.py
 	.venv/bin/python -m pytest -q $(QUICK_TESTS)

@@ -22,7 +22,7 @@ from sagemaker import image_uris
 from sagemaker.model import Model
 from sagemaker.model_metrics import MetricsSource, ModelMetrics
 from sagemaker.mxnet import MXNet
-from sagemaker.processing import ProcessingInput, ProcessingOutput, ScriptProcessor
+from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
 from sagemaker.workflow.condition_step import ConditionStep
 from sagemaker.workflow.conditions import ConditionEquals, ConditionGreaterThanOrEqualTo
 from sagemaker.workflow.execution_variables import ExecutionVariables
@@ -45,7 +45,7 @@ import sagemaker.utils as sagemaker_utils  # noqa: E402
 
 from pipeline.config import (DATA_REPORT, DEPLOY_PARAMETERS, EVALUATION, PARAMETERS,  # noqa
                              STEPS, PipelineConfig)
-from pipeline.packaging import Artifact, build_artifacts
+from pipeline.packaging import Artifact, build_artifacts, step_folder_uri
 
 _sdk_validate_config = sagemaker_utils.validate_sagemaker_config
 
@@ -55,6 +55,7 @@ CACHE = CacheConfig(enable_caching=True, expire_after="P30D")
 FRAMEWORK_VERSION = "1.9.0"
 PY_VERSION = "py38"
 PROCESSING = "/opt/ml/processing"
+CODE_DIR = f"{PROCESSING}/input/code"  # where ScriptProcessor, and so we, put a job's code
 # Explicit SDK defaults: no telemetry calls, and no machine-local config files that would make the
 # definition depend on the machine it was built on.
 SDK_CONFIG = {"SchemaVersion": "1.0",
@@ -198,7 +199,8 @@ class _Steps:
 
     def __init__(self, config, artifacts, declared=PARAMETERS):
         self.config = config
-        self.code = {name: artifact.uri(config.bucket) for name, artifact in artifacts.items()}
+        self.training_source = artifacts["sourcedir.tar.gz"].uri(config.bucket)
+        self.steps_uri = step_folder_uri(artifacts, config.bucket)
         # one digest of all the job code (each artifact's key holds its content hash)
         self.code_sha256 = hashlib.sha256("\n".join(
             sorted(a.key for a in artifacts.values())).encode()).hexdigest()
@@ -210,11 +212,17 @@ class _Steps:
                                 py_version=PY_VERSION, instance_type="ml.m5.large",
                                 image_scope=scope) for scope in ("training", "inference"))
 
-    def processor(self, base_name):
-        return ScriptProcessor(
-            image_uri=self.image, command=["python3"], role=self.config.role_arn,
-            instance_count=1, instance_type=self.p["ProcessingInstanceType"],
-            base_job_name=base_name, sagemaker_session=self.session)
+    def run_script(self, base_name, script, arguments, inputs=(), outputs=()):
+        """A processing job running ``script`` of the steps' folder, which its "code" input
+        puts where ScriptProcessor puts code (so each script imports its helper)."""
+        processor = Processor(
+            image_uri=self.image, entrypoint=["python3", f"{CODE_DIR}/{script}"],
+            role=self.config.role_arn, instance_count=1,
+            instance_type=self.p["ProcessingInstanceType"], base_job_name=base_name,
+            sagemaker_session=self.session)
+        code = ProcessingInput(source=self.steps_uri, destination=CODE_DIR, input_name="code")
+        return processor.run(inputs=[*inputs, code], outputs=list(outputs),
+                             arguments=arguments)
 
     def prepare(self):
         return ProcessingStep(
@@ -223,8 +231,8 @@ class _Steps:
             description="Fetch MNIST, verify each file's SHA-256, split off a stratified "
                         "validation set, write train / validation / test.",
             property_files=[_property_file(DATA_REPORT)],
-            step_args=self.processor("mnist-prepare").run(
-                code=self.code["preprocess.py"],
+            step_args=self.run_script(
+                "mnist-prepare", "preprocess.py",
                 arguments=["--source", self.p["MnistSourceUri"], "--output-dir", PROCESSING],
                 outputs=[
                     ProcessingOutput(output_name=split, source=f"{PROCESSING}/{split}",
@@ -237,7 +245,7 @@ class _Steps:
     def train(self, outputs):
         config, p = self.config, self.p
         estimator = MXNet(
-            entry_point="train.py", source_dir=self.code["sourcedir.tar.gz"],
+            entry_point="train.py", source_dir=self.training_source,
             framework_version=FRAMEWORK_VERSION, py_version=PY_VERSION, role=config.role_arn,
             instance_count=p["TrainingInstanceCount"], instance_type=p["TrainingInstanceType"],
             hyperparameters={"epochs": p["Epochs"], "learning-rate": p["LearningRate"],
@@ -265,8 +273,8 @@ class _Steps:
             name=STEPS.evaluate,
             description="Accuracy, weighted precision / recall / F1 and the confusion matrix on "
                         "the test set, as SageMaker model-quality statistics.",
-            step_args=self.processor("mnist-evaluate").run(
-                code=self.code["evaluate.py"],
+            step_args=self.run_script(
+                "mnist-evaluate", "evaluate.py",
                 arguments=["--model", f"{PROCESSING}/model", "--test", f"{PROCESSING}/test",
                            "--output-dir", f"{PROCESSING}/evaluation"],
                 inputs=[ProcessingInput(source=model_data, destination=f"{PROCESSING}/model"),
@@ -341,8 +349,8 @@ class _Steps:
             name=STEPS.deploy,
             description="Create or update the endpoint, smoke-test it on real test digits, "
                         "roll back on any failure.",
-            step_args=self.processor("mnist-deploy").run(
-                code=self.code["deploy.py"],
+            step_args=self.run_script(
+                "mnist-deploy", "deploy.py",
                 arguments=[*package,
                            "--endpoint-name", p["EndpointName"],
                            "--instance-type", p["EndpointInstanceType"],
@@ -356,8 +364,8 @@ class _Steps:
             name=STEPS.cleanup,
             description="Delete earlier models and endpoint configs no endpoint uses; the "
                         "endpoint too when KeepEndpoint is false.",
-            step_args=self.processor("mnist-cleanup").run(
-                code=self.code["cleanup.py"],
+            step_args=self.run_script(
+                "mnist-cleanup", "cleanup.py",
                 arguments=["--endpoint-name", p["EndpointName"],
                            "--keep-endpoint", Join(on="", values=[p["KeepEndpoint"]]),
                            "--execution-id", execution],

@@ -17,10 +17,13 @@ from pipeline.config import ROOT
 
 
 # (archive member name, path in the checkout) per artifact. Training ships inference.py so that
-# train.py can place it in the model directory as code/inference.py.
+# train.py can place it in the model directory as code/inference.py, and the job side's shared
+# helper of the container contract.
 TRAINING_SOURCE = [("train.py", "src/train/train.py"),
-                   ("inference.py", "src/inference/inference.py")]
-STEP_SCRIPTS = ["preprocess.py", "evaluate.py", "deploy.py", "cleanup.py"]
+                   ("inference.py", "src/inference/inference.py"),
+                   ("job_contract.py", "steps/job_contract.py")]
+STEPS_DIR = "steps"  # the processing steps' source folder: every script and their helper
+CODE_FOLDER = "steps/"  # artifacts named "steps/<file>" are that folder's files
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,29 @@ def _artifact(prefix: str, name: str, data: bytes) -> Artifact:
     return Artifact(name=name, data=data, key=f"{prefix}/code/{digest}/{name}")
 
 
+def _step_folder(prefix: str) -> Dict[str, Artifact]:
+    """The steps' source folder, each file under one key prefix that the whole folder's
+    content determines (a processing job's code input downloads the prefix)."""
+    names = sorted(f for f in os.listdir(os.path.join(ROOT, STEPS_DIR)) if f.endswith(".py"))
+    files = {name: _read(os.path.join(STEPS_DIR, name)) for name in names}
+    digest = hashlib.sha256()
+    for name, data in files.items():
+        digest.update(f"{name}\0{len(data)}\0".encode() + data)
+    folder = f"{prefix}/code/steps-{digest.hexdigest()[:16]}"
+    return {CODE_FOLDER + name: Artifact(name=name, data=data, key=f"{folder}/{name}")
+            for name, data in files.items()}
+
+
+def step_folder_uri(artifacts: Dict[str, Artifact], bucket: str) -> str:
+    """The S3 prefix of the steps' folder (what a processing job's code input names)."""
+    key = artifacts[CODE_FOLDER + "job_contract.py"].key
+    return f"s3://{bucket}/{key.rpartition('/')[0]}/"
+
+
 def build_artifacts(prefix: str) -> Dict[str, Artifact]:
-    """All code the pipeline's jobs run, keyed by file name."""
-    artifacts = {
-        name: _artifact(prefix, name, _read(os.path.join("steps", name))) for name in STEP_SCRIPTS
-    }
+    """All code the pipeline's jobs run: the steps' folder ("steps/<file>") and the training
+    source archive ("sourcedir.tar.gz")."""
+    artifacts = _step_folder(prefix)
     source = reproducible_tar_gz([(name, _read(path)) for name, path in TRAINING_SOURCE])
     artifacts["sourcedir.tar.gz"] = _artifact(prefix, "sourcedir.tar.gz", source)
     return artifacts

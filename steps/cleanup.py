@@ -6,15 +6,14 @@ longer uses are deleted. With --keep-endpoint false the endpoint goes too, with 
 """
 import argparse
 import json
-import os
 import sys
 import time
 
 import boto3
 from botocore.exceptions import ClientError
 
-# The container contract: a processing job explains its failure in /opt/ml/output/message.
-FAILURE_FILE = os.path.join(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"), "message")
+from job_contract import PROCESSING_FAILURE_FILE, fail
+
 TAG_KEY = "mnist-mxnet:endpoint"
 
 
@@ -114,17 +113,12 @@ def main(argv=None):
     parser.add_argument("--endpoint-name", required=True)
     parser.add_argument("--keep-endpoint", type=parse_bool, default=True)
     parser.add_argument("--execution-id", default="", help="for the log only")
-    parser.add_argument("--failure-file", default=FAILURE_FILE)
+    parser.add_argument("--failure-file", default=PROCESSING_FAILURE_FILE)
     args = parser.parse_args(argv)
     try:
         result = cleanup(boto3.client("sagemaker"), args.endpoint_name, args.keep_endpoint)
     except ClientError as err:
-        message = f"Cleanup failed: {err}"
-        print(message, file=sys.stderr, flush=True)
-        os.makedirs(os.path.dirname(args.failure_file), exist_ok=True)
-        with open(args.failure_file, "w") as handle:
-            handle.write(message)
-        return 1
+        return fail(f"Cleanup failed: {err}", args.failure_file)
     print(json.dumps(result), flush=True)
     return 0
 

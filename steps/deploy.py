@@ -16,8 +16,8 @@ import boto3
 import numpy as np
 from botocore.exceptions import ClientError
 
-# The container contract: a processing job explains its failure in /opt/ml/output/message.
-FAILURE_FILE = os.path.join(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"), "message")
+from job_contract import PROCESSING_FAILURE_FILE, fail
+
 TAG_KEY = "mnist-mxnet:endpoint"  # marks models and endpoint configs that belong to an endpoint
 PACKAGE_TAG = "mnist-mxnet:model-package"  # the package a model was made from
 TEST_DATA_KEY = "TestData"  # the package's CustomerMetadataProperties: its test split's S3 URI
@@ -285,7 +285,7 @@ def main(argv=None):
     parser.add_argument("--smoke-images", type=int, default=50)
     parser.add_argument("--min-smoke-accuracy", type=float, default=0.8)
     parser.add_argument("--timeout", type=float, default=1800)
-    parser.add_argument("--failure-file", default=FAILURE_FILE)
+    parser.add_argument("--failure-file", default=PROCESSING_FAILURE_FILE)
     args = parser.parse_args(argv)
     sm, runtime = boto3.client("sagemaker"), boto3.client("sagemaker-runtime")
     try:
@@ -293,15 +293,7 @@ def main(argv=None):
             args.test_dir = test_folder(sm, args, scratch)
             result = deploy(sm, runtime, args)
     except (DeployError, ClientError) as err:
-        message = f"DeployModel failed: {err}"
-        print(message, file=sys.stderr, flush=True)
-        try:
-            os.makedirs(os.path.dirname(args.failure_file), exist_ok=True)
-            with open(args.failure_file, "w") as handle:
-                handle.write(message)
-        except OSError:
-            pass
-        return 1
+        return fail(f"DeployModel failed: {err}", args.failure_file)
     print(json.dumps(result), flush=True)
     return 0
 

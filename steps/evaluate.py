@@ -17,8 +17,8 @@ import tempfile
 
 import numpy as np
 
-# The container contract: a processing job explains its failure in /opt/ml/output/message.
-FAILURE_FILE = os.path.join(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"), "message")
+from job_contract import PROCESSING_FAILURE_FILE, fail
+
 
 
 def load_handlers(model_dir):
@@ -130,17 +130,12 @@ def main(argv=None):
                         help="model.tar.gz, or the folder holding it")
     parser.add_argument("--test", default="/opt/ml/processing/test")
     parser.add_argument("--output-dir", default="/opt/ml/processing/evaluation")
-    parser.add_argument("--failure-file", default=FAILURE_FILE)
+    parser.add_argument("--failure-file", default=PROCESSING_FAILURE_FILE)
     args = parser.parse_args(argv)
     try:
         report = evaluate(args.model, args.test)
     except (OSError, ValueError, KeyError) as err:
-        message = f"EvaluateModel failed: {err}"
-        print(message, file=sys.stderr, flush=True)
-        os.makedirs(os.path.dirname(args.failure_file), exist_ok=True)
-        with open(args.failure_file, "w") as handle:
-            handle.write(message)
-        return 1
+        return fail(f"EvaluateModel failed: {err}", args.failure_file)
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "evaluation.json"), "w") as handle:
         json.dump(report, handle, indent=2)

@@ -16,6 +16,8 @@ import urllib.request
 
 import numpy as np
 
+from job_contract import PROCESSING_FAILURE_FILE, fail
+
 # SHA-256 of the decompressed IDX files: the canonical MNIST digests, the same for any gzip of them.
 CANONICAL_SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -25,8 +27,6 @@ CANONICAL_SHA256 = {
 }
 # AWS's public copy keeps training files under train/ and test files under test/.
 SUBFOLDER = {"train": "train", "t10k": "test"}
-# The container contract: a processing job explains its failure in /opt/ml/output/message.
-FAILURE_FILE = os.path.join(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"), "message")
 
 
 class DataError(Exception):
@@ -165,22 +165,14 @@ def main(argv=None):
     parser.add_argument("--output-dir", default="/opt/ml/processing")
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--failure-file", default=FAILURE_FILE)
+    parser.add_argument("--failure-file", default=PROCESSING_FAILURE_FILE)
     args = parser.parse_args(argv)
     if not 0 < args.validation_fraction < 1:
         parser.error("--validation-fraction must be between 0 and 1")
     try:
         run(args.source, args.output_dir, args.validation_fraction, args.seed)
     except DataError as err:
-        message = f"PrepareData failed: {err}"
-        print(message, file=sys.stderr, flush=True)
-        try:
-            os.makedirs(os.path.dirname(args.failure_file), exist_ok=True)
-            with open(args.failure_file, "w") as handle:
-                handle.write(message)
-        except OSError:
-            pass
-        return 1
+        return fail(f"PrepareData failed: {err}", args.failure_file)
     return 0
 
 

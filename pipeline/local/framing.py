@@ -10,6 +10,8 @@ and S3's ``aws-chunked`` content encoding is decoded.
 import hashlib
 import tempfile
 
+from pipeline.local.shared import protocol
+
 SPOOL_IN_MEMORY = 8 * 1024 * 1024  # bodies above this go to a temporary file as they arrive
 
 
@@ -17,53 +19,24 @@ class BadRequest(Exception):
     """The request cannot be read safely (400; the connection is closed)."""
 
 
-class TooLarge(Exception):
-    """The body is over the route's limit (413; the rest of it is never read)."""
-
-    def __init__(self, size, limit):
-        super().__init__(f"request body of {size} bytes is over this route's limit of "
-                         f"{limit} bytes")
-        self.size, self.limit = size, limit
-
-
-class ClientGone(Exception):
-    """The client left before its request was whole: there is no one to answer."""
-
-
-def _declared(headers, limit):
-    text = headers.get("content-length")
-    if text is not None and int(text) > limit:  # llhttp has checked it is a number
-        raise TooLarge(int(text), limit)
-
-
-async def _pieces(receive, limit):
-    """The body's pieces as the server hands them over, up to ``limit`` bytes in all."""
-    total, more = 0, True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        piece, more = message.get("body", b""), message.get("more_body", False)
-        total += len(piece)
-        if total > limit:
-            raise TooLarge(total, limit)
-        yield piece
+# Reading a body from the ASGI server is the shared protocol's (both servers read there).
+TooLarge = protocol.BodyTooLarge  # over the route's limit (413; the rest is never read)
+ClientGone = protocol.ClientGone
 
 
 async def read_body(receive, headers, limit) -> bytes:
     """The whole body, in memory (routes whose limit is small)."""
-    _declared(headers, limit)
-    return b"".join([piece async for piece in _pieces(receive, limit)])
+    return await protocol.read_body(receive, headers.get("content-length"), limit)
 
 
 async def spool_body(receive, headers, limit, directory):
     """A body that may be large (S3 objects): in memory, then in a temporary file once over
     ``SPOOL_IN_MEMORY``; returns (file positioned at 0, its MD5 hex digest)."""
-    _declared(headers, limit)
+    protocol.check_declared(headers.get("content-length"), limit)
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=directory)
     digest = hashlib.md5()
     try:
-        async for piece in _pieces(receive, limit):
+        async for piece in protocol.body_pieces(receive, limit):
             digest.update(piece)
             spool.write(piece)
     except BaseException:

@@ -27,6 +27,60 @@ HEAD_LIMIT = 8192  # bytes of a request line waited for before deciding without 
 PASS_LIMIT = 1024 * 1024  # first bytes passed with a connection, at most
 _LENGTH = struct.Struct("!I")
 
+
+
+class ClientGone(Exception):
+    """The client left before its request was whole: there is no one to answer."""
+
+
+class BodyTooLarge(Exception):
+    """A request body over its route's limit (413). It is never buffered to find out: refused
+    from its declared length, or once its pieces pass the limit. ``read``: the bytes of it
+    read so far; ``more``: whether some of it is still unread."""
+
+    def __init__(self, size, limit, read=0, more=True):
+        super().__init__(f"request body of {size} bytes is over this route's limit of "
+                         f"{limit} bytes")
+        self.size, self.limit, self.read, self.more = size, limit, read, more
+
+
+def check_declared(declared, limit):
+    """Refuse a body from its Content-Length (llhttp has checked it is a number)."""
+    if declared is not None and int(declared) > limit:
+        raise BodyTooLarge(int(declared), limit)
+
+
+async def read_body(receive, declared, limit) -> bytes:
+    """A whole body, in memory, from the ASGI server (both servers read bodies here). One
+    loop, no generator: the model server's every invocation comes through it."""
+    check_declared(declared, limit)
+    body, more = bytearray(), True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > limit:
+            raise BodyTooLarge(len(body), limit, len(body), more)
+    return bytes(body)
+
+
+async def body_pieces(receive, limit):
+    """A body's pieces as they arrive, up to ``limit`` bytes in all (for bodies that are
+    streamed to a file, not held)."""
+    total, more = 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        piece, more = message.get("body", b""), message.get("more_body", False)
+        total += len(piece)
+        if total > limit:
+            raise BodyTooLarge(total, limit, total, more)
+        yield piece
+
+
 # What this module uses of uvicorn beyond its public API, by where it lives: the pins in
 # requirements/ hold them, and ``missing_uvicorn_internals`` (run by the tests of both
 # environments) names any that a version change removed.

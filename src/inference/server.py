@@ -83,16 +83,6 @@ def _error_body(message):
     return json.dumps({"error": message}).encode()
 
 
-class TooLarge(Exception):
-    def __init__(self, size, drained):
-        super().__init__(f"request body of {size} bytes is over the 6 MB limit")
-        self.size, self.drained = size, drained
-
-
-class ClientGone(Exception):
-    """The client left before its request was whole: there is no one to answer."""
-
-
 class RuntimeRoute:
     """The runtime API's InvokeEndpoint for one endpoint, answered here for the local service."""
 
@@ -123,10 +113,11 @@ class RuntimeRoute:
         if foreign is not None:
             return await _send(send, runtime_api.wrong_region(foreign, self.region))
         try:
-            body = await _read_body(receive, headers.get("content-length"))
-        except TooLarge as err:
-            return await _send(send, runtime_api.too_large(err.size), close=not err.drained)
-        except ClientGone:
+            body = await protocol.read_body(receive, headers.get("content-length"), MAX_BODY)
+        except protocol.BodyTooLarge as err:
+            return await _send(send, runtime_api.too_large(err.size),
+                               close=not await _drained(receive, err))
+        except protocol.ClientGone:
             return
         work = asyncio.get_running_loop().run_in_executor(
             app.worker, app.service.invoke, body,
@@ -163,10 +154,11 @@ class HostingApp:
             return await _error(send, 405, f"{method} is not allowed on {route}")
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            body = await _read_body(receive, headers.get("content-length"))
-        except TooLarge as err:
-            return await _error(send, 413, str(err), close=not err.drained)
-        except ClientGone:
+            body = await protocol.read_body(receive, headers.get("content-length"), MAX_BODY)
+        except protocol.BodyTooLarge as err:
+            return await _error(send, 413, f"request body of {err.size} bytes is over the 6 MB "
+                                "limit", close=not await _drained(receive, err))
+        except protocol.ClientGone:
             return
         answer = await asyncio.get_running_loop().run_in_executor(
             self.worker, self.service.invoke, body,
@@ -175,28 +167,11 @@ class HostingApp:
         await _reply(send, *answer)
 
 
-# The model server reads bodies and writes answers with its own small functions below, not
-# with the service's (pipeline/local/framing.py, server.ServiceApp): a merged version (one body
-# reader, one response writer for both routes) cost about a third more CPU per request in
-# bench-serve runs beside this code (0.46 against 0.34 ms at concurrency 16 straight at the
-# model server, AWS's stack unchanged in both runs). This is the hot path; keep it lean.
-async def _read_body(receive, declared):
-    """The whole body. One over the limit is never buffered: it is refused from its declared
-    length, or once its chunks pass the limit, after dropping up to DRAIN_LIMIT of it."""
-    if declared is not None and int(declared) > MAX_BODY:
-        size = int(declared)
-        raise TooLarge(size, size <= DRAIN_LIMIT and await _drain(receive, DRAIN_LIMIT))
-    body, more = bytearray(), True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
-        if len(body) > MAX_BODY:
-            size = len(body)
-            raise TooLarge(size, not more or await _drain(receive, DRAIN_LIMIT - size))
-    return bytes(body)
+async def _drained(receive, err) -> bool:
+    """After a body over the limit: whether the rest of it was read and dropped (up to
+    DRAIN_LIMIT in all), so that the connection can serve the next request."""
+    return not err.more or (err.size <= DRAIN_LIMIT and
+                            await _drain(receive, DRAIN_LIMIT - err.read))
 
 
 async def _drain(receive, budget) -> bool:
@@ -211,6 +186,11 @@ async def _drain(receive, budget) -> bool:
     return False
 
 
+# The model server writes answers with its own small function, not with the service's
+# (server.ServiceApp): a merged version (one response writer and one invocation for both
+# routes) cost about a third more CPU per request in bench-serve runs beside this code (0.46
+# against 0.34 ms at concurrency 16 straight at the model server, AWS's stack unchanged in both
+# runs). This is the hot path; keep it lean.
 async def _reply(send, status, content_type, body, close=False):
     headers = [(b"content-type", content_type.encode("latin-1")),
                (b"content-length", str(len(body)).encode())]

@@ -19,11 +19,13 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-# The container contract: a training job explains its failure in /opt/ml/output/failure.
-FAILURE_FILE = os.path.join(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"), "failure")
 HERE = os.path.dirname(os.path.abspath(__file__))
-# The packaged source dir carries inference.py beside this file; a checkout keeps it in
-# src/inference.
+# The packaged source dir carries job_contract.py (and inference.py) beside this file; a
+# checkout keeps it in steps/ (and src/inference).
+if not os.path.isfile(os.path.join(HERE, "job_contract.py")):
+    sys.path.append(os.path.join(HERE, os.pardir, os.pardir, "steps"))
+from job_contract import TRAINING_FAILURE_FILE, fail  # noqa: E402
+
 INFERENCE_CANDIDATES = [os.path.join(HERE, "inference.py"),
                         os.path.join(HERE, os.pardir, "inference", "inference.py")]
 
@@ -50,7 +52,7 @@ def parse_args(argv=None):
                         default=env.get("SM_CHANNEL_VALIDATION", "/opt/ml/input/data/validation"))
     parser.add_argument("--hosts", default=env.get("SM_HOSTS", '["algo-1"]'))
     parser.add_argument("--current-host", default=env.get("SM_CURRENT_HOST", "algo-1"))
-    parser.add_argument("--failure-file", default=FAILURE_FILE)
+    parser.add_argument("--failure-file", default=TRAINING_FAILURE_FILE)
     args = parser.parse_args(argv)
     args.hosts = json.loads(args.hosts) if args.hosts.startswith("[") else args.hosts.split(",")
     try:
@@ -218,14 +220,7 @@ def main(argv=None):
             export(net, args.model_dir, history)
             print(f"model saved to {args.model_dir}", flush=True)
     except TrainingError as err:
-        print(f"TrainModel failed: {err}", file=sys.stderr, flush=True)
-        try:
-            os.makedirs(os.path.dirname(args.failure_file), exist_ok=True)
-            with open(args.failure_file, "w") as handle:
-                handle.write(str(err))
-        except OSError:
-            pass
-        return 1
+        return fail(str(err), args.failure_file)  # the job's FailureReason, as it was
     return 0
 
 

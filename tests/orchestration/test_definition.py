@@ -180,15 +180,30 @@ def test_training_step_uses_mxnet_script_mode_and_metrics(definition):
     assert train["ResourceConfig"]["InstanceCount"] == {"Get": "Parameters.TrainingInstanceCount"}
 
 
-def test_code_uris_are_content_hashed_uploads(definition):
+def test_code_uris_are_content_hashed_uploads(definition, tmp_path, monkeypatch):
     artifacts = packaging.build_artifacts("mnist-mxnet")
     text = json.dumps(definition)
-    for artifact in artifacts.values():
-        assert artifact.uri("example-bucket") in text
-    with open(os.path.join(ROOT, "steps", "evaluate.py"), "rb") as handle:
-        import hashlib
-        digest = hashlib.sha256(handle.read()).hexdigest()[:16]
-    assert artifacts["evaluate.py"].key == f"mnist-mxnet/code/{digest}/evaluate.py"
+    folder = packaging.step_folder_uri(artifacts, "example-bucket")
+    assert artifacts["sourcedir.tar.gz"].uri("example-bucket") in text
+    codes = {s["Name"]: i["S3Input"] for s in all_steps(definition)
+             if s["Type"] == "Processing" for i in s["Arguments"]["ProcessingInputs"]
+             if i["InputName"] == "code"}
+    assert sorted(codes) == ["Cleanup", "DeployModel", "EvaluateModel", "PrepareData"]
+    assert {c["S3Uri"] for c in codes.values()} == {folder}
+    assert {c["S3DataType"] for c in codes.values()} == {"S3Prefix"}
+    steps = sorted(f for f in os.listdir(os.path.join(ROOT, "steps")) if f.endswith(".py"))
+    assert sorted(k for k in artifacts if k.startswith("steps/")) == [f"steps/{f}"
+                                                                       for f in steps]
+    assert all(artifacts[f"steps/{f}"].uri("example-bucket") == folder + f for f in steps)
+    # the folder's key changes with any file's content, and only then
+    for folder in ("steps", "src"):
+        shutil.copytree(os.path.join(ROOT, folder), tmp_path / folder)
+    (tmp_path / "steps" / "job_contract.py").write_text("# changed\n")
+    monkeypatch.setattr(packaging, "ROOT", str(tmp_path))
+    changed = packaging.build_artifacts("mnist-mxnet")
+    assert packaging.step_folder_uri(changed, "b") != packaging.step_folder_uri(artifacts, "b")
+    assert packaging.build_artifacts("mnist-mxnet")["steps/deploy.py"].key == \
+        changed["steps/deploy.py"].key
 
 
 def test_training_source_archive_is_reproducible_and_complete():
@@ -197,7 +212,7 @@ def test_training_source_archive_is_reproducible_and_complete():
     assert first.data == second.data and first.key == second.key
     with tarfile.open(fileobj=io.BytesIO(first.data)) as tar:
         members = tar.getmembers()
-    assert [m.name for m in members] == ["inference.py", "train.py"]
+    assert [m.name for m in members] == ["inference.py", "job_contract.py", "train.py"]
     assert {m.mtime for m in members} == {0}
 
 
