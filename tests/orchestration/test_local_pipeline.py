@@ -15,7 +15,7 @@ from conftest import ROOT
 from localservice import steps_of, wait_for
 from pipeline.aws import Clients, install_pipeline
 from pipeline.definition import SDK_CONFIG, PipelineConfig
-from pipeline.packaging import source_commit
+from pipeline.packaging import TRAINING_SOURCE, source_commit
 from pipelinehelpers import (BUCKET, CHROMIUM_ARGS, MNIST, _artifacts, _browser,
                              _deployed_by_rule, _package_of, idx, read_s3_json, start)
 pytestmark = pytest.mark.slow
@@ -580,10 +580,10 @@ def test_the_sdks_own_estimator_and_processor_run_outside_pipelines(service, cli
         sagemaker_client=sm, sagemaker_runtime_client=runtime, default_bucket=BUCKET,
         sagemaker_config=SDK_CONFIG)  # no telemetry: tests never reach the network
     role = "arn:aws:iam::000000000000:role/lab"
-    source = tmp_path / "source"  # the training script with the handlers it ships in the model
-    source.mkdir()
-    for part in ("train/train.py", "inference/inference.py"):
-        shutil.copy(os.path.join(ROOT, "src", part), source)
+    source = tmp_path / "source"  # the training source folder, as the pipeline packs it: the
+    source.mkdir()  # script, the handlers it ships in the model, the job side's helper
+    for name, path in TRAINING_SOURCE:
+        shutil.copy(os.path.join(ROOT, path), source / name)
 
     estimator = MXNet(entry_point="train.py", source_dir=str(source),
                       role=role, framework_version="1.9.0", py_version="py38",

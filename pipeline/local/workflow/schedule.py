@@ -33,9 +33,10 @@ class Schedule:
             ready = self.ready()
             if not ready:
                 return
-            yield ready[0]
-            if ready[0] in self.ready():  # a bug in the caller: it would loop forever
-                raise RuntimeError(f"step {ready[0]} was given and neither started nor settled")
+            name = ready[0]
+            yield name
+            if not self.settled(name) and name not in self.running:  # it would loop forever
+                raise RuntimeError(f"step {name} was given and neither started nor settled")
 
     def skip(self, name: str):
         self.skipped.add(name)
