@@ -84,8 +84,9 @@ PIPELINE_TAGS = [{"Key": "project", "Value": "mnist-mxnet"}]
 DESCRIPTIONS = {
     "main": "MNIST with MXNet: prepare, train, evaluate, gate on test accuracy, register, "
             "deploy when Approved, clean up",
-    "deploy": "Approve -> deploy: put the group's newest Approved model package behind the "
-              "endpoint, then clean up (started by an EventBridge rule)",
+    "deploy": "Approve -> deploy: put the group's most recently approved model package behind "
+              "the endpoint, then clean up (started by an EventBridge rule on approvals and "
+              "rejections)",
 }
 # What EventBridge may do with the role upsert gives it: start the deploy pipeline, no more.
 EVENTS_TRUST = {"Version": "2012-10-17", "Statement": [{
@@ -94,9 +95,11 @@ EVENTS_TRUST = {"Version": "2012-10-17", "Statement": [{
 
 
 def approval_pattern(group: str) -> dict:
-    """The rule's pattern: a package of the group changed state and is Approved."""
+    """The rule's pattern: a package of the group changed state and is Approved or Rejected
+    (rejecting the live version rolls the endpoint back to the most recently approved one)."""
     return {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Model Package State Change"],
-            "detail": {"ModelPackageGroupName": [group], "ModelApprovalStatus": ["Approved"]}}
+            "detail": {"ModelPackageGroupName": [group],
+                       "ModelApprovalStatus": ["Approved", "Rejected"]}}
 
 
 def pipeline_missing(err: ClientError) -> bool:

@@ -14,6 +14,7 @@ from pipeline.local import launcher
 from pipeline.payloads import read_payloads
 from pipeline.review import pages, runs
 from pipeline.review.runs import find_execution
+from steps import approvals
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -125,12 +126,19 @@ def _package_arn(target, ref):
 
 
 def set_approval(target, status):
+    """Approve or reject a package: the status with the reviewer's comment, the approval time
+    the deploy pipeline ranks by, and a history entry (steps/approvals.py)."""
+    sm = target.clients.sagemaker
     arn = _package_arn(target, target.args.package)
-    kwargs = {"ModelPackageArn": arn, "ModelApprovalStatus": status}
-    if target.args.description:
-        kwargs["ApprovalDescription"] = target.args.description
-    target.clients.sagemaker.update_model_package(**kwargs)
-    print(f"{arn}: {status}")
+    package = sm.describe_model_package(ModelPackageName=arn)
+    sm.update_model_package(**approvals.approval_update(
+        arn, status, target.identity(), target.args.description or "", package, time.time()))
+    version = package.get("ModelPackageVersion")
+    print(f"{arn}: {status}" + (f" (version {version})" if version else ""))
+    if "ModelPackageGroupName" in package:
+        print(f"the approve -> deploy pipeline ({_pipelines(target)[1]}) now puts the most "
+              f"recently approved version of {package['ModelPackageGroupName']} behind the "
+              f"endpoint; follow it: {target.command('executions')}")
     return EXIT_OK
 
 

@@ -91,8 +91,9 @@ DEPLOY_PARAMETERS = {
     "EndpointName": PARAMETERS["EndpointName"],
     "EndpointInstanceType": PARAMETERS["EndpointInstanceType"],
     "KeepEndpoint": PARAMETERS["KeepEndpoint"],
-    "ApprovalEvent": (bool, False, "true when the approval rule started the run: a package "
-                                   "registered Approved is left to the run that registered it"),
+    "ApprovalEvent": (bool, False, "true when the approval rule started the run: nothing to "
+                                   "serve is no failure, and a package registered Approved is "
+                                   "left to its own run while that runs"),
 }
 
 

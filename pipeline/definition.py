@@ -93,6 +93,11 @@ def _property_file(spec):
                         path=spec.file_name)
 
 
+def deployment_log_uri(config) -> str:
+    """Where DeployModel and Cleanup record what each endpoint served (steps/deployment_log.py)."""
+    return f"s3://{config.bucket}/{config.prefix}/deployments"
+
+
 def _s3(config, *parts):
     return Join(on="/", values=[f"s3://{config.bucket}/{config.prefix}", *parts])
 
@@ -182,8 +187,9 @@ def _build_pipeline(config, artifacts):
 
 def build_deploy_pipeline(config: PipelineConfig,
                           artifacts: Optional[Dict[str, Artifact]] = None) -> Pipeline:
-    """The approve -> deploy pipeline: DeployModel (the group's newest Approved package) and
-    Cleanup. The EventBridge rule ``upsert`` creates starts it when a package is approved."""
+    """The approve -> deploy pipeline: DeployModel (the group's most recently approved package)
+    and Cleanup. The EventBridge rule ``upsert`` creates starts it when a package of the group
+    is approved or rejected."""
     with _offline(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Running within a PipelineSession")
         steps = _Steps(config, artifacts or build_artifacts(config.prefix), DEPLOY_PARAMETERS)
@@ -341,7 +347,7 @@ class _Steps:
 
     def deploy_and_cleanup(self, package, test_data, depends_on=None):
         """DeployModel (``package``: which package, as deploy.py's arguments) and Cleanup."""
-        p, execution = self.p, self.execution
+        p, deployment_log = self.p, deployment_log_uri(self.config)
         test = (["--test", f"{PROCESSING}/test"], [ProcessingInput(
             source=test_data, destination=f"{PROCESSING}/test")]) if test_data != "package" \
             else (["--test", "package"], [])
@@ -354,7 +360,8 @@ class _Steps:
                 arguments=[*package,
                            "--endpoint-name", p["EndpointName"],
                            "--instance-type", p["EndpointInstanceType"],
-                           "--execution-id", execution,
+                           "--execution-id", ExecutionVariables.PIPELINE_EXECUTION_ARN,
+                           "--deployment-log", deployment_log,
                            "--role-arn", self.config.role_arn, *test[0]],
                 inputs=test[1],
             ),
@@ -368,7 +375,8 @@ class _Steps:
                 "mnist-cleanup", "cleanup.py",
                 arguments=["--endpoint-name", p["EndpointName"],
                            "--keep-endpoint", Join(on="", values=[p["KeepEndpoint"]]),
-                           "--execution-id", execution],
+                           "--execution-id", ExecutionVariables.PIPELINE_EXECUTION_ARN,
+                           "--deployment-log", deployment_log],
             ),
             depends_on=[deploy],
         )

@@ -1,11 +1,17 @@
 """Where commands run: SageMaker on AWS, or the local service. Everything that differs between
 the two lives here (clients, bucket, role, the data source, polling, job logs, the drawing pad's
 URL, how to call an endpoint); the commands themselves are the same code."""
+import getpass
 import os
+import shlex
+import sys
 from typing import Dict, List, Optional
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from pipeline import aws
-from pipeline.config import LOCAL_MNIST, PLACEHOLDER_ROLE, PipelineConfig
+from pipeline.config import (DEFAULT_MODEL_PACKAGE_GROUP, DEFAULT_PIPELINE_NAME, DEFAULT_PREFIX,
+                             LOCAL_MNIST, PLACEHOLDER_ROLE, PipelineConfig)
 from pipeline.errors import UsageError
 from pipeline.local import launcher
 from pipeline.local.home import ServiceHome
@@ -95,8 +101,20 @@ class Target:
         bucket, _, key = uri[len("s3://"):].partition("/")
         return self.clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
+    def list_s3(self, uri: str) -> List[str]:
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        try:
+            pages = self.clients.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix)
+            return [f"s3://{bucket}/{o['Key']}" for page in pages
+                    for o in page.get("Contents", [])]
+        except ClientError as err:
+            if err.response["Error"]["Code"] == "NoSuchBucket":
+                return []
+            raise
+
     def review_sources(self) -> Sources:
-        return Sources(self.clients.sagemaker, self.read_s3, self.job_log)
+        return Sources(self.clients.sagemaker, self.read_s3, self.job_log, self.list_s3)
 
     def drawing_pad_url(self, endpoint: str) -> Optional[str]:
         """A page that already serves the pad for this endpoint, if the target has one."""
@@ -117,8 +135,26 @@ class Target:
         return [f"call it: boto3.client('sagemaker-runtime').invoke_endpoint("
                 f"EndpointName='{endpoint}', ContentType='application/json', Body=...)"]
 
+    def identity(self) -> str:
+        """Who acts, for the approval history: the caller's IAM identity."""
+        try:
+            return self.clients.session.client("sts").get_caller_identity()["Arn"]
+        except (ClientError, BotoCoreError):
+            return "unknown caller"
+
     def command(self, words: str) -> str:
-        return f"run_pipeline.py {words}"
+        """An exact command line that repeats this one's options (a hint to copy)."""
+        return " ".join([*invocation(), *self._options(), words])
+
+    def _options(self) -> List[str]:
+        given = [(flag, getattr(self.args, attr, None), default) for flag, attr, default in (
+            ("--profile", "profile", None), ("--region", "region", None),
+            ("--endpoint-url", "endpoint_url", None), ("--bucket", "bucket", None),
+            ("--prefix", "prefix", DEFAULT_PREFIX),
+            ("--pipeline-name", "pipeline_name", DEFAULT_PIPELINE_NAME),
+            ("--model-package-group", "model_package_group", DEFAULT_MODEL_PACKAGE_GROUP))]
+        return [f"{flag} {shlex.quote(str(value))}" for flag, value, default in given
+                if value not in (None, default)]
 
 
 class LocalTarget(Target):
@@ -174,8 +210,23 @@ class LocalTarget(Target):
         pipeline, execution = arn.split("/")[1], arn.split("/")[-1]
         return f"{self.clients.endpoint_url}/executions/{pipeline}/{execution}"
 
-    def command(self, words):
-        return f"run_pipeline.py --local {words}"
+    def identity(self):
+        return f"local user {getpass.getuser()}"
+
+    def _options(self):
+        home = self.args.local_home
+        return ["--local", *([f"--local-home {shlex.quote(home)}"]
+                             if home != launcher.default_home() else []), *super()._options()]
+
+
+def invocation() -> List[str]:
+    """How this program was run: the interpreter (relative when it is under the working
+    folder, as a virtualenv's usually is) and the script as typed."""
+    python = sys.executable
+    relative = os.path.relpath(python)
+    if not relative.startswith(".."):
+        python = relative if os.sep in relative else f".{os.sep}{relative}"
+    return [shlex.quote(python), shlex.quote(sys.argv[0] or "run_pipeline.py")]
 
 
 def target_for(args) -> Target:

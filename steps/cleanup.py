@@ -12,6 +12,7 @@ import time
 import boto3
 from botocore.exceptions import ClientError
 
+import deployment_log
 from job_contract import PROCESSING_FAILURE_FILE, fail
 
 TAG_KEY = "mnist-mxnet:endpoint"
@@ -112,11 +113,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint-name", required=True)
     parser.add_argument("--keep-endpoint", type=parse_bool, default=True)
-    parser.add_argument("--execution-id", default="", help="for the log only")
+    parser.add_argument("--execution-id", default="",
+                        help="the pipeline execution (its ARN or id), for the logs")
+    parser.add_argument("--deployment-log", default="",
+                        help="s3:// URI of the deployment log: a deleted endpoint is recorded")
     parser.add_argument("--failure-file", default=PROCESSING_FAILURE_FILE)
     args = parser.parse_args(argv)
     try:
         result = cleanup(boto3.client("sagemaker"), args.endpoint_name, args.keep_endpoint)
+        if result["endpoint"] and args.deployment_log:
+            deployment_log.write(boto3.client("s3"), args.deployment_log, args.endpoint_name,
+                                 deployment_log.DELETED, args.execution_id)
     except ClientError as err:
         return fail(f"Cleanup failed: {err}", args.failure_file)
     print(json.dumps(result), flush=True)

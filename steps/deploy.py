@@ -3,7 +3,10 @@
 Creates a model and an endpoint config named after the pipeline execution, then creates the
 endpoint or updates it in place; waits for InService; smoke-tests it on real test digits; and on
 any failure puts the previous endpoint config back (or deletes a new endpoint), so a bad model
-never stays deployed. boto3 only: runs against AWS or the local service alike.
+never stays deployed. Which package: the one given (the run that registered it), or the
+group's most recently approved one (the approve -> deploy pipeline; the rule is approvals.py's).
+Each deployment is recorded in the deployment log (deployment_log.py). boto3 only: runs against
+AWS or the local service alike.
 """
 import argparse
 import json
@@ -16,12 +19,13 @@ import boto3
 import numpy as np
 from botocore.exceptions import ClientError
 
+import approvals
+import deployment_log
 from job_contract import PROCESSING_FAILURE_FILE, fail
 
 TAG_KEY = "mnist-mxnet:endpoint"  # marks models and endpoint configs that belong to an endpoint
-PACKAGE_TAG = "mnist-mxnet:model-package"  # the package a model was made from
+PACKAGE_TAG = deployment_log.PACKAGE_TAG
 TEST_DATA_KEY = "TestData"  # the package's CustomerMetadataProperties: its test split's S3 URI
-REGISTERED_KEY = "RegisteredApproval"  # ... and the approval status it was registered with
 
 
 class DeployError(Exception):
@@ -107,15 +111,6 @@ def smoke_test(runtime, endpoint_name, test_dir, count, min_accuracy):
     return accuracy
 
 
-def latest_approved(sm, group):
-    """The newest Approved package of a group: what the approve -> deploy pipeline ships."""
-    page = sm.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="Approved",
-                                  SortBy="CreationTime", SortOrder="Descending", MaxResults=1)
-    if not page["ModelPackageSummaryList"]:
-        raise DeployError(f"no Approved model package in group {group}")
-    return page["ModelPackageSummaryList"][0]["ModelPackageArn"]
-
-
 def serving_package(sm, desc):
     """The package an endpoint's model was made from (by its tag), or None."""
     try:
@@ -125,13 +120,6 @@ def serving_package(sm, desc):
     except ClientError:
         return None
     return next((t["Value"] for t in tags if t["Key"] == PACKAGE_TAG), None)
-
-
-def registered_approved(sm, package_arn):
-    """Whether a package was Approved when registered (its own run deploys it). SageMaker emits
-    state-change events on creation too, so the approval rule also fires for such packages."""
-    package = sm.describe_model_package(ModelPackageName=package_arn)
-    return package.get("CustomerMetadataProperties", {}).get(REGISTERED_KEY) == "Approved"
 
 
 def fetch_test_data(s3, uri, into):
@@ -189,42 +177,92 @@ def rollback(sm, endpoint_name, previous_config, new_name, timeout):
     return outcome
 
 
-def test_folder(sm, args, scratch):
+def test_folder(sm, args, package_arn, scratch):
     """Where the smoke test's digits are, downloading them when they are in S3."""
     uri = args.test
     if uri == "package":
-        arn = args.model_package_arn or latest_approved(sm, args.model_package_group)
-        package = sm.describe_model_package(ModelPackageName=arn)
+        package = sm.describe_model_package(ModelPackageName=package_arn)
         uri = package.get("CustomerMetadataProperties", {}).get(TEST_DATA_KEY)
         if not uri:
-            raise DeployError(f"model package {arn} records no {TEST_DATA_KEY} for the smoke test")
+            raise DeployError(f"model package {package_arn} records no {TEST_DATA_KEY} for the "
+                              "smoke test")
     if uri.startswith("s3://"):
         return fetch_test_data(boto3.client("s3"), uri, scratch)
     return uri
 
 
-def deploy(sm, runtime, args):
-    package_arn = args.model_package_arn or latest_approved(sm, args.model_package_group)
+def package_status(sm, package_arn):
+    try:
+        return sm.describe_model_package(ModelPackageName=package_arn).get("ModelApprovalStatus")
+    except ClientError:
+        return None
+
+
+def choose(sm, args, existing):
+    """The package to deploy, or (None, what happened) when there is nothing to do: the rule in
+    approvals.py decides in group mode (the approve -> deploy pipeline)."""
+    if args.model_package_arn:
+        return args.model_package_arn, None
+    group = args.model_package_group
+    package = approvals.to_serve(sm, group)
+    serving = serving_package(sm, existing) if existing else None
+    if package is None:
+        if existing is None and args.approval_event != "true":
+            raise DeployError(f"no Approved model package in group {group}")
+        status = package_status(sm, serving) if serving else None
+        if serving and status != "Approved":
+            print(f"WARNING: endpoint {args.endpoint_name} serves {serving}, which is {status}, "
+                  f"and no Approved version of {group} remains: approve a version to deploy "
+                  f"it, or delete the endpoint", flush=True)
+            return None, {"deployed": False, "serving_not_approved": serving, "status": status}
+        print(f"no Approved model package in group {group}: nothing to do", flush=True)
+        return None, {"deployed": False, "nothing_approved": group}
+    arn = package["ModelPackageArn"]
+    if args.approval_event == "true" and approvals.registering_run_active(sm, package):
+        print(f"model package {arn} was registered Approved and the pipeline run that "
+              "registered it is still running: it deploys it; nothing to do", flush=True)
+        return None, {"deployed": False, "left_to_its_run": arn}
+    print(f"the most recently approved version of {group} is {arn} (approved "
+          f"{approvals.iso(approvals.approval_time(package))})", flush=True)
+    return arn, None
+
+
+def deploy(sm, runtime, args, scratch):
+    existing = settled(sm, args.endpoint_name, args.timeout)
+    package_arn, nothing = choose(sm, args, existing)
+    if nothing:
+        return nothing
     status, container = container_from_package(sm, package_arn)
     if status != "Approved":
         print(f"model package {package_arn} is {status}: not deployed. Approve it "
               f"(run_pipeline.py approve) and the approve -> deploy pipeline deploys it.",
               flush=True)
         return {"deployed": False, "approval_status": status}
-    name = resource_name(args.endpoint_name, args.execution_id)
-    tags = [{"Key": TAG_KEY, "Value": args.endpoint_name}]
-    if args.approval_event == "true" and registered_approved(sm, package_arn):
-        print(f"model package {package_arn} was registered Approved: the pipeline run that "
-              "registered it deploys it; nothing to do", flush=True)
-        return {"deployed": False, "left_to_its_run": package_arn}
-    existing = settled(sm, args.endpoint_name, args.timeout)
-    previous_config = existing["EndpointConfigName"] if existing else None
     if existing and existing["EndpointStatus"] == "InService" and \
             serving_package(sm, existing) == package_arn:
         print(f"endpoint {args.endpoint_name} already serves {package_arn}: nothing to do",
               flush=True)
         return {"deployed": False, "already_serving": package_arn}
+    test_dir = test_folder(sm, args, package_arn, scratch)
     print(f"deploying model package {package_arn}", flush=True)
+    name = resource_name(args.endpoint_name, args.execution_id)
+    result = switch(sm, runtime, args, package_arn, container, existing, name, test_dir)
+    if args.deployment_log:
+        deployment_log.write(boto3.client("s3"), args.deployment_log, args.endpoint_name,
+                             deployment_log.DEPLOYED, args.execution_id,
+                             endpoint_config=name, model_package_arn=package_arn,
+                             previous_config=result["previous_config"])
+        endpoint_arn = sm.describe_endpoint(EndpointName=args.endpoint_name)["EndpointArn"]
+        sm.add_tags(ResourceArn=endpoint_arn, Tags=[
+            {"Key": deployment_log.LOG_TAG, "Value": args.deployment_log}])
+    return result
+
+
+def switch(sm, runtime, args, package_arn, container, existing, name, test_dir):
+    """Create the model and config ``name``, put the endpoint on it, smoke-test; roll back on
+    any failure."""
+    previous_config = existing["EndpointConfigName"] if existing else None
+    tags = [{"Key": TAG_KEY, "Value": args.endpoint_name}]
     sm.create_model(ModelName=name, PrimaryContainer=container, ExecutionRoleArn=args.role_arn,
                     Tags=tags + [{"Key": PACKAGE_TAG, "Value": package_arn}])
     sm.create_endpoint_config(EndpointConfigName=name, Tags=tags, ProductionVariants=[{
@@ -254,7 +292,7 @@ def deploy(sm, runtime, args):
         if desc["EndpointStatus"] != "InService" or desc.get("EndpointConfigName") != name:
             raise DeployError(f"endpoint {args.endpoint_name} is {desc['EndpointStatus']}: "
                               f"{desc.get('FailureReason', 'no reason given')}")
-        accuracy = smoke_test(runtime, args.endpoint_name, args.test_dir, args.smoke_images,
+        accuracy = smoke_test(runtime, args.endpoint_name, test_dir, args.smoke_images,
                               args.min_smoke_accuracy)
     except (DeployError, ClientError) as err:
         outcome = rollback(sm, args.endpoint_name, previous_config, name, args.timeout)
@@ -270,18 +308,23 @@ def main(argv=None):
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model-package-arn", help="the package to deploy")
     which.add_argument("--model-package-group",
-                       help="deploy the group's newest Approved package (approve -> deploy)")
+                       help="deploy the group's most recently approved package (approve -> "
+                            "deploy; see approvals.py)")
     parser.add_argument("--approval-event", type=str.lower, choices=["true", "false"],
                         default="false",
-                        help="true when an approval event started this: leave a package that "
-                             "was registered Approved to the run that registered it")
+                        help="true when a package state change started this: nothing to serve "
+                             "is not a failure, and a package registered Approved is left to "
+                             "the run that registered it while that run is running")
     parser.add_argument("--endpoint-name", required=True)
     parser.add_argument("--instance-type", default="ml.m5.large")
-    parser.add_argument("--execution-id", required=True)
+    parser.add_argument("--execution-id", required=True,
+                        help="the deploying pipeline execution (its ARN, or its id)")
     parser.add_argument("--role-arn", required=True)
     parser.add_argument("--test", default="/opt/ml/processing/test",
                         help="test digits for the smoke test: a folder, an s3:// URI, or "
                              "'package' for the URI the model package records")
+    parser.add_argument("--deployment-log", default="",
+                        help="s3:// URI of the deployment log (deployment_log.py) to record to")
     parser.add_argument("--smoke-images", type=int, default=50)
     parser.add_argument("--min-smoke-accuracy", type=float, default=0.8)
     parser.add_argument("--timeout", type=float, default=1800)
@@ -290,8 +333,7 @@ def main(argv=None):
     sm, runtime = boto3.client("sagemaker"), boto3.client("sagemaker-runtime")
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            args.test_dir = test_folder(sm, args, scratch)
-            result = deploy(sm, runtime, args)
+            result = deploy(sm, runtime, args, scratch)
     except (DeployError, ClientError) as err:
         return fail(f"DeployModel failed: {err}", args.failure_file)
     print(json.dumps(result), flush=True)

@@ -42,7 +42,8 @@ class RunBrowser:
     def __init__(self, backend, s3, home, url):
         self.backend, self.url = backend, url
         self.sources = Sources(BackendClient(backend), lambda uri: _read_object(s3, uri),
-                               lambda job: _read_log(home.job_log(job)))
+                               lambda job: _read_log(home.job_log(job)),
+                               lambda uri: _list_objects(s3, uri))
 
     def _pipelines(self):
         return [p["PipelineName"] for p in all_items(self.sources.sagemaker.list_pipelines,
@@ -120,6 +121,13 @@ def _read_object(s3, uri) -> bytes:
     if data is None:
         raise FileNotFoundError(f"no object {uri}")
     return data
+
+
+def _list_objects(s3, uri) -> list:
+    bucket, prefix = s3.split(uri)
+    if not s3.bucket_exists(bucket):
+        return []
+    return [f"s3://{bucket}/{key}" for key, _, _ in s3.list(bucket, prefix)]
 
 
 def _read_log(path) -> str:

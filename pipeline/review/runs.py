@@ -32,11 +32,13 @@ def epoch(value) -> Optional[float]:
 @dataclass
 class Sources:
     """Where a review reads from: a boto3-shaped SageMaker client, S3 bytes by URI, job logs by
-    job name (CloudWatch on AWS, the service's log files locally)."""
+    job name (CloudWatch on AWS, the service's log files locally), and the URIs of the objects
+    under an S3 prefix (the deployment log)."""
 
     sagemaker: Any  # a boto3 client (or the local backend in its shape)
     read_s3: Callable[[str], bytes]
     job_log: Callable[[str], str]
+    list_s3: Callable[[str], List[str]]
 
     def read_json(self, uri):
         return json.loads(self.read_s3(uri))

@@ -206,36 +206,6 @@ def test_group_mode_without_an_approved_package_fails_clearly(aws, tmp_path):
     assert code == 1 and "no Approved model package in group mnist" in failure.read_text()
 
 
-def test_an_approval_event_leaves_a_package_registered_approved_to_its_run(aws, test_dir,
-                                                                            tmp_path, capsys):
-    """SageMaker emits the state-change event on creation too: the rule then starts the deploy
-    pipeline for a package the registering run deploys itself. It does nothing; started by hand
-    (no event) it deploys."""
-    s3 = boto3.client("s3", region_name=REGION)
-    s3.create_bucket(Bucket="data")
-    s3.upload_file(str(test_dir / "test.npz"), "data", "run1/test/test.npz")
-    package = register(aws, CustomerMetadataProperties={"TestData": "s3://data/run1/test",
-                                                        "RegisteredApproval": "Approved"})
-
-    def run(event):
-        queue_answer(range(10))
-        return deploy.main(["--model-package-group", "mnist", "--approval-event", event,
-                            "--endpoint-name", ENDPOINT, "--execution-id", f"d-{event}",
-                            "--role-arn", ROLE, "--test", "package", "--smoke-images", "10",
-                            "--failure-file", str(tmp_path / "f")])
-
-    assert run("true") == 0
-    assert "registered Approved: the pipeline run that registered it deploys it" in \
-        capsys.readouterr().out
-    assert aws.list_endpoints()["Endpoints"] == []
-    assert run("false") == 0
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["model_package_arn"] == package
-    with pytest.raises(SystemExit) as exit_info:
-        deploy.main(["--model-package-group", "mnist", "--approval-event", "maybe",
-                     "--endpoint-name", ENDPOINT, "--execution-id", "x", "--role-arn", ROLE])
-    assert exit_info.value.code == 2
-
-
 def test_an_update_that_leaves_the_old_config_fails_the_deploy_truthfully(aws, test_dir,
                                                                          tmp_path, monkeypatch):
     """As on AWS (and the local service) a failed update keeps the endpoint InService on its old

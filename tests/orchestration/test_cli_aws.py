@@ -12,6 +12,8 @@ from pipeline import cli
 from pipeline.aws import pipeline_missing
 from pipeline.definition import PipelineConfig, definition_json, deploy_definition_json
 from pipeline.packaging import build_artifacts, source_commit
+from pipeline.target import invocation
+from steps import approvals
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
@@ -61,7 +63,7 @@ def test_upsert_installs_approve_then_deploy(aws, capsys):
     assert json.loads(rule["EventPattern"]) == {
         "source": ["aws.sagemaker"], "detail-type": ["SageMaker Model Package State Change"],
         "detail": {"ModelPackageGroupName": ["mnist-mxnet-models"],
-                   "ModelApprovalStatus": ["Approved"]}}
+                   "ModelApprovalStatus": ["Approved", "Rejected"]}}
     (target,) = events.list_targets_by_rule(Rule="mnist-mxnet-approved")["Targets"]
     assert target["Arn"] == deploy["PipelineArn"]
     assert target["SageMakerPipelineParameters"]["PipelineParameterList"] == [
@@ -145,8 +147,17 @@ def test_approve_and_reject_latest_package(aws, capsys):
     time.sleep(0.01)  # distinct creation times
     newest = register()
     assert cli.main(BASE + ["approve", "latest", "--description", "looks good"]) == 0
-    assert capsys.readouterr().out.strip() == f"{newest}: Approved"
-    assert sm.describe_model_package(ModelPackageName=newest)["ModelApprovalStatus"] == "Approved"
+    assert capsys.readouterr().out.splitlines() == [
+        f"{newest}: Approved (version 2)",
+        "the approve -> deploy pipeline (mnist-mxnet-deploy) now puts the most recently approved "
+        "version of mnist-mxnet-models behind the endpoint; follow it: "
+        f"{' '.join(invocation())} --region {REGION} --bucket {BUCKET} executions"]
+    approved = sm.describe_model_package(ModelPackageName=newest)
+    assert approved["ModelApprovalStatus"] == "Approved"
+    assert approved["ApprovalDescription"] == "looks good"
+    (stamp, text), = approvals.history(approved)
+    assert text == "Approved by arn:aws:sts::123456789012:user/moto - looks good"
+    assert stamp == approvals.approval_time(approved) and abs(stamp - time.time()) < 60
     assert sm.describe_model_package(ModelPackageName=oldest)["ModelApprovalStatus"] == \
         "PendingManualApproval"
     assert cli.main(BASE + ["reject", oldest]) == 0

@@ -87,7 +87,8 @@ def test_the_report_escapes_too_and_has_no_links(hostile):
     from pipeline.review.runs import Sources
 
     service, runs, _ = hostile
-    sources = Sources(BackendClient(service.backend), lambda uri: b"", lambda job: HOSTILE)
+    sources = Sources(BackendClient(service.backend), lambda uri: b"", lambda job: HOSTILE,
+                      lambda uri: [])
     html = pages.report(sources, runs[0]).decode()
     assert "<script>" not in html and ESCAPED in html
     assert "<a href" not in html and "<nav>" not in html

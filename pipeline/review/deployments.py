@@ -1,0 +1,132 @@
+"""What each endpoint served and when: the deployment log (steps/deployment_log.py) read back,
+so a page says what a run deployed and whether it is still live, an endpoint lists its
+deployments, and the registry marks the live version. The endpoint's own description is only
+its present; this is its past.
+"""
+import json
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from botocore.exceptions import ClientError
+
+from pipeline.review.runs import Sources, all_items
+from steps import deployment_log
+from steps.deployment_log import LOG_TAG, PACKAGE_TAG
+
+
+@dataclass
+class Deployment:
+    endpoint: str
+    action: str  # deployed, or deleted (the endpoint)
+    time: float
+    execution: str  # the deploying (or deleting) execution's ARN
+    package: str = ""  # the model package ARN deployed
+    config: str = ""
+    until: Optional[float] = None  # when the next entry replaced it (or deleted the endpoint)
+    next: Optional["Deployment"] = None
+
+    @property
+    def version(self) -> str:
+        tail = self.package.rsplit("/", 1)[-1]
+        return f"v{tail}" if tail.isdigit() else self.package.rsplit("/", 1)[-1]
+
+    @property
+    def live(self) -> bool:
+        return self.action == deployment_log.DEPLOYED and self.next is None
+
+
+def history(sources: Sources, log_uri: str, endpoint: str) -> List[Deployment]:
+    """One endpoint's entries, newest first, each knowing what came after it."""
+    prefix = deployment_log.endpoint_prefix(log_uri, endpoint)
+    entries = []
+    for uri in sorted(sources.list_s3(prefix)):
+        try:
+            doc = json.loads(sources.read_s3(uri))
+            entries.append(Deployment(
+                endpoint=doc["endpoint"], action=doc["action"], time=float(doc["time"]),
+                execution=doc.get("execution", ""), package=doc.get("model_package_arn", ""),
+                config=doc.get("endpoint_config", "")))
+        except (ValueError, KeyError, TypeError, OSError):
+            continue  # an entry that is not ours: not shown
+    for older, newer in zip(entries, entries[1:]):
+        older.until, older.next = newer.time, newer
+    return entries[::-1]
+
+
+def run_log_uri(run) -> Optional[str]:
+    """The log a run's DeployModel (or Cleanup) wrote to: its ``--deployment-log`` argument."""
+    for step in run.steps:
+        arguments = step.job.get("AppSpecification", {}).get("ContainerArguments", [])
+        if "--deployment-log" in arguments[:-1]:
+            return arguments[arguments.index("--deployment-log") + 1]
+    return None
+
+
+def of_run(sources: Sources, run) -> List[Deployment]:
+    """What this execution did to its endpoint (deployed, deleted), each entry knowing what
+    replaced it; [] when it changed nothing."""
+    uri, endpoint = run_log_uri(run), run.parameters.get("EndpointName")
+    if not uri or not endpoint:
+        return []
+    return [d for d in history(sources, uri, endpoint) if d.execution == run.arn]
+
+
+def endpoint_log_uri(sm, endpoint: dict) -> Optional[str]:
+    try:
+        tags = sm.list_tags(ResourceArn=endpoint["EndpointArn"])["Tags"]
+    except ClientError:
+        return None
+    return next((t["Value"] for t in tags if t["Key"] == LOG_TAG), None)
+
+
+def serving(sm, endpoint_name: str) -> Optional[str]:
+    """The model package an endpoint serves now (by its model's tag), or None."""
+    try:
+        desc = sm.describe_endpoint(EndpointName=endpoint_name)
+        config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
+        model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+        tags = sm.list_tags(ResourceArn=model["ModelArn"])["Tags"]
+    except (ClientError, KeyError, IndexError):
+        return None
+    return next((t["Value"] for t in tags if t["Key"] == PACKAGE_TAG), None)
+
+
+@dataclass
+class Live:
+    """An endpoint as the registry sees it: the package it serves, since when, and that
+    package's approval status now."""
+
+    endpoint: str
+    package: Optional[str]
+    since: Optional[float]
+    status: Optional[str]
+    deployments: List[Deployment]
+
+    @property
+    def warning(self) -> str:
+        if self.package and self.status != "Approved":
+            return (f"serving a {self.status or 'deleted'} model ({self.package}): approve a "
+                    "version to deploy it, or delete the endpoint")
+        return ""
+
+
+def live_endpoints(sources: Sources) -> Dict[str, Live]:
+    """Every endpoint with what it serves and its deployment history."""
+    sm, found = sources.sagemaker, {}
+    for summary in all_items(sm.list_endpoints, "Endpoints"):
+        name = summary["EndpointName"]
+        package = serving(sm, name)
+        uri = endpoint_log_uri(sm, summary)
+        past = history(sources, uri, name) if uri else []
+        since = next((d.time for d in past if d.live and d.package == package), None)
+        found[name] = Live(name, package, since, _status(sm, package), past)
+    return found
+
+
+def _status(sm, package) -> Optional[str]:
+    if not package:
+        return None
+    try:
+        return sm.describe_model_package(ModelPackageName=package).get("ModelApprovalStatus")
+    except ClientError:
+        return None
