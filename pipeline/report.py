@@ -6,8 +6,8 @@ import time
 from botocore.exceptions import ClientError
 
 from pipeline.config import STEPS
-from pipeline.review import runs
-from pipeline.review.pages import accuracy_text, took, when
+from pipeline.review import deployments, runs
+from pipeline.review.text import accuracy_text, took, when
 
 FINAL_STATUSES = runs.FINAL_STATUSES
 
@@ -16,6 +16,11 @@ def step_line(step):
     line = f"  {step['StepName']:<24} {step['StepStatus']}"
     if step.get("FailureReason"):
         line += f": {step['FailureReason']}"
+    source = step.get("CacheHitResult", {}).get("SourcePipelineExecutionArn")
+    if source:
+        job = next((m["Arn"].split("/")[-1] for kind, m in step.get("Metadata", {}).items()
+                    if kind.endswith("Job") and "Arn" in m), "")
+        line += f" - {runs.cache_hit_text(step['StepName'], source, job)}"
     return line
 
 
@@ -54,8 +59,8 @@ def wait(target, arn, poll):
         steps = runs.all_items(sm.list_pipeline_execution_steps, "PipelineExecutionSteps",
                                PipelineExecutionArn=arn, SortOrder="Ascending")
         for step in steps:
-            if "TrainingJob" in step.get("Metadata", {}):
-                progress.update(step, started)
+            if "TrainingJob" in step.get("Metadata", {}) and "CacheHitResult" not in step:
+                progress.update(step, started)  # a cache hit's epochs are another run's
             if seen.get(step["StepName"]) != step["StepStatus"]:
                 seen[step["StepName"]] = step["StepStatus"]
                 print(f"[{time.time() - started:6.1f}s]{step_line(step)}", flush=True)
@@ -88,16 +93,16 @@ def summarize(target, arn):
         print(f"model package: {run.package['ModelPackageArn']} "
               f"({run.package['ModelApprovalStatus']})")
         if run.package["ModelApprovalStatus"] == "PendingManualApproval":
-            print(f"  waiting for approval: {target.command('approve latest')} deploys it")
+            arn = run.package["ModelPackageArn"]
+            print(f"  waiting for approval: {target.command(f'approve {arn}')} deploys it")
     name = run.parameters.get("EndpointName")
     deploy = run.step(STEPS.deploy)
     if not deploy or deploy.status != "Succeeded" or not name:
         return
-    if run.endpoint is None:
-        print(f"endpoint {name}: deleted by {STEPS.cleanup} (KeepEndpoint=false)")
+    for line in deployment_lines(target, run):
+        print(line)
+    if run.endpoint_now is None:
         return
-    print(f"endpoint: {name} ({run.endpoint['EndpointStatus']}, config "
-          f"{run.endpoint['EndpointConfigName']})")
     for line in target.invoke_hints(name):
         print(f"  {line}")
     print(f"  delete it: {target.command(f'delete-endpoint {name}')}")
@@ -114,9 +119,12 @@ def describe(target, arn):
     print("parameters: " + ", ".join(f"{k}={v}" for k, v in run.parameters.items()))
     print("steps:")
     for step in run.steps:
-        print(f"  {step.name:<24} {step.status:<10} {took(step.duration):>8}"
+        print(f"  {step.name:<24} {step.status:<10} "
+              f"{'cached' if step.cache_source else took(step.duration):>8}"
               + (f"  {step.failure}" if step.failure else ""))
-        if step.job_name:
+        if step.cache_source:
+            print(f"    {step.cache_text}")
+        elif step.job_name:
             print(f"    {step.job_kind}: {step.job_name}")
         metrics = ", ".join(f"{m['MetricName']}={m['Value']:.4f}"
                             for m in step.job.get("FinalMetricDataList", []))
@@ -131,10 +139,27 @@ def describe(target, arn):
     if run.package:
         print(f"model package: {run.package['ModelPackageArn']} "
               f"({run.package['ModelApprovalStatus']})")
-    if run.endpoint:
-        print(f"endpoint: {run.endpoint['EndpointName']} ({run.endpoint['EndpointStatus']}, "
-              f"config {run.endpoint['EndpointConfigName']})")
+    for line in deployment_lines(target, run):
+        print(line)
     return run
+
+
+def deployment_lines(target, run):
+    """What the run did to its endpoint, then, and what the endpoint serves now."""
+    lines = [f"deployment: {line}" for line in deployments.run_lines(run)]
+    name, now = run.parameters.get("EndpointName"), run.endpoint_now
+    if now:
+        sm = target.clients.sagemaker
+        package = deployments.serving(sm, name)
+        status = deployments.package_status(sm, package)
+        lines.append(f"endpoint now: {name} {now['EndpointStatus']}, serving "
+                     f"{package or 'an unrecorded model'}" + (f" ({status})" if status else ""))
+        if package and status != "Approved":
+            lines.append(f"WARNING: {name} is serving a {status or 'deleted'} model: approve a "
+                         f"version to deploy it, or {target.command(f'delete-endpoint {name}')}")
+    elif run.step(STEPS.deploy):
+        lines.append(f"endpoint now: {name} does not exist")
+    return lines
 
 
 def executions(target, pipeline_names, limit):

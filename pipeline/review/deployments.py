@@ -9,7 +9,8 @@ from typing import Dict, List, Optional
 
 from botocore.exceptions import ClientError
 
-from pipeline.review.runs import Sources, all_items
+from pipeline.review.sources import Sources, all_items
+from pipeline.review.text import when
 from steps import deployment_log
 from steps.deployment_log import LOG_TAG, PACKAGE_TAG
 
@@ -27,12 +28,23 @@ class Deployment:
 
     @property
     def version(self) -> str:
-        tail = self.package.rsplit("/", 1)[-1]
-        return f"v{tail}" if tail.isdigit() else self.package.rsplit("/", 1)[-1]
+        return _version_of(self.package)
 
     @property
     def live(self) -> bool:
         return self.action == deployment_log.DEPLOYED and self.next is None
+
+    @property
+    def text(self) -> str:
+        """"deployed v3 to mnist-mlp at ...; replaced by v4 at ..." (what it did, then)."""
+        if self.action == deployment_log.DELETED:
+            return f"deleted endpoint {self.endpoint} at {when(self.time)}"
+        done = f"deployed {self.version} to {self.endpoint} at {when(self.time)}"
+        if self.next is None:
+            return f"{done}; still live"
+        if self.next.action == deployment_log.DELETED:
+            return f"{done}; endpoint deleted at {when(self.next.time)}"
+        return f"{done}; replaced by {self.next.version} at {when(self.next.time)}"
 
 
 def history(sources: Sources, log_uri: str, endpoint: str) -> List[Deployment]:
@@ -53,22 +65,43 @@ def history(sources: Sources, log_uri: str, endpoint: str) -> List[Deployment]:
     return entries[::-1]
 
 
-def run_log_uri(run) -> Optional[str]:
-    """The log a run's DeployModel (or Cleanup) wrote to: its ``--deployment-log`` argument."""
-    for step in run.steps:
-        arguments = step.job.get("AppSpecification", {}).get("ContainerArguments", [])
-        if "--deployment-log" in arguments[:-1]:
-            return arguments[arguments.index("--deployment-log") + 1]
-    return None
-
-
 def of_run(sources: Sources, run) -> List[Deployment]:
     """What this execution did to its endpoint (deployed, deleted), each entry knowing what
     replaced it; [] when it changed nothing."""
-    uri, endpoint = run_log_uri(run), run.parameters.get("EndpointName")
+    uri, endpoint = run.deployment_log, run.parameters.get("EndpointName")
     if not uri or not endpoint:
         return []
     return [d for d in history(sources, uri, endpoint) if d.execution == run.arn]
+
+
+DECISIONS = {  # DeployModel's result when it changed nothing, in words
+    "already_serving": "changed nothing: the endpoint already served {}",
+    "serving_not_approved": "changed nothing: the endpoint serves {}, which is not Approved, "
+                            "and no Approved version remains",
+    "left_to_its_run": "changed nothing: left {} to the run that registered it",
+    "nothing_approved": "changed nothing: no Approved version in {}",
+    "approval_status": "did not deploy: the package is {}",
+}
+
+
+def decision_text(result: Optional[dict]) -> str:
+    """Why a DeployModel that recorded no deployment changed nothing ("" if unknown)."""
+    for key, text in DECISIONS.items():
+        if result and key in result:
+            return text.format(_version_of(str(result[key])))
+    return ""
+
+
+def run_lines(run) -> List[str]:
+    """What a run did to its endpoint, for a page or the CLI."""
+    if run.deployments:
+        return [d.text for d in reversed(run.deployments)]
+    return [decision_text(run.deploy_result)] if decision_text(run.deploy_result) else []
+
+
+def _version_of(arn: str) -> str:
+    tail = arn.rsplit("/", 1)[-1]
+    return f"v{tail}" if tail.isdigit() and "model-package/" in arn else arn
 
 
 def endpoint_log_uri(sm, endpoint: dict) -> Optional[str]:
@@ -119,11 +152,11 @@ def live_endpoints(sources: Sources) -> Dict[str, Live]:
         uri = endpoint_log_uri(sm, summary)
         past = history(sources, uri, name) if uri else []
         since = next((d.time for d in past if d.live and d.package == package), None)
-        found[name] = Live(name, package, since, _status(sm, package), past)
+        found[name] = Live(name, package, since, package_status(sm, package), past)
     return found
 
 
-def _status(sm, package) -> Optional[str]:
+def package_status(sm, package) -> Optional[str]:
     if not package:
         return None
     try:

@@ -9,7 +9,6 @@ build step, nothing loaded from elsewhere. ``Links(False)`` gives the self-conta
 ``run_pipeline.py report`` writes.
 """
 import os
-import time
 from typing import List, Optional
 from urllib.parse import quote
 
@@ -19,26 +18,13 @@ from markupsafe import Markup
 
 from pipeline.config import STEPS
 from pipeline.review import charts, dag
-from pipeline.review.runs import (Execution, Sources, all_items, curves, epoch, execution,
-                                  execution_arns, package_evaluation, per_class)
+from pipeline.review.runs import (Execution, curves, execution, execution_arns,
+                                  package_evaluation, per_class)
+from pipeline.review.sources import Sources, all_items
+from pipeline.review.text import accuracy_text, took, when
 
 REFRESH_SECONDS = 2
 LOG_TAIL = 200_000  # characters of a job's log shown on its page
-
-
-def when(value) -> str:
-    seconds = epoch(value)
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else ""
-
-
-def took(seconds) -> str:
-    if seconds is None:
-        return ""
-    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def accuracy_text(value) -> str:
-    return f"{value:.4f}" if value is not None else ""
 
 
 TEMPLATES = jinja2.Environment(

@@ -6,52 +6,21 @@ model package, the endpoint, and training curves from the job's metric lines.
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from botocore.exceptions import ClientError
 
 from pipeline.config import EVALUATION, STEPS, render_value
 from pipeline.local.workflow.expressions import StepFailed, json_path
 from pipeline.local.workflow.graph import dependencies, flatten
+from pipeline.review import deployments
+from pipeline.review.sources import Sources, all_items, epoch
 
 FINAL_STATUSES = {"Succeeded", "Failed", "Stopped"}
 METRIC_LINE = re.compile(r"^epoch=(\d+)\s+(.*)$")
 METRIC_VALUE = re.compile(r"(\w+)=(-?[0-9.]+(?:e[-+]?[0-9]+)?|nan|inf)")
 OPERATORS = {"GreaterThanOrEqualTo": ">=", "GreaterThan": ">", "LessThan": "<",
              "LessThanOrEqualTo": "<=", "Equals": "==", "NotEquals": "!="}
-
-
-def epoch(value) -> Optional[float]:
-    """A time as seconds: boto3 gives datetimes, the local backend numbers."""
-    if value is None:
-        return None
-    return value.timestamp() if isinstance(value, datetime) else float(value)
-
-
-@dataclass
-class Sources:
-    """Where a review reads from: a boto3-shaped SageMaker client, S3 bytes by URI, job logs by
-    job name (CloudWatch on AWS, the service's log files locally), and the URIs of the objects
-    under an S3 prefix (the deployment log)."""
-
-    sagemaker: Any  # a boto3 client (or the local backend in its shape)
-    read_s3: Callable[[str], bytes]
-    job_log: Callable[[str], str]
-    list_s3: Callable[[str], List[str]]
-
-    def read_json(self, uri):
-        return json.loads(self.read_s3(uri))
-
-
-def all_items(call, key, **query) -> list:
-    items, token = [], None
-    while True:
-        page = call(**query, **({"NextToken": token} if token else {}))
-        items += page[key]
-        token = page.get("NextToken")
-        if not token:
-            return items
 
 
 def curves(log: str) -> Dict[str, List[float]]:
@@ -65,6 +34,12 @@ def curves(log: str) -> Dict[str, List[float]]:
         for name, value in METRIC_VALUE.findall(match.group(2)):
             found.setdefault(name, []).append(float(value))
     return found
+
+
+def cache_hit_text(step: str, source_execution: str, job: str = "") -> str:
+    """How every page and command says a step was a cache hit."""
+    return (f"cache hit: reused {step} of execution {source_execution.split('/')[-1]}"
+            + (f" (job {job})" if job else ""))
 
 
 @dataclass
@@ -81,6 +56,12 @@ class Step:
     job: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
     condition: List[str] = field(default_factory=list)  # "0.9811 >= 0.97 -> true"
+    cache_source: str = ""  # a cache hit: the execution whose step (and job) this reused
+
+    @property
+    def cache_text(self) -> str:
+        return cache_hit_text(self.name, self.cache_source, self.job_name) \
+            if self.cache_source else ""
 
     @property
     def duration(self) -> Optional[float]:
@@ -103,7 +84,10 @@ class Execution:
     experiment: dict
     evaluation: Optional[dict] = None
     package: Optional[dict] = None
-    endpoint: Optional[dict] = None
+    deployment_log: Optional[str] = None  # where its DeployModel records (deployment_log.py)
+    deployments: list = field(default_factory=list)  # what it did to its endpoint
+    deploy_result: Optional[dict] = None  # DeployModel's last line: what it decided
+    endpoint_now: Optional[dict] = None  # the endpoint's description today, not the run's
 
     @property
     def id(self) -> str:
@@ -179,7 +163,9 @@ def _step(sm, record, spec, describe_job=True) -> Step:
     step = Step(name=record["StepName"], kind=spec.get("Type", ""), status=record["StepStatus"],
                 start=epoch(record.get("StartTime")), end=epoch(record.get("EndTime")),
                 description=spec.get("Description", record.get("StepDescription", "")),
-                failure=record.get("FailureReason", ""), metadata=meta)
+                failure=record.get("FailureReason", ""), metadata=meta,
+                cache_source=record.get("CacheHitResult", {}).get(
+                    "SourcePipelineExecutionArn", ""))
     for kind in ("TrainingJob", "ProcessingJob"):
         if kind in meta:
             step.job_kind, step.job_name = kind, meta[kind]["Arn"].split("/")[-1]
@@ -263,7 +249,8 @@ def execution(sources: Sources, arn: str, detail: bool = True) -> Execution:
         if desc["PipelineExecutionStatus"] in FINAL_STATUSES else None,
         display_name=desc.get("PipelineExecutionDisplayName", ""),
         failure=desc.get("FailureReason", ""), parameters=parameters, defaults=defaults,
-        steps=steps, edges=edges, experiment=desc.get("PipelineExperimentConfig", {}))
+        steps=steps, edges=edges, experiment=desc.get("PipelineExperimentConfig", {}),
+        deployment_log=_deployment_log(specs))
     _attach_results(sources, run, detail)
     return run
 
@@ -288,10 +275,34 @@ def _attach_results(sources, run, detail):
             run.package = None
     name = run.parameters.get("EndpointName")
     if name and run.step(STEPS.deploy):
+        run.deployments = deployments.of_run(sources, run)
+        run.deploy_result = _last_json_line(sources, run.step(STEPS.deploy))
         try:
-            run.endpoint = sm.describe_endpoint(EndpointName=name)
+            run.endpoint_now = sm.describe_endpoint(EndpointName=name)
         except ClientError:  # deleted (KeepEndpoint=false) or never made
-            run.endpoint = None
+            run.endpoint_now = None
+
+
+def _deployment_log(specs) -> Optional[str]:
+    """The deployment log a definition's DeployModel writes to (its --deployment-log)."""
+    arguments = specs.get(STEPS.deploy, {}).get("Arguments", {}).get(
+        "AppSpecification", {}).get("ContainerArguments", [])
+    if "--deployment-log" in arguments[:-1]:
+        uri = arguments[arguments.index("--deployment-log") + 1]
+        return uri if isinstance(uri, str) else None
+    return None
+
+
+def _last_json_line(sources, step) -> Optional[dict]:
+    """What a step's script printed last as JSON (DeployModel's decision), if it did."""
+    if not step or not step.job_name:
+        return None
+    try:
+        last = sources.job_log(step.job_name).strip().splitlines()[-1]
+        result = json.loads(last[last.index("{"):])
+    except Exception:  # noqa: BLE001 - no log, or no decision in it: nothing to say
+        return None
+    return result if isinstance(result, dict) else None
 
 
 def package_evaluation(sources: Sources, package: dict) -> Optional[dict]:
