@@ -5,14 +5,16 @@ Exit codes: 0 success, 1 the execution (or the operation) failed, 2 usage or inp
 (argparse's refusals and ``UsageError`` only: any other exception is not the user's).
 """
 import argparse
+import os
 import sys
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from pipeline.commands import (EXIT_FAILED, EXIT_USAGE, cmd_compare,
-                               cmd_definition, cmd_delete_endpoint, cmd_describe, cmd_draw,
+from pipeline.commands import (EXIT_FAILED, EXIT_USAGE, cmd_compare, cmd_definition,
+                               cmd_delete_endpoint, cmd_describe, cmd_draw, cmd_endpoints,
                                cmd_executions, cmd_iam_policy, cmd_local, cmd_logs,
-                               cmd_predict, cmd_report, cmd_start, cmd_upsert, set_approval)
+                               cmd_packages, cmd_predict, cmd_report, cmd_retry, cmd_start,
+                               cmd_stop, cmd_upsert, cmd_watch, set_approval)
 from pipeline.config import (DEFAULT_MODEL_PACKAGE_GROUP, DEFAULT_PIPELINE_NAME, DEFAULT_PREFIX,
                              PARAMETERS)
 from pipeline.errors import UsageError
@@ -62,6 +64,22 @@ COMMANDS = {
                    [(("--limit",), {"type": int, "default": 20})]),
     "describe": (cmd_describe, "status, parameters and steps of one execution",
                  [(("execution",), {"help": "execution ARN or id"})]),
+    "watch": (cmd_watch, "follow an execution's steps and training until it ends",
+              [(("execution",), {"help": "execution ARN or id"}),
+               (("--poll-seconds",), {"type": float, "default": None,
+                                      "help": "status poll interval (default 1 locally, 10 on "
+                                              "AWS)"})]),
+    "stop": (cmd_stop, "stop a running execution",
+             [(("execution",), {"help": "execution ARN or id"})]),
+    "retry": (cmd_retry, "run a failed or stopped execution's unfinished steps again",
+              [(("execution",), {"help": "execution ARN or id"}),
+               (("--wait",), {"action": "store_true", "help": "follow it until it ends"}),
+               (("--poll-seconds",), {"type": float, "default": None,
+                                      "help": "status poll interval"})]),
+    "packages": (cmd_packages, "the model package group's versions: approval, accuracy, "
+                 "source run, where live", []),
+    "endpoints": (cmd_endpoints, "endpoints: what each serves since when, its deployments "
+                  "(exit 1 when one serves a model that is not Approved)", []),
     "approve": (lambda t: set_approval(t, "Approved"), "mark a model package Approved",
                 _PACKAGE_OPTIONS),
     "reject": (lambda t: set_approval(t, "Rejected"), "mark a model package Rejected",
@@ -80,9 +98,9 @@ COMMANDS = {
     "logs": (cmd_logs, "print the job logs of an execution's steps", [
         (("execution",), {"help": "execution ARN or id"}),
         (("step",), {"nargs": "?", "help": "only this step (e.g. TrainModel)"})]),
-    "compare": (cmd_compare, "two executions side by side: parameters, durations, metrics",
-                [(("a",), {"help": "execution ARN or id"}),
-                 (("b",), {"help": "execution ARN or id"})]),
+    "compare": (cmd_compare, "executions side by side: steps, gate, packages, deployments, "
+                "parameters, metrics", [(("executions",), {"nargs": "+", "metavar": "EXECUTION",
+                                                           "help": "two or more ARNs or ids"})]),
     "report": (cmd_report, "write one execution as a self-contained HTML file", [
         (("execution",), {"help": "execution ARN or id"}),
         (("--output", "-o"), {"default": "run.html", "help": "file to write (run.html)"})]),
@@ -112,6 +130,15 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)  # argparse exits with 2 on bad usage
+    try:
+        return _run(args)
+    except BrokenPipeError:  # `describe | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return EXIT_FAILED
+
+
+def _run(args):
     try:
         return args.func(target_for(args))
     except UsageError as err:

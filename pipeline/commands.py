@@ -2,13 +2,15 @@
 between AWS and the local service is the target's (``pipeline.target``); what is printed about
 runs is the report's (``pipeline.report``)."""
 import json
+import math
 import sys
 import time
 
 from botocore.exceptions import ClientError
 
 from pipeline import aws, iam, report
-from pipeline.config import DEPLOY_PIPELINE_SUFFIX, PARAMETERS, parse_bool, render_value
+from pipeline.config import (DEPLOY_PIPELINE_SUFFIX, PARAMETERS, check_limits, parse_bool,
+                             render_value)
 from pipeline.errors import UsageError
 from pipeline.local import launcher
 from pipeline.payloads import read_payloads
@@ -28,9 +30,16 @@ def parse_param(text):
         raise UsageError(f"unknown parameter {name!r}; known: {', '.join(PARAMETERS)}")
     kind = PARAMETERS[name][0]
     try:
-        return name, parse_bool(raw) if kind is bool else kind(raw)
+        value = parse_bool(raw) if kind is bool else kind(raw)
     except ValueError:
         raise UsageError(f"parameter {name} needs a {kind.__name__}, got {raw!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"parameter {name} needs a finite number, got {raw!r}")
+    try:
+        check_limits(name, value)
+    except ValueError as err:
+        raise UsageError(str(err))
+    return name, value
 
 
 def _pipelines(target):
@@ -82,10 +91,55 @@ def cmd_start(target):
     )["PipelineExecutionArn"]
     print(f"started {arn}")
     if not args.wait:
+        print(_watch_hint(target, arn))
         return EXIT_OK
-    desc = report.wait(target, arn, args.poll_seconds or target.poll_seconds)
+    return _follow(target, arn)
+
+
+def _watch_hint(target, arn) -> str:
+    run_id = arn.split("/")[-1]
+    return f"follow it: {target.command(f'watch {run_id}')}"
+
+
+def _follow(target, arn):
+    """Print the run's progress until it ends, then its summary; exit 0 only on success."""
+    desc = report.wait(target, arn, getattr(target.args, "poll_seconds", None)
+                       or target.poll_seconds)
     report.summarize(target, arn)
     return EXIT_OK if desc["PipelineExecutionStatus"] == "Succeeded" else EXIT_FAILED
+
+
+def cmd_watch(target):
+    """Follow an execution (running or not) as ``start --wait`` does."""
+    return _follow(target, execution_arn(target, target.args.execution))
+
+
+def cmd_stop(target):
+    arn = execution_arn(target, target.args.execution)
+    target.clients.sagemaker.stop_pipeline_execution(PipelineExecutionArn=arn)
+    print(f"stopping {arn}")
+    print(_watch_hint(target, arn))
+    return EXIT_OK
+
+
+def cmd_retry(target):
+    """Run a failed or stopped execution's unfinished steps again (RetryPipelineExecution)."""
+    arn = execution_arn(target, target.args.execution)
+    target.clients.sagemaker.retry_pipeline_execution(PipelineExecutionArn=arn)
+    print(f"retrying {arn}")
+    if target.args.wait:
+        return _follow(target, arn)
+    print(_watch_hint(target, arn))
+    return EXIT_OK
+
+
+def cmd_packages(target):
+    report.packages(target, target.args.model_package_group)
+    return EXIT_OK
+
+
+def cmd_endpoints(target):
+    return EXIT_OK if report.endpoints(target) else EXIT_FAILED
 
 
 def cmd_executions(target):
@@ -99,8 +153,9 @@ def cmd_describe(target):
 
 
 def cmd_compare(target):
-    report.compare(target, execution_arn(target, target.args.a),
-                   execution_arn(target, target.args.b))
+    if len(target.args.executions) < 2:
+        raise UsageError("compare needs two or more executions")
+    report.compare(target, [execution_arn(target, ref) for ref in target.args.executions])
     return EXIT_OK
 
 
@@ -246,5 +301,7 @@ def cmd_logs(target):
     for step in steps:
         if len(steps) > 1:
             print(f"===== {step.name} ({step.job_name})", flush=True)
+        if step.cache_source:  # the log is the reused job's, from the other run
+            print(f"===== {step.cache_text}", flush=True)
         sys.stdout.write(target.job_log(step.job_name))
     return EXIT_OK

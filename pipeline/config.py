@@ -38,6 +38,25 @@ PARAMETERS = {
                                    "`start` sets it from the checkout"),
 }
 
+# Values a parameter can take and still run: name -> (lowest, highest, whether lowest is allowed).
+PARAMETER_LIMITS = {
+    "TrainingInstanceCount": (1, None, True),
+    "Epochs": (1, None, True),
+    "LearningRate": (0.0, None, False),
+    "BatchSize": (1, None, True),
+    "AccuracyThreshold": (0.0, 1.0, True),
+}
+
+
+def check_limits(name, value) -> None:
+    """ValueError, with the reason, when ``value`` is outside the parameter's limits."""
+    if name not in PARAMETER_LIMITS:
+        return
+    low, high, low_allowed = PARAMETER_LIMITS[name]
+    if value < low or (value == low and not low_allowed) or (high is not None and value > high):
+        span = f"{'>=' if low_allowed else '>'} {low}" + (f" and <= {high}" if high else "")
+        raise ValueError(f"parameter {name} must be {span}, got {value}")
+
 
 @dataclass(frozen=True)
 class StepNames:

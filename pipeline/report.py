@@ -6,8 +6,8 @@ import time
 from botocore.exceptions import ClientError
 
 from pipeline.config import STEPS
-from pipeline.review import deployments, runs
-from pipeline.review.text import accuracy_text, took, when
+from pipeline.review import comparison, deployments, runs
+from pipeline.review.text import accuracy_text, short_when, took, when
 
 FINAL_STATUSES = runs.FINAL_STATUSES
 
@@ -168,33 +168,78 @@ def executions(target, pipeline_names, limit):
     if not rows:
         print(f"no executions of {', '.join(pipeline_names)}")
         return
-    print(f"{'execution':<14} {'pipeline':<20} {'status':<10} {'started':<19} "
-          f"{'duration':>9} {'accuracy':>8}")
+    print(f"{'execution':<14} {'pipeline':<20} {'status':<10} {'started':<14} "
+          f"{'duration':>9} {'accuracy':>8}  outcome")
     for row in rows:
         arn = row["PipelineExecutionArn"]
         try:
             run = runs.execution(sources, arn, detail=False)
             duration, accuracy = took(run.duration), accuracy_text(run.accuracy)
+            outcome = "; ".join(_package_words(run) + deployments.run_lines(run))
         except (ClientError, NotImplementedError):  # an API without step listing (moto)
-            duration = accuracy = ""
+            duration = accuracy = outcome = ""
         print(f"{arn.split('/')[-1]:<14} {arn.split('/')[1]:<20} "
-              f"{row['PipelineExecutionStatus']:<10} {when(row['StartTime']):<19} "
-              f"{duration:>9} {accuracy:>8}")
+              f"{row['PipelineExecutionStatus']:<10} {short_when(row['StartTime']):<14} "
+              f"{duration:>9} {accuracy:>8}  {outcome}".rstrip())
 
 
-def compare(target, arn_a, arn_b):
+def _package_words(run):
+    if not run.package:
+        return []
+    return [f"registered v{run.package.get('ModelPackageVersion', '?')} "
+            f"({run.package['ModelApprovalStatus']})"]
+
+
+def compare(target, arns):
+    """Executions side by side (pipeline.review.comparison's rows), one column each."""
     sources = target.review_sources()
-    a, b = runs.execution(sources, arn_a), runs.execution(sources, arn_b)
-    rows = [("status", a.status, b.status), ("duration", took(a.duration), took(b.duration))]
-    rows += [(k, a.parameters.get(k, ""), b.parameters.get(k, ""))
-             for k in dict.fromkeys([*a.parameters, *b.parameters])
-             if a.parameters.get(k) != b.parameters.get(k)]
-    for name in ("accuracy", "weighted_precision", "weighted_recall", "weighted_f1"):
-        values = [f"{r.metrics[name]['value']:.4f}" if r.metrics and name in r.metrics else ""
-                  for r in (a, b)]
-        rows.append((name, *values))
-    width = max(len(str(cell)) for row in rows for cell in row[1:] + (a.id, b.id))
-    print(f"{'':<24} {a.id:>{width}} {b.id:>{width}}")
-    for label, left, right in rows:
-        print(f"{label:<24} {left:>{width}} {right:>{width}}")
-    return a, b
+    found = [runs.execution(sources, arn) for arn in arns]
+    table = comparison.rows(found)
+    width = max(len(cell) for _, cells in table for cell in cells + [r.id for r in found])
+    label_width = max(len(label) for label, _ in table)
+    print(f"{'':<{label_width}}  " + "  ".join(f"{r.id:<{width}}" for r in found).rstrip())
+    for label, cells in table:
+        print(f"{label:<{label_width}}  " + "  ".join(f"{c:<{width}}" for c in cells).rstrip())
+    return found
+
+
+def packages(target, group):
+    """The group's versions, newest first: approval, test accuracy, source run, where live."""
+    sources = target.review_sources()
+    sm = sources.sagemaker
+    summaries = runs.all_items(sm.list_model_packages, "ModelPackageSummaryList",
+                               ModelPackageGroupName=group, SortBy="CreationTime",
+                               SortOrder="Descending")
+    if not summaries:
+        print(f"no model packages in group {group}")
+        return
+    live = deployments.live_endpoints(sources)
+    print(f"{'version':<8} {'approval':<22} {'accuracy':>8}  {'source execution':<14} "
+          f"{'created':<19} live")
+    for summary in summaries:
+        p = sm.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+        source = p.get("CustomerMetadataProperties", {}).get("PipelineExecutionArn", "")
+        where = ", ".join(f"{e.endpoint} since {when(e.since)}" if e.since else e.endpoint
+                          for e in live.values() if e.package == p["ModelPackageArn"])
+        print(f"v{p.get('ModelPackageVersion', '?'):<7} {p['ModelApprovalStatus']:<22} "
+              f"{accuracy_text(runs.package_accuracy(sources, p)):>8}  "
+              f"{source.split('/')[-1]:<14} {when(p['CreationTime']):<19} {where}".rstrip())
+
+
+def endpoints(target) -> bool:
+    """Every endpoint: what it serves since when, warnings, its last deployments. False when
+    one serves a model that is not Approved."""
+    live = deployments.live_endpoints(target.review_sources())
+    if not live:
+        print("no endpoints")
+    for endpoint in live.values():
+        serving = endpoint.package or "a model no deployment recorded"
+        print(f"{endpoint.endpoint}: serving {serving}"
+              + (f" ({endpoint.status})" if endpoint.status else "")
+              + (f" since {when(endpoint.since)}" if endpoint.since else ""))
+        if endpoint.warning:
+            print(f"  WARNING: {endpoint.warning}: "
+                  f"{target.command(f'delete-endpoint {endpoint.endpoint}')} deletes it")
+        for deployment in endpoint.deployments[:5]:
+            print(f"  {deployment.text} (execution {deployment.execution.split('/')[-1]})")
+    return not any(e.warning for e in live.values())

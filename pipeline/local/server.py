@@ -5,7 +5,8 @@ Routes, first match wins: ``POST /`` with ``X-Amz-Target: SageMaker.*`` (the Sag
 ``POST /endpoints/{name}/invocations`` and ``.../async-invocations`` (sagemaker-runtime);
 ``GET /ping`` (health); unsigned ``GET /draw/{endpoint}`` (the drawing pad) and the run
 browser's pages and forms (``/``,
-``/executions``, ``/jobs``, ``/packages``, ``/endpoints``, ``/compare``), for browsers;
+``/executions``, ``/jobs``, ``/packages``, ``/endpoints``, ``/compare``, ``/compare-packages``,
+``/confirm``), for browsers;
 everything else is path-style S3.
 """
 import asyncio
@@ -116,10 +117,10 @@ ROUTES = [
      ASYNC_BODY_LIMIT),
     (None, r"/ping", None, _ping, 0),
     ({"GET"}, r"/draw/(?P<endpoint>[^/]+)", lambda r: not _signed(r), _drawing_pad, 0),
-    ({"GET"}, r"/|/(executions|jobs|packages|endpoints|compare)(/.*)?",
+    ({"GET"}, r"/|/(executions|jobs|packages|endpoints|compare|compare-packages|confirm)(/.*)?",
      lambda r: not _signed(r), _run_browser, 0),
-    ({"POST"}, r"/packages/approval|/endpoints/delete", lambda r: not _signed(r),
-     _run_browser_form, FORM_LIMIT),
+    ({"POST"}, r"/packages/approval|/endpoints/delete|/executions/(stop|retry)",
+     lambda r: not _signed(r), _run_browser_form, FORM_LIMIT),
 ]
 _COMPILED = [(methods, re.compile(pattern), when, handler, limit)
              for methods, pattern, when, handler, limit in ROUTES]

@@ -21,16 +21,19 @@ def _svg(figure) -> str:
 
 
 def training_curves(runs: Dict[str, Dict[str, List[float]]]) -> str:
-    """Loss and accuracy per epoch, train and validation; several runs overlaid by label."""
+    """Loss and accuracy per epoch, train (dashed) and validation (solid); several runs
+    overlaid by label, one colour per run in both charts."""
     figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for label, series in runs.items():
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (label, series) in enumerate(runs.items()):
         epochs = series.get("epoch", [])
         prefix = f"{label} " if len(runs) > 1 else ""
+        colour = palette[index % len(palette)] if len(runs) > 1 else None
         for axis, metric in ((loss, "loss"), (accuracy, "accuracy")):
             for split, style in (("train", "--"), ("validation", "-")):
                 values = series.get(f"{split}_{metric}")
                 if values:
-                    axis.plot(epochs[:len(values)], values, style, marker=".",
+                    axis.plot(epochs[:len(values)], values, style, marker=".", color=colour,
                               label=f"{prefix}{split}")
     for axis, title in ((loss, "loss"), (accuracy, "accuracy")):
         axis.set_title(title)

@@ -10,18 +10,17 @@ build step, nothing loaded from elsewhere. ``Links(False)`` gives the self-conta
 """
 import os
 from typing import List, Optional
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import jinja2
 from botocore.exceptions import ClientError
 from markupsafe import Markup
 
-from pipeline.config import STEPS
-from pipeline.review import charts, dag
+from pipeline.review import charts, comparison, dag, deployments
 from pipeline.review.runs import (Execution, curves, execution, execution_arns,
-                                  package_evaluation, per_class)
-from pipeline.review.sources import Sources, all_items
-from pipeline.review.text import accuracy_text, took, when
+                                  per_class)
+from pipeline.review.sources import Sources
+from pipeline.review.text import accuracy_text, short_when, took, when
 
 REFRESH_SECONDS = 2
 LOG_TAIL = 200_000  # characters of a job's log shown on its page
@@ -30,7 +29,7 @@ LOG_TAIL = 200_000  # characters of a job's log shown on its page
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
     autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-TEMPLATES.filters.update(when=when, took=took, accuracy=accuracy_text)
+TEMPLATES.filters.update(when=when, short_when=short_when, took=took, accuracy=accuracy_text)
 
 
 class Links:
@@ -53,6 +52,14 @@ class Links:
     def package(self, arn):
         return self._href(f"/packages/{quote(arn.split('/', 1)[1], safe='/')}")
 
+    def confirm(self, action, subject):
+        """The confirmation page of a state-changing button (approve, reject, stop, retry,
+        delete-endpoint) for one subject (a package or execution ARN, an endpoint name)."""
+        return self._href(f"/confirm?{urlencode({'action': action, 'subject': subject})}")
+
+    def compare_packages(self, a, b):
+        return self._href(f"/compare-packages?{urlencode({'a': a, 'b': b})}")
+
 
 def render(template: str, title: str, links: Optional[Links] = None, live=False,
            **data) -> bytes:
@@ -67,10 +74,20 @@ def message_page(title: str, message: str) -> bytes:
 
 
 # ---------------------------------------------------------------------- executions
-def executions_page(sources: Sources, pipelines: List[str]) -> bytes:
+STATUSES = ("Executing", "Succeeded", "Failed", "Stopping", "Stopped")
+
+
+def executions_page(sources: Sources, pipelines: List[str], pipeline: str = "",
+                    status: str = "") -> bytes:
+    """The executions of every pipeline, newest first; ``pipeline`` and ``status`` filter."""
+    summaries = [s for s in execution_arns(sources.sagemaker, [pipeline] if pipeline in
+                                           pipelines else pipelines)
+                 if not status or s["PipelineExecutionStatus"] == status]
     runs = [execution(sources, summary["PipelineExecutionArn"], detail=False)
-            for summary in execution_arns(sources.sagemaker, pipelines)]
-    return render("executions.html", "Pipeline executions", runs=runs,
+            for summary in summaries]
+    rows = [{"run": run, "deployed": deployments.run_lines(run)} for run in runs]
+    return render("executions.html", "Pipeline executions", rows=rows, pipelines=pipelines,
+                  statuses=STATUSES, chosen={"pipeline": pipeline, "status": status},
                   live=any(run.status == "Executing" for run in runs))
 
 
@@ -107,16 +124,21 @@ def metrics_view(metrics: Optional[dict]) -> Optional[dict]:
 
 
 def _execution_page(sources: Sources, run: Execution, links: Links, title: str) -> bytes:
-    names = list(dict.fromkeys([s.name for s in run.steps] +
-                               [n for pair in run.edges for n in pair]))
     steps = [{"step": step, "io": _inputs_and_outputs(step.job),
               "package": step.metadata.get("RegisterModel", {}).get("Arn")}
              for step in run.steps]
     series = _curves_of(sources, run.training)
+    label = run.id if not (run.training and run.training.cache_source) else \
+        f"{run.training.cache_source.split('/')[-1]} (cache hit)"
+    drawing = dag.drawing(
+        run.step_names, run.edges, {s.name: s.status for s in run.steps}, run.branches,
+        notes={s.name: "cache hit" for s in run.steps if s.cache_source},
+        hrefs={s.name: (links.job(s.job_name) if s.job_name else None) or f"#step-{s.name}"
+               for s in run.steps})
     return render("execution.html", title, links, live=run.status == "Executing" and
                   links.enabled, run=run, steps=steps, metrics=metrics_view(run.metrics),
-                  dag=dag.drawing(names, run.edges, {s.name: s.status for s in run.steps}),
-                  curves=Markup(charts.training_curves({run.id: series})) if series else None)
+                  dag=drawing, deployments=deployments.run_lines(run),
+                  curves=Markup(charts.training_curves({label: series})) if series else None)
 
 
 def execution_page(sources: Sources, arn: str) -> bytes:
@@ -161,99 +183,10 @@ def job_page(sources: Sources, name: str) -> bytes:
                   log=log[-LOG_TAIL:])
 
 
-# ---------------------------------------------------------------------- the registry
-def packages_page(sources: Sources) -> bytes:
-    packages = [dict(p, title=package_title(p)) for p in all_items(
-        sources.sagemaker.list_model_packages, "ModelPackageSummaryList",
-        ModelPackageType="Both", SortBy="CreationTime", SortOrder="Descending")]
-    return render("packages.html", "Model registry", packages=packages)
-
-
-def package_page(sources: Sources, arn: str, message: str = "") -> bytes:
-    p = sources.sagemaker.describe_model_package(ModelPackageName=arn)
-    evaluation = package_evaluation(sources, p) or {}
-    metrics = next(iter(evaluation.values()), None) if evaluation else None
-    return render("package.html", f"Model package {package_title(p)}", p=p, message=message,
-                  lineage=sorted(p.get("CustomerMetadataProperties", {}).items()),
-                  metrics=metrics_view(metrics))
-
-
-def package_title(p) -> str:
-    """A version as "GROUP vN"; an unversioned package by its name."""
-    if "ModelPackageGroupName" in p:
-        return f"{p['ModelPackageGroupName']} v{p.get('ModelPackageVersion', '')}"
-    return p["ModelPackageName"]
-
-
-# ---------------------------------------------------------------------- endpoints
-def deployments(sources: Sources, pipelines: List[str]) -> List[tuple]:
-    """(endpoint, execution ARN, when) of every DeployModel that succeeded, newest first: an
-    endpoint's history (AWS keeps none; Cleanup deletes the configs it replaced)."""
-    sm, found = sources.sagemaker, []
-    for summary in execution_arns(sm, pipelines):
-        arn = summary["PipelineExecutionArn"]
-        steps = all_items(sm.list_pipeline_execution_steps, "PipelineExecutionSteps",
-                          PipelineExecutionArn=arn)
-        deploy = next((s for s in steps if s["StepName"] == STEPS.deploy
-                       and s["StepStatus"] == "Succeeded"), None)
-        if deploy:
-            parameters = {p["Name"]: p["Value"] for p in all_items(
-                sm.list_pipeline_parameters_for_execution, "PipelineParameters",
-                PipelineExecutionArn=arn)}
-            found.append((parameters.get("EndpointName"), arn, deploy.get("EndTime")))
-    return found
-
-
-def endpoints_page(sources: Sources, pipelines: List[str]) -> bytes:
-    sm = sources.sagemaker
-    history = deployments(sources, pipelines)
-    endpoints = []
-    for e in all_items(sm.list_endpoints, "Endpoints"):
-        name = e["EndpointName"]
-        desc = sm.describe_endpoint(EndpointName=name)
-        serving = _serving(sm, desc)
-        endpoints.append({
-            "name": name, "status": desc["EndpointStatus"],
-            "config": desc.get("EndpointConfigName", ""), "serving": serving,
-            "trained_by": _trained_by(sm, serving), "updated": desc.get("LastModifiedTime"),
-            "history": [(arn, at) for endpoint, arn, at in history if endpoint == name]})
-    return render("endpoints.html", "Endpoints", endpoints=endpoints,
-                  live=any(e["status"] in ("Creating", "Updating") for e in endpoints))
-
-
-def _trained_by(sm, package_arn) -> Optional[str]:
-    """The execution that registered a package (its lineage), if known."""
-    if not package_arn:
-        return None
-    try:
-        package = sm.describe_model_package(ModelPackageName=package_arn)
-    except ClientError:
-        return None
-    arn = package.get("CustomerMetadataProperties", {}).get("PipelineExecutionArn", "")
-    return arn if arn.startswith("arn:") else None
-
-
-def _serving(sm, desc) -> Optional[str]:
-    """The model package an endpoint serves, from its model's tag (set by DeployModel)."""
-    try:
-        config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
-        model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-        tags = sm.list_tags(ResourceArn=model["ModelArn"])["Tags"]
-    except ClientError:
-        return None
-    return next((t["Value"] for t in tags if t["Key"].endswith(":model-package")), None)
-
-
 # ---------------------------------------------------------------------- compare
-def compare_page(sources: Sources, arn_a: str, arn_b: str) -> bytes:
-    a, b = execution(sources, arn_a), execution(sources, arn_b)
-    names = list(dict.fromkeys([*a.parameters, *b.parameters]))
-    differing = [(n, a.parameters.get(n, ""), b.parameters.get(n, "")) for n in names
-                 if a.parameters.get(n) != b.parameters.get(n)]
-    a_metrics, b_metrics = a.metrics or {}, b.metrics or {}
-    metrics = [(n, a_metrics[n]["value"], b_metrics.get(n, {}).get("value", float("nan")))
-               for n in a_metrics if isinstance(a_metrics[n], dict) and "value" in a_metrics[n]]
-    series = {r.id: _curves_of(sources, r.training) for r in (a, b)}
-    chart = Markup(charts.training_curves({k: v for k, v in series.items() if v}))
-    return render("compare.html", f"Compare {a.id} and {b.id}", a=a, b=b, differing=differing,
-                  metrics=metrics, curves=chart)
+def compare_page(sources: Sources, arns: List[str]) -> bytes:
+    runs = [execution(sources, arn) for arn in arns]
+    series = comparison.training_series(sources, runs)
+    chart = Markup(charts.training_curves(series)) if series else None
+    return render("compare.html", "Compare " + ", ".join(r.id for r in runs), runs=runs,
+                  rows=comparison.rows(runs), curves=chart)

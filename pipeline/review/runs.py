@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 
 from botocore.exceptions import ClientError
 
-from pipeline.config import EVALUATION, STEPS, render_value
+from pipeline.config import EVALUATION, LOCAL_MNIST, STEPS, render_value
 from pipeline.local.workflow.expressions import StepFailed, json_path
 from pipeline.local.workflow.graph import dependencies, flatten
 from pipeline.review import deployments
@@ -81,6 +81,8 @@ class Execution:
     defaults: Dict[str, str]
     steps: List[Step]
     edges: List[tuple]  # (from step, to step)
+    step_names: List[str]  # every step of the definition, in its order
+    branches: Dict[tuple, str]  # (condition, step) -> "true" or "false"
     experiment: dict
     evaluation: Optional[dict] = None
     package: Optional[dict] = None
@@ -99,7 +101,10 @@ class Execution:
 
     @property
     def changed(self) -> Dict[str, str]:
-        return {k: v for k, v in self.parameters.items() if self.defaults.get(k) != v}
+        """Parameters set to other than the definition's defaults, leaving out what the CLI
+        sets on every run (the code's commit, the shipped local copy of the data)."""
+        return {k: v for k, v in self.parameters.items() if self.defaults.get(k) != v
+                and k != "CodeCommit" and not (k == "MnistSourceUri" and v == LOCAL_MNIST)}
 
     @property
     def metrics(self) -> Optional[dict]:
@@ -218,14 +223,17 @@ def _shown(value) -> str:
 
 def execution(sources: Sources, arn: str, detail: bool = True) -> Execution:
     """One execution, as a reviewer reads it. ``detail=False`` (a list's row) reads only what a
-    row shows: status, times, parameters and the evaluation, in a handful of calls."""
+    row shows: status, times, parameters, the evaluation, the package and what the run
+    deployed, in a handful of calls."""
     sm = sources.sagemaker
     desc = sm.describe_pipeline_execution(PipelineExecutionArn=arn)
     definition = json.loads(sm.describe_pipeline_definition_for_execution(
         PipelineExecutionArn=arn)["PipelineDefinition"])
-    specs = {name: entry.spec for name, entry in flatten(definition).items()}
-    edges = sorted((dep, name) for name, deps in dependencies(flatten(definition)).items()
-                   for dep in deps)
+    flat = flatten(definition)
+    specs = {name: entry.spec for name, entry in flat.items()}
+    edges = sorted((dep, name) for name, deps in dependencies(flat).items() for dep in deps)
+    branches = {(entry.branch.condition, name): str(entry.branch.if_true).lower()
+                for name, entry in flat.items() if entry.branch}
     parameters = {p["Name"]: p["Value"] for p in all_items(
         sm.list_pipeline_parameters_for_execution, "PipelineParameters",
         PipelineExecutionArn=arn)}
@@ -249,7 +257,8 @@ def execution(sources: Sources, arn: str, detail: bool = True) -> Execution:
         if desc["PipelineExecutionStatus"] in FINAL_STATUSES else None,
         display_name=desc.get("PipelineExecutionDisplayName", ""),
         failure=desc.get("FailureReason", ""), parameters=parameters, defaults=defaults,
-        steps=steps, edges=edges, experiment=desc.get("PipelineExperimentConfig", {}),
+        steps=steps, edges=edges, step_names=list(flat), branches=branches,
+        experiment=desc.get("PipelineExperimentConfig", {}),
         deployment_log=_deployment_log(specs))
     _attach_results(sources, run, detail)
     return run
@@ -264,8 +273,10 @@ def _attach_results(sources, run, detail):
             run.evaluation = sources.read_json(f"{uri}/{EVALUATION.file_name}")
         except Exception:  # noqa: BLE001 - shown as missing
             run.evaluation = None
-    if not detail:
-        return
+    name = run.parameters.get("EndpointName")
+    if name and run.step(STEPS.deploy):
+        run.deployments = deployments.of_run(sources, run)
+        run.deploy_result = _last_json_line(sources, run.step(STEPS.deploy))
     register = next((s for s in run.steps if "RegisterModel" in s.metadata), None)
     if register:
         try:
@@ -273,10 +284,9 @@ def _attach_results(sources, run, detail):
                 ModelPackageName=register.metadata["RegisterModel"]["Arn"])
         except ClientError:
             run.package = None
-    name = run.parameters.get("EndpointName")
+    if not detail:
+        return
     if name and run.step(STEPS.deploy):
-        run.deployments = deployments.of_run(sources, run)
-        run.deploy_result = _last_json_line(sources, run.step(STEPS.deploy))
         try:
             run.endpoint_now = sm.describe_endpoint(EndpointName=name)
         except ClientError:  # deleted (KeepEndpoint=false) or never made
@@ -314,6 +324,19 @@ def package_evaluation(sources: Sources, package: dict) -> Optional[dict]:
     try:
         return sources.read_json(uri)
     except Exception:  # noqa: BLE001
+        return None
+
+
+def package_metrics(sources: Sources, package: dict) -> Optional[dict]:
+    """The metrics block of a package's statistics (multiclass_classification_metrics)."""
+    evaluation = package_evaluation(sources, package) or {}
+    return next(iter(evaluation.values()), None) if evaluation else None
+
+
+def package_accuracy(sources: Sources, package: dict) -> Optional[float]:
+    try:
+        return float(package_metrics(sources, package)["accuracy"]["value"])  # type: ignore
+    except (KeyError, TypeError, ValueError):
         return None
 
 

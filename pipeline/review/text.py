@@ -9,6 +9,12 @@ def when(value) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else ""
 
 
+def short_when(value) -> str:
+    """A date for a list's cell: month, day and time, on one line."""
+    seconds = epoch(value)
+    return time.strftime("%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else ""
+
+
 def took(seconds) -> str:
     if seconds is None:
         return ""

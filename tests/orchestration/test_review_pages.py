@@ -1,6 +1,7 @@
 """Every run-browser page, with what a stranger controls (descriptions, parameter values,
 metadata, tags, log lines, failure messages) holding markup: it comes out as text."""
 import json
+import re
 import urllib.request
 
 import pytest
@@ -74,7 +75,7 @@ def test_every_page_shows_strangers_text_as_text(hostile):
     first, second = (arn.split("/")[-1] for arn in runs)
     shown = {
         "/": 1, f"/executions/hostile/{first}": 2, "/jobs/says-markup": 1,
-        "/packages": 0, "/" + "packages/" + package.split("/", 1)[1]: 1, "/endpoints": 0,
+        "/packages": 0, "/compare-packages?a=" + package + "&b=" + package: 0, "/" + "packages/" + package.split("/", 1)[1]: 1, "/endpoints": 0,
         f"/compare?a={first}&b={second}": 0}
     for path, at_least in shown.items():
         html = _page(service, path)
@@ -82,16 +83,17 @@ def test_every_page_shows_strangers_text_as_text(hostile):
         assert html.count(ESCAPED) >= at_least, (path, html[:3000])
 
 
-def test_the_report_escapes_too_and_has_no_links(hostile):
+def test_the_report_escapes_too_and_links_only_within_itself(hostile):
     from pipeline.local.web import BackendClient
-    from pipeline.review.runs import Sources
+    from pipeline.review.sources import Sources
 
     service, runs, _ = hostile
     sources = Sources(BackendClient(service.backend), lambda uri: b"", lambda job: HOSTILE,
                       lambda uri: [])
     html = pages.report(sources, runs[0]).decode()
     assert "<script>" not in html and ESCAPED in html
-    assert "<a href" not in html and "<nav>" not in html
+    assert "<nav>" not in html and re.findall(r'href="([^"#][^"]*)"', html) == []
+    assert 'href="#step-Gate"' in html and 'id="step-Gate"' in html
 
 
 def test_a_message_page_and_the_dag_escape_what_they_are_given():
