@@ -186,15 +186,45 @@ def set_approval(target, status):
     sm = target.clients.sagemaker
     arn = _package_arn(target, target.args.package)
     package = sm.describe_model_package(ModelPackageName=arn)
+    before = _deploy_runs(target)
     sm.update_model_package(**approvals.approval_update(
         arn, status, target.identity(), target.args.description or "", package, time.time()))
     version = package.get("ModelPackageVersion")
     print(f"{arn}: {status}" + (f" (version {version})" if version else ""))
-    if "ModelPackageGroupName" in package:
-        print(f"the approve -> deploy pipeline ({_pipelines(target)[1]}) now puts the most "
-              f"recently approved version of {package['ModelPackageGroupName']} behind the "
-              f"endpoint; follow it: {target.command('executions')}")
+    if "ModelPackageGroupName" not in package:
+        return EXIT_OK
+    print(f"the approve -> deploy pipeline ({_pipelines(target)[1]}) now serves the most "
+          f"recently approved version of {package['ModelPackageGroupName']}")
+    started = _new_deploy_run(target, before)
+    if started:
+        print(f"deploy run started: {started}")
+        print(_watch_hint(target, started))
+    else:
+        print("no deploy run has started yet (EventBridge delivers within seconds); see "
+              f"{target.command('executions')}")
     return EXIT_OK
+
+
+DEPLOY_RUN_WAIT = 15.0  # seconds to look for the deploy run an approval starts
+
+
+def _deploy_runs(target) -> set:
+    try:
+        return {r["PipelineExecutionArn"] for r in target.clients.sagemaker.
+                list_pipeline_executions(PipelineName=_pipelines(target)[1], MaxResults=20)[
+                    "PipelineExecutionSummaries"]}
+    except ClientError:  # no deploy pipeline (not upserted): nothing will start
+        return set()
+
+
+def _new_deploy_run(target, before: set):
+    """The deploy pipeline's execution the state change started, once it shows up."""
+    deadline = time.time() + DEPLOY_RUN_WAIT
+    while True:
+        new = _deploy_runs(target) - before
+        if new or time.time() > deadline:
+            return sorted(new)[0] if new else None
+        time.sleep(0.5)
 
 
 def cmd_delete_endpoint(target):

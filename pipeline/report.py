@@ -238,8 +238,8 @@ def endpoints(target) -> bool:
               + (f" ({endpoint.status})" if endpoint.status else "")
               + (f" since {when(endpoint.since)}" if endpoint.since else ""))
         if endpoint.warning:
-            print(f"  WARNING: {endpoint.warning}: "
-                  f"{target.command(f'delete-endpoint {endpoint.endpoint}')} deletes it")
+            print(f"  WARNING: {endpoint.warning}")
+            print(f"  delete it: {target.command(f'delete-endpoint {endpoint.endpoint}')}")
         for deployment in endpoint.deployments[:5]:
             print(f"  {deployment.text} (execution {deployment.execution.split('/')[-1]})")
     return not any(e.warning for e in live.values())

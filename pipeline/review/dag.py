@@ -8,7 +8,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from grandalf.graphs import Edge, Vertex, graph_core
 from grandalf.layouts import SugiyamaLayout
-from grandalf.routing import route_with_lines
 
 COLOURS = {"Succeeded": "#16a34a", "Failed": "#dc2626", "Executing": "#2563eb",
            "Starting": "#2563eb", "Stopping": "#d97706", "Stopped": "#d97706"}
@@ -26,12 +25,19 @@ class _Box:
 
 
 class _Route:
-    """What grandalf writes for an edge: its polyline (``setpath``), from box edge to box edge."""
+    """What grandalf writes for an edge: the centres it passes (its boxes', and a placeholder's
+    in each layer it crosses), made a polyline that leaves the source box at its bottom, runs
+    straight down through every layer it crosses (where grandalf kept its placeholder clear of
+    the boxes), and enters the target box at its top. Slanted parts lie only between layers,
+    where there are no boxes: no edge can pass through a box."""
 
     points: list = []
 
-    def setpath(self, points):
-        self.points = [tuple(p) for p in points]
+    def setpath(self, centres):
+        (x0, y0), *middle, (x1, y1) = [tuple(p) for p in centres]
+        half = HEIGHT / 2
+        self.points = [(x0, y0 + half)] + [
+            p for x, y in middle for p in ((x, y - half), (x, y + half))] + [(x1, y1 - half)]
 
 
 Point = Tuple[float, float]
@@ -53,7 +59,6 @@ def layout(names: List[str], edges: List[Tuple[str, str]]) -> Tuple[
     for component in _components(vertices, graph_edges):  # side by side, each on its own
         sugiyama = SugiyamaLayout(component)
         sugiyama.xspace, sugiyama.yspace = X_SPACE, Y_SPACE
-        sugiyama.route_edge = route_with_lines
         sugiyama.init_all(roots=[v for v in component.sV if not v.e_in()], optimize=True)
         sugiyama.draw()
         offset = _shift(component, offset) + COMPONENT_GAP

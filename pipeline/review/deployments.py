@@ -138,8 +138,8 @@ class Live:
     @property
     def warning(self) -> str:
         if self.package and self.status != "Approved":
-            return (f"serving a {self.status or 'deleted'} model ({self.package}): approve a "
-                    "version to deploy it, or delete the endpoint")
+            return (f"serving a {self.status or 'deleted'} model ({_version_of(self.package)}): "
+                    "approve a version to deploy it, or delete the endpoint")
         return ""
 
 

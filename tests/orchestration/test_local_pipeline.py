@@ -16,6 +16,7 @@ from localservice import steps_of, wait_for
 from pipeline.aws import Clients, install_pipeline
 from pipeline.definition import SDK_CONFIG, PipelineConfig
 from pipeline.packaging import TRAINING_SOURCE, source_commit
+from pipeline.target import invocation
 from pipelinehelpers import (BUCKET, CHROMIUM_ARGS, MNIST, _artifacts, _browser,
                              _deployed_by_rule, _package_of, idx, read_s3_json, start)
 pytestmark = pytest.mark.slow
@@ -230,16 +231,20 @@ def test_review_commands_describe_executions_logs_compare_and_report(service, de
     assert re.search(r"condition: 0\.9[0-9]{3} >= 0\.97 -> true", out)  # the gate's values
     assert "condition: Approved == Approved -> true" in out
     assert re.search(r"evaluation: accuracy=0\.9[0-9]{3}, weighted_precision=", out)
-    assert "(Approved)" in out and "endpoint: mnist-mlp (InService" in out
+    assert "(Approved)" in out and re.search(
+        r"deployment: deployed v\d+ to mnist-mlp at [0-9-]+ [0-9:]+; ", out)
+    assert "endpoint now: mnist-mlp InService, serving arn:" in out
     assert "final metrics: train_loss=" in out and "validation_accuracy=0.9" in out
 
     assert cli.main(base + ["executions"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert rows[0].split() == ["execution", "pipeline", "status", "started", "duration",
-                               "accuracy"]
+                               "accuracy", "outcome"]
     mine = next(r for r in rows if r.startswith(run_id)).split()
-    assert mine[1:3] == ["mnist-mxnet", "Succeeded"] and mine[-2] == "s"
-    assert 0.97 <= float(mine[-1]) <= 1
+    assert mine[1:3] == ["mnist-mxnet", "Succeeded"] and mine[6] == "s"
+    assert 0.97 <= float(mine[7]) <= 1
+    assert re.search(r"registered v\d+ \((Approved|Rejected)\); deployed v\d+ to mnist-mlp",
+                     " ".join(mine[8:]))
     assert rows.index(next(r for r in rows if r.startswith(other))) < rows.index(
         next(r for r in rows if r.startswith(run_id)))  # newest first
 
@@ -297,11 +302,14 @@ def pending_run(service, clients):
     arn = text.split("started ")[1].split()[0]
     assert re.search(r"epoch 1/2: train_loss=[0-9.]+, validation_loss=[0-9.]+, "
                      r"validation_accuracy=0\.9[0-9]+", text), text
-    assert "epoch 2/2: " in text and "waiting for approval: run_pipeline.py --local approve " \
-        "latest deploys it" in text
+    hint = " ".join([*invocation(), "--local", "--local-home", service.home, "--endpoint-url",
+                     service.url])
+    package = _package_of(sm, arn)
+    assert "epoch 2/2: " in text and \
+        f"waiting for approval: {hint} approve {package} deploys it" in text
     arn_id = text.split("started ")[1].split()[0].split("/")[-1]
     assert f"review it: {service.url}/executions/mnist-mxnet/{arn_id}" in text
-    assert f"report: run_pipeline.py --local report {arn_id} -o run.html" in text
+    assert f"report: {hint} report {arn_id} -o run.html" in text
     steps = steps_of(sm, arn)
     assert steps["CheckApproval"]["Metadata"]["Condition"]["Outcome"] == "False"
     assert "DeployModel" not in steps
@@ -378,15 +386,16 @@ def test_run_browser_pages_and_approving_from_the_page(service, clients, default
         assert pending.split("/")[-1] in lineage and "DataSha256.test-labels" in lineage
         page.screenshot(path=os.path.join(shots, "package.png"), full_page=True)
         page.click("#approve")
+        page.click("#confirm")
         assert "Approved" in page.locator("table").first.inner_text()
         page.screenshot(path=os.path.join(shots, "package-approved.png"), full_page=True)
         deploy_arn = _deployed_by_rule(sm, runtime, package)
 
         page.goto(service.url + "/endpoints")
         row = page.locator("table.endpoints").inner_text()
-        assert "mnist-mlp" in row and "InService" in row and package.split("/", 1)[1] in row
-        assert pending.split("/")[-1] in row  # the execution that trained what it serves
-        history = page.locator("p:has-text('Deployed to mnist-mlp by')").inner_text()
+        assert "mnist-mlp" in page.locator("h2").first.inner_text()
+        assert "InService" in row and package.split("/", 1)[1] in row
+        history = page.locator("table.deployments").inner_text()  # newest first
         assert history.index(deploy_arn.split("/")[-1]) < history.index(run_id)
         page.screenshot(path=os.path.join(shots, "endpoints.png"), full_page=True)
 

