@@ -226,7 +226,9 @@ def invocation() -> List[str]:
     relative = os.path.relpath(python)
     if not relative.startswith(".."):
         python = relative if os.sep in relative else f".{os.sep}{relative}"
-    return [shlex.quote(python), shlex.quote(sys.argv[0] or "run_pipeline.py")]
+    script = sys.argv[0] if os.path.basename(sys.argv[0]) == "run_pipeline.py" else \
+        "run_pipeline.py"  # (run another way, e.g. cli.main from a test: the usual script)
+    return [shlex.quote(python), shlex.quote(script)]
 
 
 def target_for(args) -> Target:

@@ -37,7 +37,7 @@ def packages_page(sources: Sources) -> bytes:
                      "source": p.get("CustomerMetadataProperties", {}).get(
                          "PipelineExecutionArn", ""),
                      "live": _live_on(live, p["ModelPackageArn"])})
-    warnings = [e.warning for e in live.values() if e.warning]
+    warnings = [f"{e.endpoint} is {e.warning}" for e in live.values() if e.warning]
     return render("packages.html", "Model registry", packages=rows, warnings=warnings)
 
 

@@ -53,8 +53,8 @@ def test_default_parameters_succeed_register_and_deploy(clients, default_run, se
     job = steps_of(sm, event_run["PipelineExecutionArn"])["DeployModel"]["Metadata"][
         "ProcessingJob"]["Arn"].split("/")[-1]
     with open(os.path.join(service.home, "logs", f"{job}.log")) as handle:
-        assert "was registered Approved: the pipeline run that registered it deploys it" in \
-            handle.read()
+        assert "was registered Approved and the pipeline run that registered it is still " \
+            "running: it deploys it; nothing to do" in handle.read()
 
     training = sm.describe_training_job(
         TrainingJobName=steps["TrainModel"]["Metadata"]["TrainingJob"]["Arn"].split("/")[-1])
@@ -261,7 +261,7 @@ def test_review_commands_describe_executions_logs_compare_and_report(service, de
     assert cli.main(base + ["compare", run_id, other]) == 0
     lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()
              if line.strip()}
-    assert lines["Epochs"] == ["20", "2"]
+    assert lines["Epochs"] == ["20", "4"]
     assert lines["ModelApprovalStatus"] == ["Approved", "PendingManualApproval"]
     assert float(lines["accuracy"][0]) > float(lines["accuracy"][1]) > 0.9
 
@@ -286,7 +286,7 @@ def test_review_commands_describe_executions_logs_compare_and_report(service, de
 @pytest.fixture(scope="module")
 def pending_run(service, clients):
     """A run registered PendingManualApproval, started with `start --wait`: it shows training
-    progress, and stops short of deploying."""
+    progress (its epochs are no earlier run's: no cache hit), and stops short of deploying."""
     from pipeline import cli
 
     sm, _, _ = clients
@@ -296,16 +296,16 @@ def pending_run(service, clients):
                          "start", "--wait", "--no-upsert", "--poll-seconds", "0.2",
                          "--param", f"MnistSourceUri={MNIST}",
                          "--param", "ModelApprovalStatus=PendingManualApproval",
-                         "--param", "Epochs=2", "--param", "AccuracyThreshold=0.9"])
+                         "--param", "Epochs=4", "--param", "AccuracyThreshold=0.9"])
     text = out.getvalue()
     assert code == 0, text
     arn = text.split("started ")[1].split()[0]
-    assert re.search(r"epoch 1/2: train_loss=[0-9.]+, validation_loss=[0-9.]+, "
+    assert re.search(r"epoch 1/4: train_loss=[0-9.]+, validation_loss=[0-9.]+, "
                      r"validation_accuracy=0\.9[0-9]+", text), text
     hint = " ".join([*invocation(), "--local", "--local-home", service.home, "--endpoint-url",
                      service.url])
     package = _package_of(sm, arn)
-    assert "epoch 2/2: " in text and \
+    assert "epoch 4/4: " in text and "TrainModel               Succeeded\n" in text and \
         f"waiting for approval: {hint} approve {package} deploys it" in text
     arn_id = text.split("started ")[1].split()[0].split("/")[-1]
     assert f"review it: {service.url}/executions/mnist-mxnet/{arn_id}" in text
