@@ -207,6 +207,28 @@ def test_pages_in_a_browser_stop_retry_and_cache_hits(service, flow):
         page.screenshot(path=os.path.join(shots, "executions.png"), full_page=True)
 
 
+def test_cache_hits_in_describe_logs_and_compare(service, flow, capsys):
+    sm, first = flow
+    cached = next(r["PipelineExecutionArn"] for r in sm.list_pipeline_executions(
+        PipelineName="mnist-mxnet", SortBy="CreationTime", SortOrder="Descending")[
+        "PipelineExecutionSummaries"] if "CacheHitResult" in steps_of(
+        sm, r["PipelineExecutionArn"])["TrainModel"])
+    first_id, cached_id = first.split("/")[-1], cached.split("/")[-1]
+    reused = f"cache hit: reused TrainModel of execution {first_id} (job " \
+             f"pipelines-{first_id}-trainmodel)"
+    code, out, _ = _cli(service, capsys, "describe", cached_id)
+    at = out.index(next(line for line in out if line.startswith("  TrainModel ")))
+    assert re.fullmatch(r"  TrainModel +Succeeded +cached", out[at]) and out[at + 1] == \
+        f"    {reused}"
+    code, out, _ = _cli(service, capsys, "logs", cached_id, "TrainModel")
+    assert out[0] == f"===== {reused}" and sum("epoch=" in line for line in out) == 20
+    code, out, _ = _cli(service, capsys, "compare", first_id, cached_id)
+    rows = {line[:24].strip(): line[24:].split() for line in out[1:]}
+    assert rows["step TrainModel"][0] == "Succeeded" and \
+        " ".join(rows["step TrainModel"][3:]) == f"cache hit (of {first_id})"
+    assert rows["ModelApprovalStatus"] == ["Approved", "PendingManualApproval"]
+
+
 def test_forms_need_this_services_token(service, flow):
     """A form posted from anywhere else (no token, another origin, a token for another
     subject) changes nothing."""

@@ -302,6 +302,8 @@ def pending_run(service, clients):
     arn = text.split("started ")[1].split()[0]
     assert re.search(r"epoch 1/4: train_loss=[0-9.]+, validation_loss=[0-9.]+, "
                      r"validation_accuracy=0\.9[0-9]+", text), text
+    assert re.search(r"\]  PrepareData +Succeeded - cache hit: reused PrepareData of execution "
+                     r"\w+ \(job pipelines-\w+-preparedata\)\n", text), text
     hint = " ".join([*invocation(), "--local", "--local-home", service.home, "--endpoint-url",
                      service.url])
     package = _package_of(sm, arn)

@@ -2,6 +2,7 @@
 metadata, tags, log lines, failure messages) holding markup: it comes out as text."""
 import json
 import re
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -75,8 +76,10 @@ def test_every_page_shows_strangers_text_as_text(hostile):
     first, second = (arn.split("/")[-1] for arn in runs)
     shown = {
         "/": 1, f"/executions/hostile/{first}": 2, "/jobs/says-markup": 1,
-        "/packages": 0, "/compare-packages?a=" + package + "&b=" + package: 0, "/" + "packages/" + package.split("/", 1)[1]: 1, "/endpoints": 0,
-        f"/compare?a={first}&b={second}": 0}
+        "/packages": 0, f"/compare-packages?a={package}&b={package}": 0,
+        "/" + "packages/" + package.split("/", 1)[1]: 1, "/endpoints": 0,
+        f"/compare?a={first}&b={second}": 0,
+        f"/confirm?action=approve&subject={urllib.parse.quote(HOSTILE)}": 1}
     for path, at_least in shown.items():
         html = _page(service, path)
         assert "<script>" not in html, path
