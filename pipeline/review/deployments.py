@@ -25,6 +25,7 @@ class Deployment:
     config: str = ""
     until: Optional[float] = None  # when the next entry replaced it (or deleted the endpoint)
     next: Optional["Deployment"] = None
+    outside: str = ""  # the newest entry, when the endpoint changed since without the log
 
     @property
     def version(self) -> str:
@@ -32,7 +33,7 @@ class Deployment:
 
     @property
     def live(self) -> bool:
-        return self.action == deployment_log.DEPLOYED and self.next is None
+        return self.action == deployment_log.DEPLOYED and self.next is None and not self.outside
 
     @property
     def text(self) -> str:
@@ -40,6 +41,8 @@ class Deployment:
         if self.action == deployment_log.DELETED:
             return f"deleted endpoint {self.endpoint} at {when(self.time)}"
         done = f"deployed {self.version} to {self.endpoint} at {when(self.time)}"
+        if self.outside:
+            return f"{done}; {self.outside}"
         if self.next is None:
             return f"{done}; still live"
         if self.next.action == deployment_log.DELETED:
@@ -62,7 +65,23 @@ def history(sources: Sources, log_uri: str, endpoint: str) -> List[Deployment]:
             continue  # an entry that is not ours: not shown
     for older, newer in zip(entries, entries[1:]):
         older.until, older.next = newer.time, newer
+    if entries and entries[-1].action == deployment_log.DEPLOYED:
+        entries[-1].outside = _changed_outside(sources.sagemaker, endpoint, entries[-1].config)
     return entries[::-1]
+
+
+def _changed_outside(sm, endpoint: str, config: str) -> str:
+    """What became of an endpoint since its last logged deployment, when something other than
+    the pipeline changed it (a console or CLI delete, a hand-made update); "" when nothing."""
+    try:
+        desc = sm.describe_endpoint(EndpointName=endpoint)
+    except ClientError as err:
+        if "could not find" in err.response["Error"].get("Message", "").lower():
+            return "the endpoint has since been deleted"
+        return ""  # not known now (throttled, denied): say nothing rather than guess
+    if desc.get("EndpointConfigName") not in (config, None):
+        return f"no longer live: the endpoint now runs config {desc['EndpointConfigName']}"
+    return ""
 
 
 def of_run(sources: Sources, run) -> List[Deployment]:

@@ -187,6 +187,11 @@ def test_pages_in_a_browser_stop_retry_and_cache_hits(service, flow):
         assert "live on mnist-mlp" in page.locator("table.packages tr:has-text('v1')").first \
             .inner_text()
         page.screenshot(path=os.path.join(shots, "registry.png"), full_page=True)
+        page.goto(service.url + "/compare-packages?" + urllib.parse.urlencode(
+            {"a": _version(service, 1), "b": _version(service, 2)}))
+        assert page.locator(".confusion svg").count() == 2
+        assert re.search(r"accuracy\s+0\.9\d{3}\s+0\.9\d{3}", page.locator("table").inner_text())
+        page.screenshot(path=os.path.join(shots, "package-compare.png"), full_page=True)
         page.goto(service.url + "/packages/" + _version(service, 3).split("/", 1)[1])
         history = page.locator("h2:has-text('Approval') + table").inner_text()
         assert "Rejected by local user" in history and "Approved by local user" in history
@@ -260,3 +265,22 @@ def _no_edge_through_a_box(page):
     assert len(boxes) == 9 and len(lines) >= 9
     paths = [[tuple(map(float, p.split(","))) for p in line.split()] for line in lines]
     assert edges_through_boxes(boxes, paths) == []
+
+
+def test_an_endpoint_deleted_outside_the_pipeline_is_said_so(service, flow, capsys):
+    """The log's last word was a deployment, then the endpoint went by another hand: no page
+    or command calls that deployment live."""
+    sm, _ = flow
+    for run in sm.list_pipeline_executions(PipelineName="mnist-mxnet-deploy")[
+            "PipelineExecutionSummaries"]:  # the page's last approval deploys v3
+        assert wait_for(sm, run["PipelineExecutionArn"]) == "Succeeded"
+    assert _serving(sm) == "3"
+    code, out, _ = _cli(service, capsys, "delete-endpoint", "mnist-mlp")
+    assert code == 0 and out[0].startswith("deleted endpoint mnist-mlp")
+    last = sm.list_pipeline_executions(PipelineName="mnist-mxnet-deploy", SortBy="CreationTime",
+                                       SortOrder="Descending")["PipelineExecutionSummaries"][0]
+    code, out, _ = _cli(service, capsys, "describe", last["PipelineExecutionArn"].split("/")[-1])
+    assert re.fullmatch(r"deployment: deployed v3 to mnist-mlp at \S+ \S+; the endpoint has "
+                        r"since been deleted", out[-2]), out
+    assert out[-1] == "endpoint now: mnist-mlp does not exist"
+    assert _cli(service, capsys, "endpoints")[:2] == (0, ["no endpoints"])
