@@ -5,6 +5,7 @@ import json
 import math
 import sys
 import time
+from typing import Optional
 
 from botocore.exceptions import ClientError
 
@@ -193,6 +194,10 @@ def set_approval(target, status):
     print(f"{arn}: {status}" + (f" (version {version})" if version else ""))
     if "ModelPackageGroupName" not in package:
         return EXIT_OK
+    if before is None:
+        print(f"no approve -> deploy pipeline ({_pipelines(target)[1]}) here: nothing deploys "
+              f"it until {target.command('upsert')} installs it and its rule")
+        return EXIT_OK
     print(f"the approve -> deploy pipeline ({_pipelines(target)[1]}) now serves the most "
           f"recently approved version of {package['ModelPackageGroupName']}")
     started = _new_deploy_run(target, before)
@@ -208,20 +213,23 @@ def set_approval(target, status):
 DEPLOY_RUN_WAIT = 15.0  # seconds to look for the deploy run an approval starts
 
 
-def _deploy_runs(target) -> set:
+def _deploy_runs(target) -> Optional[set]:
+    """The deploy pipeline's latest executions; None when there is no deploy pipeline."""
     try:
         return {r["PipelineExecutionArn"] for r in target.clients.sagemaker.
                 list_pipeline_executions(PipelineName=_pipelines(target)[1], MaxResults=20)[
                     "PipelineExecutionSummaries"]}
-    except ClientError:  # no deploy pipeline (not upserted): nothing will start
-        return set()
+    except ClientError as err:
+        if aws.pipeline_missing(err):
+            return None
+        raise
 
 
 def _new_deploy_run(target, before: set):
     """The deploy pipeline's execution the state change started, once it shows up."""
     deadline = time.time() + DEPLOY_RUN_WAIT
     while True:
-        new = _deploy_runs(target) - before
+        new = (_deploy_runs(target) or set()) - before
         if new or time.time() > deadline:
             return sorted(new)[0] if new else None
         time.sleep(0.5)

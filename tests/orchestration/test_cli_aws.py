@@ -149,9 +149,9 @@ def test_approve_and_reject_latest_package(aws, capsys):
     assert cli.main(BASE + ["approve", "latest", "--description", "looks good"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"{newest}: Approved (version 2)",
-        "the approve -> deploy pipeline (mnist-mxnet-deploy) now puts the most recently approved "
-        "version of mnist-mxnet-models behind the endpoint; follow it: "
-        f"{' '.join(invocation())} --region {REGION} --bucket {BUCKET} executions"]
+        "no approve -> deploy pipeline (mnist-mxnet-deploy) here: nothing deploys it until "
+        f"{' '.join(invocation())} --region {REGION} --bucket {BUCKET} upsert installs it and "
+        "its rule"]
     approved = sm.describe_model_package(ModelPackageName=newest)
     assert approved["ModelApprovalStatus"] == "Approved"
     assert approved["ApprovalDescription"] == "looks good"
