@@ -24,8 +24,8 @@ def _tagged_for(sm, arn, endpoint_name):
 
 
 def not_found(err):
-    """SageMaker's answer for a missing endpoint (ValidationException "Could not find endpoint
-    ..."); throttling, AccessDenied and the like are not it."""
+    """SageMaker's answer for a missing endpoint, config or model (ValidationException "Could
+    not find ..."); throttling, AccessDenied and the like are not it."""
     error = err.response["Error"]
     return error.get("Code") == "ResourceNotFound" or (
         error.get("Code") == "ValidationException" and
@@ -74,17 +74,32 @@ def cleanup(sm, endpoint_name, keep_endpoint):
     configs = [{"Name": c["EndpointConfigName"], "Arn": c["EndpointConfigArn"]}
                for c in _paged(sm.list_endpoint_configs, "EndpointConfigs", endpoint_name)]
     for config in configs:
-        if config["Name"] != config_in_use and _tagged_for(sm, config["Arn"], endpoint_name):
-            sm.delete_endpoint_config(EndpointConfigName=config["Name"])
+        if config["Name"] != config_in_use and _tagged_for(sm, config["Arn"], endpoint_name) \
+                and _gone(sm.delete_endpoint_config, EndpointConfigName=config["Name"]):
             deleted["endpoint_configs"].append(config["Name"])
     for model in _paged(sm.list_models, "Models", endpoint_name):
         if model["ModelName"] not in models_in_use and _tagged_for(sm, model["ModelArn"],
-                                                                    endpoint_name):
-            sm.delete_model(ModelName=model["ModelName"])
+                                                                    endpoint_name) \
+                and _gone(sm.delete_model, ModelName=model["ModelName"]):
             deleted["models"].append(model["ModelName"])
     print(f"deleted {len(deleted['endpoint_configs'])} endpoint config(s) and "
           f"{len(deleted['models'])} model(s) no endpoint uses", flush=True)
     return deleted
+
+
+def _gone(delete, **name) -> bool:
+    """Delete one resource: True when this call deleted it, False when another run's Cleanup
+    (two runs can end together: a pipeline run and the deploy run its package's event started)
+    deleted it first. Any other error stops Cleanup."""
+    try:
+        delete(**name)
+        return True
+    except ClientError as err:
+        if not_found(err):
+            print(f"{next(iter(name.values()))}: already deleted (another run's Cleanup)",
+                  flush=True)
+            return False
+        raise
 
 
 def _paged(lister, key, name_contains):

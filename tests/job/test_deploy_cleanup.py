@@ -9,6 +9,7 @@ import json
 import boto3
 import numpy as np
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sagemaker.exceptions import ValidationError
@@ -343,3 +344,34 @@ def test_cleanup_waits_for_another_runs_deployment_before_deleting(aws, test_dir
                         lambda **kwargs: {**real(**kwargs), "EndpointStatus": "Updating"})
     with pytest.raises(RuntimeError, match="still Updating after 0 s: nothing deleted"):
         cleanup.in_use(aws, ENDPOINT, timeout=0)
+
+
+def test_two_cleanups_at_once_both_succeed(aws, test_dir, tmp_path, monkeypatch, capsys):
+    """A pipeline run's Cleanup and the event-started deploy run's end together: what one
+    deletes first, the other finds gone, and that is no failure."""
+    for execution in ("exec1", "exec2"):
+        queue_answer(range(10))
+        assert run_deploy(register(aws), execution, test_dir, tmp_path)[0] == 0
+    real_config, real_model = aws.delete_endpoint_config, aws.delete_model
+
+    def other_run_first(real):
+        def delete(**name):
+            real(**name)  # the other Cleanup deletes it between our listing and our delete
+            return real(**name)
+        return delete
+
+    monkeypatch.setattr(aws, "delete_endpoint_config", other_run_first(real_config))
+    monkeypatch.setattr(aws, "delete_model", other_run_first(real_model))
+    deleted = cleanup.cleanup(aws, ENDPOINT, keep_endpoint=True)
+    assert deleted == {"endpoint": None, "endpoint_configs": [], "models": []}
+    out = capsys.readouterr().out
+    assert "mnist-test-exec1: already deleted (another run's Cleanup)" in out
+    assert [c["EndpointConfigName"] for c in aws.list_endpoint_configs()["EndpointConfigs"]] == [
+        "mnist-test-exec2"]
+    monkeypatch.setattr(aws, "delete_model", lambda **name: (_ for _ in ()).throw(
+        ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}},
+                    "DeleteModel")))
+    queue_answer(range(10))
+    assert run_deploy(register(aws), "exec3", test_dir, tmp_path)[0] == 0
+    with pytest.raises(ClientError, match="slow down"):  # any other error still stops it
+        cleanup.cleanup(aws, ENDPOINT, keep_endpoint=True)

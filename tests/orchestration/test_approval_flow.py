@@ -128,6 +128,11 @@ def test_the_version_approved_ships_and_every_command_says_so(service, flow, cap
     assert re.fullmatch(r"deployment: deployed v2 to mnist-mlp at \S+ \S+; replaced by v3 at "
                         r"\S+ \S+", out[-3])
 
+
+
+def test_the_registry_and_the_endpoint_page_show_what_is_live(service, flow, capsys):
+    """After the flow above: v1, v2, v3 Rejected; v1 still serving, with a warning."""
+    _, first = flow
     code, out, _ = _cli(service, capsys, "packages")
     assert code == 0 and out[0].split() == ["version", "approval", "accuracy",
                                             "source", "execution", "created", "live"]
@@ -143,9 +148,9 @@ def test_the_version_approved_ships_and_every_command_says_so(service, flow, cap
     assert page.count("<tr><td class=\"date\">") == 5  # five deployments; the quiet runs none
 
 
-def test_pages_in_a_browser_stop_retry_and_cache_hits(service, flow):
-    """Every page with the truth on it, screenshots in test-artifacts/; Stop and Retry from the
-    execution page, each behind a confirmation; a failed gate's DAG; a cached run."""
+def test_stop_and_retry_from_the_page_and_a_failed_gates_dag(service, flow):
+    """Stop and Retry from the execution page, each behind a confirmation; the failed gate's
+    DAG (no edge through a box). Screenshots in test-artifacts/."""
     sm, first = flow
     shots = _artifacts()
     with _browser() as browser:
@@ -169,6 +174,14 @@ def test_pages_in_a_browser_stop_retry_and_cache_hits(service, flow):
         _no_edge_through_a_box(page)
         page.screenshot(path=os.path.join(shots, "failed-gate.png"), full_page=True)
 
+
+def test_a_cache_hit_the_registry_and_approving_from_the_page(service, flow):
+    """A cached run's page and DAG; the registry with its live marker, two versions compared,
+    a version's history; approving with a comment through the confirmation page."""
+    sm, first = flow
+    shots = _artifacts()
+    with _browser() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
         cached = start(sm, ModelApprovalStatus="PendingManualApproval")
         assert wait_for(sm, cached) == "Succeeded"
         assert steps_of(sm, cached)["TrainModel"]["CacheHitResult"][
