@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import httptools
 
@@ -97,13 +97,17 @@ class Hosting:
         self.servers: Dict[str, ModelServer] = {}
         self.lock = threading.Lock()
         self._closing = threading.Event()
+        self._starting: List[threading.Thread] = []  # deployments whose server is starting
         threading.Thread(target=self._watch, args=(health_seconds,), daemon=True,
                          name="model-server-health").start()
 
     # --- lifecycle ---
     def deploy(self, endpoint, config_name):
-        threading.Thread(target=self._deploy, args=(endpoint, config_name), daemon=True,
-                         name=f"deploy-{endpoint}").start()
+        thread = threading.Thread(target=self._deploy, args=(endpoint, config_name),
+                                  daemon=True, name=f"deploy-{endpoint}")
+        with self.lock:
+            self._starting = [t for t in self._starting if t.is_alive()] + [thread]
+        thread.start()
 
     def _deploy(self, endpoint, config_name):
         try:
@@ -111,8 +115,8 @@ class Hosting:
         except Exception as err:  # noqa: BLE001 - every failure is reported on the endpoint
             with self.lock:
                 serving = self.servers.get(endpoint)
-            if not self.records.endpoint_exists(endpoint):
-                return
+            if self._closing.is_set() or not self.records.endpoint_exists(endpoint):
+                return  # closing: the endpoint stays as recorded, and comes back on restart
             if serving:  # failed update: the old model keeps serving
                 self.records.endpoint_update_failed(
                     endpoint, serving.config_name, f"update to {config_name} failed: {err}")
@@ -120,8 +124,8 @@ class Hosting:
                 self.records.endpoint_failed(endpoint, str(err))
             return
         with self.lock:
-            if not self.records.endpoint_exists(endpoint):  # deleted while starting
-                server.stop()
+            if self._closing.is_set() or not self.records.endpoint_exists(endpoint):
+                server.stop()  # the service is closing, or the endpoint went while starting
                 return
             old = self.servers.get(endpoint)
             self.servers[endpoint] = server
@@ -229,6 +233,9 @@ class Hosting:
             handle.write(str(process.pid))
         deadline = time.time() + self.start_timeout
         while time.time() < deadline:
+            if self._closing.is_set():  # the service is closing: no server outlives it
+                ModelServer(config_name, 0, process).stop()
+                raise HostingError("the service closed while the model server started")
             if process.poll() is not None:
                 raise HostingError(f"the model server exited with code {process.returncode}: "
                                    f"{log_tail(log_path)}")
@@ -278,8 +285,15 @@ class Hosting:
         for item in self.records.endpoints_to_restore():
             self.deploy(item["EndpointName"], item["EndpointConfigName"])
 
-    def shutdown(self):
+    def shutdown(self, start_wait=30.0):
+        """Stop every model server, those still starting too (their deployments see the
+        service closing and stop what they started: none outlives the service)."""
         self._closing.set()
+        with self.lock:
+            starting = list(self._starting)
+        deadline = time.time() + start_wait
+        for thread in starting:
+            thread.join(max(0.0, deadline - time.time()))
         with self.lock:
             servers, self.servers = list(self.servers.values()), {}
         for server in servers:

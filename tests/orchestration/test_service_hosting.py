@@ -218,3 +218,36 @@ def test_asynchronous_invocations_write_answers_and_failures_to_s3(hosted):
     assert _until(lambda: body_of("async/failed/bad-1-error.out") is not None, 30)
     assert b"could not convert string to float" in body_of("async/failed/bad-1-error.out")
     assert body_of("async/out/bad-1.out") is None
+
+
+def _processes_running(text):
+    """Pids of live processes whose command line holds ``text``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if text.encode() in handle.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_no_model_server_outlives_the_service_not_even_one_starting(hosted):
+    """Closing while an update's model server starts: it is stopped too, and the endpoint is
+    not recorded Failed (it comes back as it was on the next start)."""
+    service, sm, _ = hosted
+    _model_and_config(sm, "second", "s3://models/sleepy/model.tar.gz")
+    sm.update_endpoint(EndpointName="sleepy", EndpointConfigName="second")
+    starting = os.path.join(service.home.endpoints_dir, "sleepy", "second")
+    assert _until(lambda: _processes_running(starting), 30)  # its server is starting
+    service.close()
+    folder = os.path.join(service.home.endpoints_dir, "sleepy")  # (killed ones leave at once)
+    assert _until(lambda: _processes_running(folder) == [], 5), _processes_running(folder)
+    from pipeline.local.server import LocalSageMaker
+
+    again = LocalSageMaker(service.home.root).start_background()
+    try:
+        assert again.backend.describe_endpoint("sleepy")["EndpointStatus"] != "Failed"
+    finally:
+        again.close()
