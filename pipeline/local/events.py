@@ -5,45 +5,17 @@ As on AWS, the model registry emits "SageMaker Model Package State Change" when 
 approval changes; every enabled rule whose pattern matches starts its pipeline targets with their
 ``SageMakerPipelineParameters``. Keyword-argument operations, as the SageMaker backend's.
 """
-import json
 import time
 import uuid
 from datetime import datetime, timezone
 from typing import Callable, List
 
+from pipeline.local import patterns
 from pipeline.local.errors import ServiceError, validation
 from pipeline.local.resources import ACCOUNT
 
 RULE_KIND = "EventRule"
 BUS = "default"
-
-
-def matches(pattern, event) -> bool:
-    """EventBridge's pattern matching, for what rules here use: nested objects, lists of
-    allowed values (a list-valued field matches when any item does), ``prefix`` and ``exists``."""
-    for key, wanted in pattern.items():
-        present = isinstance(event, dict) and key in event
-        value = event.get(key) if present else None
-        if isinstance(wanted, dict):
-            if not present or not matches(wanted, value):
-                return False
-            continue
-        if not isinstance(wanted, list):
-            raise ValueError(f"pattern field {key!r} must be an object or a list")
-        values = value if isinstance(value, list) else [value]
-        if not any(_allowed(option, v, present) for option in wanted for v in values):
-            return False
-    return True
-
-
-def _allowed(option, value, present) -> bool:
-    if isinstance(option, dict):
-        if "prefix" in option:
-            return isinstance(value, str) and value.startswith(option["prefix"])
-        if "exists" in option:
-            return present == bool(option["exists"])
-        raise ValueError(f"unsupported pattern operator {sorted(option)}")
-    return present and option == value
 
 
 class Outbox:
@@ -62,8 +34,13 @@ class Outbox:
         self._listeners.append(listener)
 
     def put(self, source: str, detail_type: str, resources: List[str], detail: dict):
+        """Hand an event to every listener. The write that caused it is committed: a fault in
+        delivery is logged, never raised into (and never repeats) that write."""
         for listener in self._listeners:
-            listener(source, detail_type, resources, detail)
+            try:
+                listener(source, detail_type, resources, detail)
+            except Exception as err:  # noqa: BLE001 - see the docstring
+                print(f"event {detail_type} from {source} not delivered: {err!r}", flush=True)
 
 
 class EventsBackend:
@@ -96,11 +73,12 @@ class EventsBackend:
         if schedule_expression or not event_pattern:
             raise validation("the local service supports rules with an EventPattern only")
         try:
-            pattern = json.loads(event_pattern)
-            matches(pattern, {})
-        except (ValueError, AttributeError) as err:
+            patterns.parse(event_pattern)
+        except patterns.InvalidPattern as err:
             raise ServiceError("InvalidEventPatternException", f"Event pattern is not valid. "
                                f"Reason: {err}")
+        except patterns.UnsupportedPattern as err:
+            raise validation(str(err))
         doc = self.store.get(RULE_KIND, name) or {"Targets": []}
         doc.update({"Name": name, "Arn": self._arn(name), "EventPattern": event_pattern,
                     "State": state or "ENABLED", "EventBusName": BUS})
@@ -174,7 +152,12 @@ class EventsBackend:
                  "region": self.region, "resources": resources, "detail": detail}
         delivered = []
         for rule in self.store.list(RULE_KIND):
-            if rule["State"] != "ENABLED" or not matches(json.loads(rule["EventPattern"]), event):
+            try:
+                if rule["State"] != "ENABLED" or not patterns.matches(
+                        patterns.parse(rule["EventPattern"]), event):
+                    continue
+            except ValueError as err:  # a rule stored before its pattern was checked
+                print(f"rule {rule['Name']}: pattern not usable ({err}): skipped", flush=True)
                 continue
             for target in rule["Targets"]:
                 parameters = target.get("SageMakerPipelineParameters", {}).get(

@@ -10,6 +10,7 @@ import os
 from typing import List, Optional
 
 from pipeline.local.errors import ServiceError
+from pipeline.local.paging import index_of
 from pipeline.local.resources import ACCOUNT, ProcessingJob, TrainingJob
 
 GROUPS = {"/aws/sagemaker/TrainingJobs": TrainingJob,
@@ -92,11 +93,11 @@ class LogsBackend:
                   and (end_time is None or e["timestamp"] < end_time)]
         limit = min(limit or PAGE, PAGE)
         if next_token:  # f/N: from event N onwards; b/N: the page before event N
-            direction, _, index = next_token.partition("/")
-            if direction not in ("f", "b") or not index.isdigit():
+            direction, _, text = next_token.partition("/")
+            index = index_of(text)
+            if direction not in ("f", "b") or index is None:
                 raise ServiceError("InvalidParameterException", "The specified nextToken is "
                                    "invalid.")
-            index = int(index)
             first = index if direction == "f" else max(index - limit, 0)
         else:
             first = 0 if start_from_head else max(len(events) - limit, 0)
@@ -129,6 +130,7 @@ class LogsBackend:
 def _offset(token: Optional[str]) -> int:
     if not token:
         return 0
-    if not str(token).isdigit():
+    index = index_of(token)
+    if index is None:
         raise ServiceError("InvalidParameterException", "The specified nextToken is invalid.")
-    return int(token)
+    return index

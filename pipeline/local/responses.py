@@ -32,6 +32,22 @@ EVENTS_MODEL = botocore.session.get_session().get_service_model("events")
 LOGS_MODEL = botocore.session.get_session().get_service_model("logs")
 
 
+MAX_NESTING = 64  # levels of objects and arrays (20 Search sub-expressions, one in another: 43)
+
+
+def nesting(value) -> int:
+    """How deep objects and arrays nest in a parsed JSON value (without recursion: a stranger's
+    body cannot exhaust the stack here)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def _json(status, body, headers=None) -> Response:
     return status, {"Content-Type": "application/x-amz-json-1.1", **(headers or {})}, \
         json.dumps(body, default=str).encode()
@@ -70,8 +86,13 @@ class JsonProtocol:
                          f"{operation} is not implemented by the local service")
         try:
             params = json.loads(body or b"{}")
+        except RecursionError:
+            return error("SerializationException", "request body is nested too deeply")
         except ValueError as err:
             return error("SerializationException", f"request body is not JSON: {err}")
+        if nesting(params) > MAX_NESTING:
+            return error("SerializationException", f"request body is nested deeper than "
+                         f"{MAX_NESTING} levels")
         input_shape = self.model.operation_model(operation).input_shape
         report = self.validator.validate(params, input_shape)
         if report.has_errors():

@@ -37,6 +37,9 @@ def search(store, tags, resource, search_expression=None, sort_by=None, sort_ord
     if kind is None:
         raise validation(f"Search over {resource} is not supported by the local service; it "
                          f"searches {', '.join(sorted(RESOURCES))}")
+    if search_expression is not None and _elements(search_expression) > MAX_ELEMENTS:
+        raise validation(f"A SearchExpression can contain up to {MAX_ELEMENTS} elements "
+                         "(filters, nested filters and sub-expressions, at every level)")
     members = set(_RECORD.members[resource].members)
     records = []
     for doc in store.list(kind.kind):
@@ -61,6 +64,22 @@ class SearchApi:
 
     def search(self, resource, **query):
         return search(self.store, self.tags, resource, **query)
+
+
+MAX_ELEMENTS = 20  # "A SearchExpression can contain up to twenty elements" (AWS's API docs)
+
+
+def _elements(expression) -> int:
+    """Filters, nested filters and sub-expressions in the whole expression, counted without
+    recursion."""
+    count, pending = 0, [expression]
+    while pending:
+        current = pending.pop()
+        subs = current.get("SubExpressions", [])
+        count += len(current.get("Filters", [])) + len(current.get("NestedFilters", [])) + \
+            len(subs)
+        pending.extend(subs)
+    return count
 
 
 def _matches(record, expression) -> bool:

@@ -206,16 +206,98 @@ def test_eventbridge_rules_start_pipelines_on_package_state_changes(service):
 
 
 def test_event_patterns_match_as_eventbridge_documents():
-    from pipeline.local.events import matches
+    from pipeline.local.patterns import matches
 
     event = {"source": "aws.sagemaker", "resources": ["arn:a", "arn:b"],
-             "detail": {"ModelPackageGroupName": "g", "ModelApprovalStatus": "Approved"}}
+             "detail": {"ModelPackageGroupName": "group-1", "ModelApprovalStatus": "Approved"}}
     assert matches({"source": ["aws.sagemaker", "aws.s3"]}, event)
     assert matches({"resources": ["arn:b"]}, event)  # any item of a list-valued field
-    assert matches({"detail": {"ModelPackageGroupName": [{"prefix": "g"}]}}, event)
+    assert matches({"detail": {"ModelPackageGroupName": [{"prefix": "group"}]}}, event)
+    assert not matches({"detail": {"ModelPackageGroupName": [{"prefix": "group-1x"}]}}, event)
+    assert not matches({"detail": {"ModelPackageGroupName": [{"prefix": "roup"}]}}, event)
     assert matches({"detail": {"ApprovalDescription": [{"exists": False}]}}, event)
     assert not matches({"detail": {"ModelApprovalStatus": ["Rejected"]}}, event)
     assert not matches({"detail": {"Missing": ["x"]}}, event)
     assert not matches({"detail": {"ModelApprovalStatus": [{"exists": False}]}}, event)
-    with pytest.raises(ValueError):
-        matches({"source": "aws.sagemaker"}, event)  # values must be lists
+
+
+@pytest.mark.parametrize("pattern, kind", [
+    ('{"source": "aws.sagemaker"}', "InvalidPattern"),  # a leaf that is not an array
+    ('{"source": [{"prefix": 5}]}', "InvalidPattern"),
+    ('{"source": []}', "InvalidPattern"),
+    ('{"source": [["a"]]}', "InvalidPattern"),
+    ('{"source": [{"exists": "yes"}]}', "InvalidPattern"),
+    ('{"source": [{"numeric": 5}]}', "InvalidPattern"),
+    ('{"source": [{"anything-but": {"numeric": [">", 1]}}]}', "InvalidPattern"),
+    ('{"source": [{"nope": 1}]}', "InvalidPattern"),
+    ("[" * 2000 + "]" * 2000, "InvalidPattern"),
+    ('{"a": ' * 40 + '["x"]' + "}" * 40, "InvalidPattern"),
+    ("{}", "InvalidPattern"),
+    ('{"source": [{"suffix": ".x"}]}', "UnsupportedPattern"),
+    ('{"source": [{"numeric": [">", 1]}]}', "UnsupportedPattern"),
+    ('{"source": [{"anything-but": "x"}]}', "UnsupportedPattern"),
+])
+def test_patterns_eventbridge_refuses_are_refused(pattern, kind):
+    from pipeline.local import patterns
+
+    with pytest.raises(getattr(patterns, kind)):
+        patterns.parse(pattern)
+
+
+def test_a_bad_pattern_or_a_failing_target_never_fails_the_registry_write(service):
+    """PutRule refuses what EventBridge refuses; and a fault in delivering an event never turns
+    the committed registry write that caused it into an error (or a second write)."""
+    sm, events = service.client("sagemaker"), service.client("events")
+    with pytest.raises(ClientError) as err:
+        events.put_rule(Name="bad", EventPattern='{"source": [{"prefix": 5}]}')
+    assert err.value.response["Error"]["Code"] == "InvalidEventPatternException"
+    with pytest.raises(ClientError) as err:
+        events.put_rule(Name="bad", EventPattern='{"source": [{"suffix": "x"}]}')
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+    assert "not matched by the local service" in err.value.response["Error"]["Message"]
+    events.put_rule(Name="to-nowhere", EventPattern=json.dumps({"source": ["aws.sagemaker"]}))
+    events.put_targets(Rule="to-nowhere", Targets=[{
+        "Id": "t", "Arn": "arn:aws:sagemaker:us-east-1:000000000000:pipeline/no-such-pipeline",
+        "RoleArn": "arn:aws:iam::000000000000:role/r"}])
+    sm.create_model_package_group(ModelPackageGroupName="faults")
+    arn = sm.create_model_package(ModelPackageGroupName="faults", InferenceSpecification={
+        "Containers": [{"Image": "img"}], "SupportedContentTypes": ["application/json"],
+        "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
+    sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+    listed = sm.list_model_packages(ModelPackageGroupName="faults")["ModelPackageSummaryList"]
+    assert [p["ModelPackageArn"] for p in listed] == [arn]
+    events.remove_targets(Rule="to-nowhere", Ids=["t"])
+    events.delete_rule(Name="to-nowhere")
+
+
+def test_a_fault_in_delivery_is_logged_and_the_write_stands(local_service, tmp_path, capsys):
+    """A rule kept from before patterns were checked, and a target whose start raises: each
+    create and update answers once, 200, with one package and its status committed."""
+    from pipeline.local.events import RULE_KIND
+
+    service, sm, _ = local_service(tmp_path / "faults")
+    service.store.put(RULE_KIND, "old", {"Name": "old", "EventPattern": '{"source": "x"}',
+                                        "State": "ENABLED", "Targets": [], "Arn": "a"})
+    sm.create_pipeline(PipelineName="p", RoleArn=ROLE, PipelineDefinition=json.dumps(
+        {"Version": "2020-12-01", "Steps": []}))
+    service.store.put(RULE_KIND, "boom", {
+        "Name": "boom", "EventPattern": '{"source": ["aws.sagemaker"]}', "State": "ENABLED",
+        "Arn": "b", "Targets": [{"Id": "t", "Arn": "arn:aws:sagemaker:us-east-1:000000000000:"
+                                                   "pipeline/p"}]})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("delivery broke")
+
+    service.events.start_pipeline = broken
+    sm.create_model_package_group(ModelPackageGroupName="g")
+    arn = sm.create_model_package(ModelPackageGroupName="g", ModelApprovalStatus="Approved",
+                                  InferenceSpecification={
+                                      "Containers": [{"Image": "img"}],
+                                      "SupportedContentTypes": ["application/json"],
+                                      "SupportedResponseMIMETypes": ["application/json"]})[
+        "ModelPackageArn"]
+    sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Rejected")
+    assert [p["ModelApprovalStatus"] for p in sm.list_model_packages(
+        ModelPackageGroupName="g")["ModelPackageSummaryList"]] == ["Rejected"]
+    out = capsys.readouterr().out
+    assert "rule old: pattern not usable" in out and "delivery broke" in out

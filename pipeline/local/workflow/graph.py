@@ -1,5 +1,6 @@
 """The DAG of a definition: its steps (condition branches included), their dependencies from
 data references and DependsOn, the checks a definition must pass, and parameter values."""
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -7,6 +8,10 @@ from pipeline.config import parse_bool
 from pipeline.local.workflow import retry
 
 SUPPORTED_TYPES = {"Processing", "Training", "RegisterModel", "Model", "Condition", "Fail"}
+STEP_NAME = re.compile(r"[A-Za-z0-9\-_]{1,64}")
+# Sizes of a reference the local service takes (the schema sets none; a path this long is no
+# pipeline's and would only cost time): a Get's dotted path, a JsonGet's JSON path.
+MAX_GET_SEGMENTS, MAX_PATH_LENGTH = 64, 1024
 
 
 class DefinitionError(Exception):
@@ -43,9 +48,16 @@ def flatten(definition) -> Dict[str, FlatStep]:
     steps: Dict[str, FlatStep] = {}
 
     def add(step, branch):
+        if not isinstance(step, dict):
+            raise DefinitionError(f"a step is an object, not {type(step).__name__}")
         name = step.get("Name")
-        if not name:
-            raise DefinitionError("a step has no Name")
+        if not isinstance(name, str) or not STEP_NAME.fullmatch(name):
+            raise DefinitionError(f"step Name {name!r} must be 1 to 64 letters, digits, - or _ "
+                                  "(the pattern of AWS's definition schema)")
+        depends = step.get("DependsOn", [])
+        if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
+            raise DefinitionError(f"step {name!r}: DependsOn must be a list of step names, "
+                                  f"not {depends!r}")
         if name in steps:
             raise DefinitionError(f"step name {name!r} is used twice")
         if step.get("Type") not in SUPPORTED_TYPES:
@@ -63,10 +75,20 @@ def flatten(definition) -> Dict[str, FlatStep]:
 
 
 def references(value) -> set:
-    """Step names a value reads from (Get Steps.X..., property files)."""
+    """Step names a value reads from (Get Steps.X..., property files); DefinitionError for a
+    reference past the sizes above."""
     found = set()
     if isinstance(value, dict):
         get = value.get("Get")
+        if isinstance(get, str) and (get.count(".") >= MAX_GET_SEGMENTS
+                                     or len(get) > MAX_PATH_LENGTH):
+            raise DefinitionError(f"a Get path may have at most {MAX_GET_SEGMENTS} segments and "
+                                  f"{MAX_PATH_LENGTH} characters; got {get[:60]!r}...")
+        path = value.get("Std:JsonGet", {}).get("Path") if isinstance(
+            value.get("Std:JsonGet"), dict) else None
+        if isinstance(path, str) and len(path) > MAX_PATH_LENGTH:
+            raise DefinitionError(f"a JsonGet Path may have at most {MAX_PATH_LENGTH} "
+                                  f"characters; got {len(path)}")
         if isinstance(get, str) and get.startswith("Steps."):
             found.add(get.split(".")[1].split("[")[0])
         for key, item in value.items():

@@ -11,6 +11,7 @@ lack of memory or process slots ``SageMaker.CAPACITY_ERROR`` ("CapacityError: ..
 the job's own code or inputs ("ClientError", "AlgorithmError") is never retried.
 """
 import errno
+import math
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -81,8 +82,9 @@ def check(step_name: str, step: dict) -> List[str]:
                 problems.append(f"{where}: {member} must be an integer from {low} to {high}; "
                                 f"got {value!r}")
         rate = policy.get("BackoffRate")
-        if rate is not None and (type(rate) not in (int, float) or rate < 0):
-            problems.append(f"{where}: BackoffRate must be a number >= 0; got {rate!r}")
+        if rate is not None and (type(rate) not in (int, float) or not math.isfinite(rate)
+                                 or rate < 0):
+            problems.append(f"{where}: BackoffRate must be a finite number >= 0; got {rate!r}")
         if ("MaxAttempts" in policy) == ("ExpireAfterMin" in policy):
             problems.append(f"{where}: give exactly one of MaxAttempts and ExpireAfterMin")
     return problems
@@ -106,7 +108,11 @@ class RetryState:
             return None
         number, policy = matching[0]
         done = self.retries.get(number, 0)
-        wait = policy.get("IntervalSeconds", 1) * policy.get("BackoffRate", 2.0) ** done
+        try:  # a large rate makes the wait longer than any interval a policy may give
+            wait = min(policy.get("IntervalSeconds", 1) * policy.get("BackoffRate", 2.0) ** done,
+                       float(MAX_INTERVAL_SECONDS))
+        except OverflowError:
+            wait = float(MAX_INTERVAL_SECONDS)
         if "MaxAttempts" in policy and done >= policy["MaxAttempts"]:
             return None
         if "ExpireAfterMin" in policy and \
