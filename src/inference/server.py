@@ -33,6 +33,7 @@ import uvicorn
 
 import protocol
 import runtime_api
+import toolkit
 from protocol import Protocol
 
 MAX_BODY = 6 * 1024 * 1024  # SageMaker's real-time payload limit
@@ -54,26 +55,22 @@ def load_handlers(model_dir):
 
 
 class ModelService:
-    """The model and its handlers."""
+    """The model and the functions that serve it (toolkit.py: the MXNet serving toolkit's
+    rules for transform_fn, the three handlers and their defaults)."""
 
     def __init__(self, model_dir):
-        self.handlers = load_handlers(model_dir)
-        self.model = self.handlers.model_fn(model_dir)
+        self.handlers = toolkit.Handlers(load_handlers(model_dir), model_dir)
 
     def invoke(self, body, content_type, accept):
         """(status, content type, body bytes)"""
-        h = self.handlers
         try:
-            result = h.output_fn(h.predict_fn(h.input_fn(body, content_type), self.model), accept)
+            result, out_type = self.handlers(body, content_type, accept)
         except Exception as err:  # noqa: BLE001 - every failure becomes an HTTP answer
             status = getattr(err, "status_code", None)
             if not isinstance(status, int) or not 400 <= status < 600:
                 status = 500
             message = getattr(err, "message", None) or str(err) or type(err).__name__
             return status, "application/json", _error_body(message)
-        out_type = accept
-        if isinstance(result, tuple):
-            result, out_type = result
         if isinstance(result, str):
             result = result.encode("utf-8")
         return 200, out_type or "application/json", result

@@ -148,8 +148,14 @@ class TrainingHandler(_JobHandler):
     resource = TrainingJob
 
     def started_fields(self):
-        return {"SecondaryStatus": "Training", "TrainingStartTime": time.time(),
-                "FinalMetricDataList": []}
+        now = time.time()
+        return {"SecondaryStatus": "Training", "TrainingStartTime": now,
+                "FinalMetricDataList": [], "SecondaryStatusTransitions": [
+                    {"Status": "Starting", "StartTime": now, "EndTime": now,
+                     "StatusMessage": "Preparing the instances for training"},
+                    {"Status": "Training", "StartTime": now,
+                     "StatusMessage": "Training image download completed. Training in "
+                                      "progress."}]}
 
     def execute(self, name, request, owner):
         metrics = {}
@@ -165,21 +171,28 @@ class TrainingHandler(_JobHandler):
     def ended_fields(self, job, request, result, status):
         created = job["CreationTime"]
         started, ended = result.process_start or created, result.process_end or time.time()
+        now = time.time()
+        final = {"Completed": "Training job completed", "Stopped": "Training job stopped"}.get(
+            status, f"Training job failed. Reason: {result.failure_reason or 'unknown'}")
+        billed = max(1, int(round(result.seconds)))  # botocore's minimum for both is 1
         fields = {"SecondaryStatus": status, "TrainingStartTime": started,
                   "TrainingEndTime": ended,
                   "SecondaryStatusTransitions": [  # with SageMaker's messages
+                      {"Status": "Starting", "StartTime": created, "EndTime": created,
+                       "StatusMessage": "Preparing the instances for training"},
                       {"Status": "Downloading", "StartTime": created, "EndTime": started,
                        "StatusMessage": "Downloading input data"},
                       {"Status": "Training", "StartTime": started, "EndTime": ended,
                        "StatusMessage": "Training image download completed. Training in "
                                         "progress."},
-                      {"Status": "Uploading", "StartTime": ended, "EndTime": time.time(),
-                       "StatusMessage": "Uploading generated training model"}],
-                  "TrainingTimeInSeconds": int(round(result.seconds)),
-                  "BillableTimeInSeconds": int(round(result.seconds))}
-        if result.exit_code == 0:
-            fields["ModelArtifacts"] = {"S3ModelArtifacts": model_artifact_uri(
-                request, job[TrainingJob.name_field])}
+                      {"Status": "Uploading", "StartTime": ended, "EndTime": now,
+                       "StatusMessage": "Uploading generated training model"},
+                      {"Status": status, "StartTime": now, "EndTime": now,
+                       "StatusMessage": final}],
+                  "TrainingTimeInSeconds": billed, "BillableTimeInSeconds": billed,
+                  # required in botocore's output shape: where the model is, or would have been
+                  "ModelArtifacts": {"S3ModelArtifacts": model_artifact_uri(
+                      request, job[TrainingJob.name_field])}}
         if result.failure_reason:
             fields["FailureReason"] = result.failure_reason
         return fields
