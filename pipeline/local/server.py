@@ -349,9 +349,9 @@ class LocalSageMaker:
             return line
         method, target = line
         match = _INVOCATION.fullmatch(target)
-        if method != "POST" or match is None:
-            return None
-        return self.hosting.channel_of(urllib.parse.unquote(match.group(1)))
+        if method != "POST" or match is None or "%" in match.group(1):
+            return None  # (an encoded name is answered here: the model server takes its
+        return self.hosting.channel_of(match.group(1))  # path as sent, and would pass it back)
 
     def _read_json(self, uri):
         with open(self.s3.path_of(uri)) as handle:

@@ -251,3 +251,18 @@ def test_no_model_server_outlives_the_service_not_even_one_starting(hosted):
         assert again.backend.describe_endpoint("sleepy")["EndpointStatus"] != "Failed"
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("path", ["/endpoints/sl%65epy/invocations",
+                                  "/endpoints/sleep%79/invocations"])
+def test_an_encoded_endpoint_name_is_answered_not_bounced(hosted, path):
+    """The service decodes the name; the model server takes its path as sent and would pass
+    such a connection back, forever: the service answers these itself."""
+    import http.client
+
+    service, _, _ = hosted
+    conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
+    conn.request("POST", path, b"0", {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200 and json.loads(response.read()) == {"slept": 0.0}
+    conn.close()
