@@ -57,9 +57,10 @@ class Resource:
         return {k: doc[k] for k in keys if doc.get(k) not in (None, "")}
 
     @classmethod
-    def not_found(cls, name: str) -> ServiceError:
+    def not_found(cls, name: str, region: str = "") -> ServiceError:
         code, template = cls.missing
-        return ServiceError(code, template.format(what=cls.what, name=name))
+        arn = cls.arn(region, name) if region else name
+        return ServiceError(code, template.format(what=cls.what, name=name, arn=arn))
 
     @classmethod
     def allows(cls, old: str, new: str) -> bool:
@@ -143,6 +144,7 @@ class Model(Resource):
     describe_operation = "DescribeModel"
     list_operation = ("ListModels", "Models")
     what = "model"
+    missing = ("ValidationException", 'Could not find {what} "{arn}".')  # AWS names the ARN
 
 
 class EndpointConfig(Resource):
@@ -151,6 +153,7 @@ class EndpointConfig(Resource):
     describe_operation = "DescribeEndpointConfig"
     list_operation = ("ListEndpointConfigs", "EndpointConfigs")
     what = "endpoint configuration"
+    missing = ("ValidationException", 'Could not find {what} "{arn}".')  # AWS names the ARN
 
 
 class Endpoint(Resource):
@@ -164,6 +167,7 @@ class Endpoint(Resource):
     list_operation = ("ListEndpoints", "Endpoints")
     page_size = 10
     what = "endpoint"
+    missing = ("ValidationException", 'Could not find {what} "{arn}".')  # AWS names the ARN
 
 
 class ModelPackageGroup(Resource):

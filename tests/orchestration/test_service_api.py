@@ -34,7 +34,17 @@ def test_errors_have_aws_codes_and_messages(service):
     with pytest.raises(ClientError) as err:
         sm.describe_endpoint(EndpointName="missing")
     assert err.value.response["Error"]["Code"] == "ValidationException"
-    assert 'Could not find endpoint "missing"' in err.value.response["Error"]["Message"]
+    assert err.value.response["Error"]["Message"] == \
+        'Could not find endpoint "arn:aws:sagemaker:us-east-1:000000000000:endpoint/missing".'
+    for call, message in ((lambda: sm.describe_model(ModelName="Gone"),
+                           'Could not find model "arn:aws:sagemaker:us-east-1:000000000000:'
+                           'model/gone".'),
+                          (lambda: sm.describe_endpoint_config(EndpointConfigName="gone"),
+                           'Could not find endpoint configuration "arn:aws:sagemaker:us-east-1:'
+                           '000000000000:endpoint-config/gone".')):
+        with pytest.raises(ClientError) as err:
+            call()
+        assert err.value.response["Error"]["Message"] == message
     with pytest.raises(ClientError) as err:
         sm.create_pipeline(PipelineName="bad", RoleArn=ROLE, PipelineDefinition="{not json")
     assert "PipelineDefinition is not JSON" in str(err.value)
@@ -99,7 +109,8 @@ def test_names_are_checked_against_the_models_constraints_as_aws_does(service):
                       PipelineDefinition="{}")
     assert "at 'pipelineName' failed to satisfy constraint" in message
     message = refusal(sm.describe_endpoint, EndpointName="e" * 63)  # at the limit: allowed
-    assert message == f'Could not find endpoint "{"e" * 63}".'
+    assert message == f'Could not find endpoint "arn:aws:sagemaker:us-east-1:000000000000:' \
+        f'endpoint/{"e" * 63}".'
     message = refusal(sm.describe_endpoint, EndpointName="e" * 64)  # too long for both rules
     assert message.startswith("2 validation errors detected: ")
     assert "Member must have length less than or equal to 63; " in message

@@ -266,3 +266,30 @@ def test_an_encoded_endpoint_name_is_answered_not_bounced(hosted, path):
     response = conn.getresponse()
     assert response.status == 200 and json.loads(response.read()) == {"slept": 0.0}
     conn.close()
+
+
+def test_a_failed_endpoints_weights_and_a_serverless_memory_size_are_refused_truthfully(
+        hosted):
+    service, sm, _ = hosted
+    _model_and_config(sm, "broken", "s3://models/missing/model.tar.gz")
+    sm.create_endpoint(EndpointName="broken", EndpointConfigName="broken")
+    assert _until(lambda: sm.describe_endpoint(EndpointName="broken")["EndpointStatus"]
+                  == "Failed", 30)
+    with pytest.raises(ClientError) as err:
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName="broken", DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic",
+                                                                 "DesiredWeight": 1.0}])
+    assert err.value.response["Error"]["Message"] == (
+        'Cannot update endpoint "arn:aws:sagemaker:us-east-1:000000000000:endpoint/broken": '
+        "it is Failed; only an InService endpoint's weights and capacities can be updated.")
+    for memory, taken in ((1111, False), (2048, True), (6144, True)):
+        variant = {"VariantName": "v", "ModelName": "sleepy",
+                   "ServerlessConfig": {"MemorySizeInMB": memory, "MaxConcurrency": 1}}
+        if taken:
+            sm.create_endpoint_config(EndpointConfigName=f"serverless-{memory}",
+                                      ProductionVariants=[variant])
+            continue
+        with pytest.raises(ClientError) as err:
+            sm.create_endpoint_config(EndpointConfigName="serverless", ProductionVariants=[
+                variant])
+        assert "valid values are 1 GB steps" in err.value.response["Error"]["Message"]

@@ -74,7 +74,7 @@ class Family:
     def _get(self, resource, name: str) -> dict:
         doc = self.store.get(resource.kind, name)
         if doc is None:
-            raise resource.not_found(name)
+            raise resource.not_found(name, self.region)
         return doc
 
     def _delete(self, resource, name: str) -> dict:

@@ -71,6 +71,11 @@ class HostingApi(Family):
         name = endpoint_config_name
         for variant in production_variants:
             self._get(Model, variant["ModelName"])
+            memory = variant.get("ServerlessConfig", {}).get("MemorySizeInMB")
+            if memory is not None and memory % 1024:  # botocore checks 1024-6144 only
+                raise validation(f"ServerlessConfig.MemorySizeInMB of variant "
+                                 f"{variant.get('VariantName')} is {memory}: valid values are "
+                                 "1 GB steps, 1024, 2048, 3072, 4096, 5120 or 6144 MB")
         arn = EndpointConfig.arn(self.region, name)
         self._create(EndpointConfig, name, {
             **aws_names("CreateEndpointConfig", members),
@@ -119,8 +124,13 @@ class HostingApi(Family):
         counts; with several variants the first one answers)."""
         with self.store.lock:
             doc = self._get(Endpoint, endpoint_name)
-            if doc["EndpointStatus"] != "InService":
+            status = doc["EndpointStatus"]
+            if status in ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"):
                 raise validation(f"Cannot update in-progress endpoint \"{doc['EndpointArn']}\".")
+            if status != "InService":
+                raise validation(f"Cannot update endpoint \"{doc['EndpointArn']}\": it is "
+                                 f"{status}; only an InService endpoint's weights and "
+                                 "capacities can be updated.")
             variants = {v["VariantName"]: v for v in doc.get("ProductionVariants", [])}
             unknown = [d["VariantName"] for d in desired_weights_and_capacities
                        if d["VariantName"] not in variants]
