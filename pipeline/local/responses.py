@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import io
 import json
+import os
 import re
 import sqlite3
 import uuid
@@ -25,11 +26,14 @@ from pipeline.local.endpoints import (INVOCATION_LIMIT, HostingError, Invocation
 from pipeline.local.errors import ServiceError, missing_parameter
 from pipeline.local.backend.common import as_kwargs
 from pipeline.local.resources import ACCOUNT, SERVICE_MODEL
+from pipeline.local.s3 import UnsupportedName
 from pipeline.local.shared import runtime_api
 
 Response = Tuple[int, dict, bytes]
 EVENTS_MODEL = botocore.session.get_session().get_service_model("events")
 LOGS_MODEL = botocore.session.get_session().get_service_model("logs")
+ASYNC_SHAPE = botocore.session.get_session().get_service_model(
+    "sagemaker-runtime").operation_model("InvokeEndpointAsync").input_shape
 
 
 MAX_NESTING = 64  # levels of objects and arrays (20 Search sub-expressions, one in another: 43)
@@ -172,16 +176,26 @@ class RuntimeProtocol:
             return error("ValidationError", f"Endpoint {endpoint} is not configured for "
                          "asynchronous inference: its endpoint config has no "
                          "AsyncInferenceConfig.")
-        source = headers.get("X-Amzn-SageMaker-InputLocation")
-        if not source or not source.startswith("s3://"):
-            return error("ValidationError", "InputLocation must be the s3:// URI of the input")
-        inference_id = headers.get("X-Amzn-SageMaker-Inference-Id") or str(uuid.uuid4())
-        extension = headers.get("X-Amzn-SageMaker-S3OutputPathExtension", "").strip("/")
-        answer_uri = "/".join(filter(None, [output["S3OutputPath"].rstrip("/"), extension,
-                                            f"{inference_id}.out"]))
-        failure_uri = (f"{output['S3FailurePath'].rstrip('/')}/{inference_id}-error.out"
-                       if output.get("S3FailurePath") else answer_uri)
-        timeout = float(headers.get("X-Amzn-SageMaker-InvocationTimeoutSeconds", ASYNC_TIMEOUT))
+        try:
+            given = async_members(headers)
+            source = given.get("InputLocation", "")
+            if not source.startswith("s3://"):
+                raise ServiceError("ValidationError", "InputLocation must be the s3:// URI of "
+                                   "the input (the local service reads no https input)")
+            inference_id = given.get("InferenceId") or str(uuid.uuid4())
+            answer_uri = "/".join(filter(None, [output["S3OutputPath"].rstrip("/"),
+                                                given.get("S3OutputPathExtension", "").strip("/"),
+                                                f"{inference_id}.out"]))
+            failure_uri = (f"{output['S3FailurePath'].rstrip('/')}/{inference_id}-error.out"
+                           if output.get("S3FailurePath") else answer_uri)
+            for uri in {source, answer_uri, failure_uri}:  # refused now, not lost later
+                self.s3.path(*self.s3.split(uri))
+        except ServiceError as err:
+            return error(err.code, err.message)
+        except (UnsupportedName, ValueError) as err:
+            return error("ValidationError", f"the local store cannot hold this request's "
+                                            f"input or answer: {err}")
+        timeout = float(given.get("InvocationTimeoutSeconds", ASYNC_TIMEOUT))
         task = asyncio.get_running_loop().create_task(self._answer_later(
             endpoint, source, answer_uri, failure_uri, timeout,
             headers.get("X-Amzn-SageMaker-Content-Type", "application/json"),
@@ -207,6 +221,13 @@ class RuntimeProtocol:
         await loop.run_in_executor(None, self._write, target, out)
 
     def _read(self, uri) -> bytes:
+        path = self.s3.path_of(uri)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"the input {uri} does not exist")
+        size = os.path.getsize(path)
+        if size > INVOCATION_LIMIT:  # the model server takes no more: not read into memory
+            raise ValueError(f"the input {uri} is {size} bytes; the local model server takes "
+                             f"at most {INVOCATION_LIMIT} bytes per invocation")
         data = self.s3.get(*self.s3.split(uri))
         if data is None:
             raise FileNotFoundError(f"the input {uri} does not exist")
@@ -217,6 +238,24 @@ class RuntimeProtocol:
         if not self.s3.bucket_exists(bucket):
             self.s3.create_bucket(bucket)
         self.s3.put(bucket, key, data)
+
+def async_members(headers) -> dict:
+    """InvokeEndpointAsync's header members, typed and checked against botocore's model
+    (lengths, patterns, ranges), as SageMaker's runtime checks them; ServiceError if not."""
+    given = {}
+    for name, member in ASYNC_SHAPE.members.items():
+        raw = headers.get(member.serialization.get("name", name)) \
+            if member.serialization.get("location") == "header" else None
+        if raw is None:
+            continue
+        if member.type_name == "integer":
+            if not re.fullmatch(r"[+-]?[0-9]{1,10}", raw.strip()):
+                raise ServiceError("ValidationError", f"{name} must be an integer, got {raw!r}")
+            raw = int(raw)
+        given[name] = raw
+    constraints.check(given, ASYNC_SHAPE)
+    return given
+
 
 class S3Protocol:
     """Path-style S3 as boto3 and its transfer manager use it: ListBuckets, CreateBucket,

@@ -182,21 +182,10 @@ def test_asynchronous_invocations_write_answers_and_failures_to_s3(hosted):
     read from S3, the answer written to S3OutputPath as <InferenceId>.out, a model's error to
     S3FailurePath as <InferenceId>-error.out."""
     service, sm, runtime = hosted
-    s3 = boto3.client("s3", endpoint_url=service.url, region_name="us-east-1",
-                      aws_access_key_id="local", aws_secret_access_key="local",
-                      config=Config(s3={"addressing_style": "path"}))
     with pytest.raises(ClientError) as err:  # its config has no AsyncInferenceConfig
         runtime.invoke_endpoint_async(EndpointName="sleepy", InputLocation="s3://models/x")
     assert "not configured for asynchronous inference" in str(err.value)
-    sm.create_endpoint_config(
-        EndpointConfigName="sleepy-async", ProductionVariants=[{
-            "VariantName": "AllTraffic", "ModelName": "sleepy", "InitialInstanceCount": 1,
-            "InstanceType": "ml.m5.large"}],
-        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://models/async/out",
-                                               "S3FailurePath": "s3://models/async/failed"}})
-    sm.update_endpoint(EndpointName="sleepy", EndpointConfigName="sleepy-async")
-    assert _until(lambda: sm.describe_endpoint(EndpointName="sleepy")["EndpointConfigName"]
-                  == "sleepy-async", 60)
+    s3 = _async_ready(service, sm)
     s3.put_object(Bucket="models", Key="async/in/ok.txt", Body=b"0.2")
     s3.put_object(Bucket="models", Key="async/in/bad.txt", Body=b"not a number")
     answer = runtime.invoke_endpoint_async(EndpointName="sleepy", ContentType="text/plain",
@@ -293,3 +282,62 @@ def test_a_failed_endpoints_weights_and_a_serverless_memory_size_are_refused_tru
             sm.create_endpoint_config(EndpointConfigName="serverless", ProductionVariants=[
                 variant])
         assert "valid values are 1 GB steps" in err.value.response["Error"]["Message"]
+
+
+def _async_ready(service, sm):
+    """The sleepy endpoint on a config for asynchronous inference (made once); an S3 client."""
+    s3 = boto3.client("s3", endpoint_url=service.url, region_name="us-east-1",
+                      aws_access_key_id="local", aws_secret_access_key="local",
+                      config=Config(s3={"addressing_style": "path"}))
+    if sm.describe_endpoint(EndpointName="sleepy")["EndpointConfigName"] == "sleepy-async":
+        return s3
+    sm.create_endpoint_config(
+        EndpointConfigName="sleepy-async", ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": "sleepy", "InitialInstanceCount": 1,
+            "InstanceType": "ml.m5.large"}],
+        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://models/async/out",
+                                               "S3FailurePath": "s3://models/async/failed"}})
+    sm.update_endpoint(EndpointName="sleepy", EndpointConfigName="sleepy-async")
+    assert _until(lambda: sm.describe_endpoint(EndpointName="sleepy")["EndpointConfigName"]
+                  == "sleepy-async", 60)
+    return s3
+
+
+@pytest.mark.parametrize("header, value", [
+    ("Inference-Id", "../../../x"), ("Inference-Id", "i" * 300),
+    ("S3OutputPathExtension", "../.."), ("S3OutputPathExtension", "e" * 2000),
+    ("InvocationTimeoutSeconds", "abc"), ("InvocationTimeoutSeconds", "nan"),
+    ("InvocationTimeoutSeconds", "inf"), ("InvocationTimeoutSeconds", "-1"),
+    ("InvocationTimeoutSeconds", "0"), ("InvocationTimeoutSeconds", "3601"),
+    ("InputLocation", "s3://models/" + "k" * 1100),
+])
+def test_asynchronous_requests_aws_would_refuse_are_refused_not_lost(hosted, header, value):
+    import http.client
+
+    service, sm, _ = hosted
+    _async_ready(service, sm)
+    headers = {"X-Amzn-SageMaker-InputLocation": "s3://models/async/in/ok.txt",
+               f"X-Amzn-SageMaker-{header}": value}
+    conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
+    conn.request("POST", "/endpoints/sleepy/async-invocations", b"", headers)
+    response = conn.getresponse()
+    assert response.status == 400, (header, value, response.read())
+    conn.close()
+
+
+def test_an_asynchronous_input_over_the_model_servers_limit_is_not_read(hosted):
+    service, sm, runtime = hosted
+    s3 = _async_ready(service, sm)
+    s3.put_object(Bucket="models", Key="async/in/big.bin", Body=b"0" * (7 * 1024 * 1024))
+    answer = runtime.invoke_endpoint_async(EndpointName="sleepy", InferenceId="big",
+                                           InputLocation="s3://models/async/in/big.bin")
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 202
+
+    def failure():
+        try:
+            return s3.get_object(Bucket="models", Key="async/failed/big-error.out")["Body"].read()
+        except ClientError:
+            return None
+
+    assert _until(lambda: failure() is not None, 30)
+    assert b"is 7340032 bytes; the local model server takes at most" in failure()
