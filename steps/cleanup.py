@@ -26,10 +26,9 @@ def _tagged_for(sm, arn, endpoint_name):
 def not_found(err):
     """SageMaker's answer for a missing endpoint, config or model (ValidationException "Could
     not find ..."); throttling, AccessDenied and the like are not it."""
-    error = err.response["Error"]
-    return error.get("Code") == "ResourceNotFound" or (
-        error.get("Code") == "ValidationException" and
-        "could not find" in error.get("Message", "").lower())
+    error = err.response["Error"]  # (some emulations answer another code, with these words)
+    return error.get("Code") == "ResourceNotFound" or \
+        "could not find" in error.get("Message", "").lower()
 
 
 IN_FLIGHT = ("Creating", "Updating", "SystemUpdating", "RollingBack")

@@ -9,6 +9,7 @@ the service's event loop.
 """
 import asyncio
 import http.client
+import json
 import os
 import secrets
 import shutil
@@ -35,6 +36,7 @@ HEALTH_SECONDS = 2.0  # how often every model server is checked (/ping)
 UNHEALTHY_AFTER = 3  # failed checks in a row before a live but frozen server is replaced
 RESTARTS = 2  # a dead server is replaced this many times before its endpoint is Failed
 SERVER_SCRIPT = os.path.join(ROOT, "src", "inference", "server.py")
+KEPT_CONTAINER = ".container.json"  # in an extracted model: the container it serves with
 
 
 @dataclass
@@ -102,16 +104,16 @@ class Hosting:
                          name="model-server-health").start()
 
     # --- lifecycle ---
-    def deploy(self, endpoint, config_name):
-        thread = threading.Thread(target=self._deploy, args=(endpoint, config_name),
+    def deploy(self, endpoint, config_name, reuse=False):
+        thread = threading.Thread(target=self._deploy, args=(endpoint, config_name, reuse),
                                   daemon=True, name=f"deploy-{endpoint}")
         with self.lock:
             self._starting = [t for t in self._starting if t.is_alive()] + [thread]
         thread.start()
 
-    def _deploy(self, endpoint, config_name):
+    def _deploy(self, endpoint, config_name, reuse=False):
         try:
-            server = self._start(endpoint, config_name)
+            server = self._start(endpoint, config_name, reuse)
         except Exception as err:  # noqa: BLE001 - every failure is reported on the endpoint
             with self.lock:
                 serving = self.servers.get(endpoint)
@@ -166,7 +168,7 @@ class Hosting:
             self._give_up(endpoint, server, f"{problem}; restarted {RESTARTS} times")
             return
         try:
-            fresh = self._start(endpoint, server.config_name)
+            fresh = self._start(endpoint, server.config_name, reuse=True)
         except Exception as err:  # noqa: BLE001
             self._give_up(endpoint, server, f"{problem}; restart failed: {err}")
             return
@@ -185,19 +187,36 @@ class Hosting:
         if self.records.endpoint_exists(endpoint):
             self.records.endpoint_failed(endpoint, reason)
 
-    def _start(self, endpoint, config_name) -> ModelServer:
+    def _start(self, endpoint, config_name, reuse=False) -> ModelServer:
+        """A server for the endpoint on this config. As on AWS, a running endpoint keeps what
+        it needs: once its model is extracted, a restart (``reuse``: after a crash, or of the
+        service) serves that copy, even if the model, its config or its data were deleted
+        since. A create or update extracts afresh."""
+        model_dir = self.home.model_dir(endpoint, config_name)
+        kept = self._kept_container(model_dir) if reuse else None
+        if kept is not None:
+            return self._spawn(model_dir, kept, endpoint, config_name)
         model = self.records.endpoint_model(config_name)
         if model is None:
             raise HostingError(f"endpoint config {config_name} or its model no longer exists")
         container = model["PrimaryContainer"]
-        model_dir = self.home.model_dir(endpoint, config_name)
         try:
+            self._extract(model_dir, container)
             return self._spawn(model_dir, container, endpoint, config_name)
         except BaseException:
             shutil.rmtree(model_dir, ignore_errors=True)  # no half-extracted model left behind
             raise
 
-    def _spawn(self, model_dir, container, endpoint, config_name) -> ModelServer:
+    @staticmethod
+    def _kept_container(model_dir):
+        """The container an extracted model was started with, if it is whole."""
+        try:
+            with open(os.path.join(model_dir, KEPT_CONTAINER)) as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return None
+
+    def _extract(self, model_dir, container):
         if os.path.isdir(model_dir):
             shutil.rmtree(model_dir)
         os.makedirs(model_dir)
@@ -206,7 +225,13 @@ class Hosting:
             raise HostingError(f"model data {container['ModelDataUrl']} does not exist")
         with tarfile.open(archive) as tar:
             tar.extractall(model_dir, filter="data")
+        with open(os.path.join(model_dir, KEPT_CONTAINER), "w") as handle:
+            json.dump(container, handle)  # written last: the copy is whole
+
+    def _spawn(self, model_dir, container, endpoint, config_name) -> ModelServer:
         ready = os.path.join(model_dir, ".port")
+        if os.path.exists(ready):
+            os.remove(ready)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAGEMAKER_")}
         env.update(container.get("Environment", {}))
         env["PYTHONUNBUFFERED"] = "1"
@@ -283,7 +308,7 @@ class Hosting:
         """After a restart: endpoints come back with the config they had."""
         self._stop_leftovers()
         for item in self.records.endpoints_to_restore():
-            self.deploy(item["EndpointName"], item["EndpointConfigName"])
+            self.deploy(item["EndpointName"], item["EndpointConfigName"], reuse=True)
 
     def shutdown(self, start_wait=30.0):
         """Stop every model server, those still starting too (their deployments see the

@@ -26,7 +26,7 @@ from pipeline.local.endpoints import (INVOCATION_LIMIT, HostingError, Invocation
 from pipeline.local.errors import ServiceError, missing_parameter
 from pipeline.local.backend.common import as_kwargs
 from pipeline.local.resources import ACCOUNT, SERVICE_MODEL
-from pipeline.local.s3 import UnsupportedName
+from pipeline.local.s3 import EntityTooSmall, InvalidPart, NoSuchUpload, UnsupportedName
 from pipeline.local.shared import runtime_api
 
 Response = Tuple[int, dict, bytes]
@@ -291,6 +291,10 @@ class S3Protocol:
             if "uploads" in query or "uploadId" in query:
                 return self._multipart(method, bucket, key, query, body)
             return self._object(method, bucket, key, body, headers or {})
+        except NoSuchUpload:
+            return self.error("NoSuchUpload", "The specified upload does not exist. The upload "
+                              "ID may be invalid, or the upload may have been aborted or "
+                              "completed.", 404)
         except ValueError as err:
             return self.error("InvalidArgument", str(err), 400)
 
@@ -365,7 +369,7 @@ class S3Protocol:
                    "ETag": f"\"{hashlib.md5(data).hexdigest()}\"",
                    "Last-Modified": formatdate(usegmt=True)}
             status, part = 200, data
-            if headers.get("Range"):
+            if RANGE.fullmatch(headers.get("Range", "").strip()):  # S3 ignores any other form
                 span = _byte_range(headers["Range"], len(data))
                 if span is None:
                     return self.error("InvalidRange", "The requested range is not "
@@ -387,17 +391,35 @@ class S3Protocol:
             number = int(query.get("partNumber", ["0"])[0])
             if not 1 <= number <= 10000:
                 return self.error("InvalidArgument", "partNumber must be 1 to 10,000", 400)
-            data, digest = body if isinstance(body, tuple) else (
-                io.BytesIO(body), hashlib.md5(body).hexdigest())
-            self.s3.put_part(bucket, key, upload, number, data)
+            data = body[0] if isinstance(body, tuple) else io.BytesIO(body)
+            digest = self.s3.put_part(bucket, key, upload, number, data)
             return 200, {"ETag": f"\"{digest}\""}, b""
+        if method == "GET":
+            return self._xml(f"<ListPartsResult><Bucket>{bucket}</Bucket><Key>"
+                             f"{saxutils.escape(key)}</Key><UploadId>{upload}</UploadId>" + "".join(
+                                 f"<Part><PartNumber>{n}</PartNumber><ETag>\"{md5}\"</ETag>"
+                                 f"<Size>{size}</Size></Part>"
+                                 for n, size, md5 in self.s3.parts(bucket, key, upload)) +
+                             "<IsTruncated>false</IsTruncated></ListPartsResult>")
         if method == "POST":
-            numbers = [int(n) for n in re.findall(rb"<PartNumber>\s*(\d+)\s*</PartNumber>",
-                                                  body if isinstance(body, bytes) else b"")]
+            listed = [(int(n), e.decode("latin-1")) for n, e in re.findall(
+                rb"<Part>\s*(?:<PartNumber>\s*(\d+)\s*</PartNumber>\s*<ETag>([^<]*)</ETag>|"
+                rb"<ETag>[^<]*</ETag>\s*<PartNumber>\s*\d+\s*</PartNumber>)",
+                body if isinstance(body, bytes) else b"") if n]
+            numbers = [n for n, _ in listed]
             if not numbers or numbers != sorted(set(numbers)):
                 return self.error("InvalidPartOrder", "parts must be listed once each, in "
-                                  "ascending order", 400)
-            digests = self.s3.complete_upload(bucket, key, upload, numbers)
+                                  "ascending order, each with its PartNumber then its ETag", 400)
+            try:
+                digests = self.s3.complete_upload(bucket, key, upload, listed)
+            except InvalidPart:
+                return self.error("InvalidPart", "One or more of the specified parts could not "
+                                  "be found. The part may not have been uploaded, or the "
+                                  "specified entity tag may not match the part's entity tag.",
+                                  400)
+            except EntityTooSmall:
+                return self.error("EntityTooSmall", "Your proposed upload is smaller than the "
+                                  "minimum allowed size", 400)
             etag = hashlib.md5(b"".join(bytes.fromhex(d) for d in digests)).hexdigest()
             return self._xml(f"<CompleteMultipartUploadResult><Bucket>{bucket}</Bucket><Key>"
                              f"{saxutils.escape(key)}</Key><ETag>\"{etag}-{len(numbers)}\""
@@ -412,14 +434,17 @@ def _iso(epoch) -> str:
     return f"{datetime.fromtimestamp(epoch, timezone.utc):%Y-%m-%dT%H:%M:%S.000Z}"
 
 
+RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
 def _byte_range(header, size):
     """(first, last) of a single ``bytes=`` range, or None when it cannot be served."""
-    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    match = RANGE.fullmatch(header.strip())
     if not match or match.groups() == ("", "") or size == 0:
         return None
     first, last = match.groups()
-    if first == "":  # the last N bytes
-        return max(size - int(last), 0), size - 1
+    if first == "":  # the last N bytes (none: nothing to serve)
+        return (max(size - int(last), 0), size - 1) if int(last) > 0 else None
     first = int(first)
     last = min(int(last), size - 1) if last else size - 1
     return (first, last) if first <= last else None

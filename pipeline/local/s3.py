@@ -22,6 +22,20 @@ class UnsupportedName(ValueError):
     """A bucket or key this store cannot hold (HTTP 400, the message says why)."""
 
 
+class NoSuchUpload(LookupError):
+    """S3's 404 NoSuchUpload: no upload by that id for that key."""
+
+
+class InvalidPart(ValueError):
+    """S3's InvalidPart: a listed part was never uploaded, or its ETag is not the part's."""
+
+
+class EntityTooSmall(ValueError):
+    """S3's EntityTooSmall: a part before the last is under 5 MiB."""
+
+
+MIN_PART = 5 * 1024 * 1024  # every part but the last, as S3 requires
+
 class LocalS3:
     def __init__(self, root: str):
         self.root = root
@@ -110,14 +124,14 @@ class LocalS3:
     # --- multipart uploads: parts kept aside until Complete puts them together ---
     def _upload_dir(self, bucket, key, upload_id) -> str:
         if not re.fullmatch(r"[0-9a-f]{32}", upload_id):
-            raise UnsupportedName(f"no such upload {upload_id!r}")
+            raise NoSuchUpload(upload_id)
         folder = os.path.join(self.incoming, f"upload-{upload_id}")
         target = os.path.join(folder, "target")
         if not os.path.isfile(target):
-            raise UnsupportedName(f"no such upload {upload_id!r}")
+            raise NoSuchUpload(upload_id)
         with open(target) as handle:
             if handle.read() != f"{bucket}/{key}":
-                raise UnsupportedName(f"upload {upload_id} is for another key")
+                raise NoSuchUpload(upload_id)  # S3 knows it under its own key only
         return folder
 
     def start_upload(self, bucket: str, key: str) -> str:
@@ -130,27 +144,46 @@ class LocalS3:
         return upload_id
 
     def put_part(self, bucket, key, upload_id, number, data):
+        """Keep one part, and its MD5 (its ETag) beside it."""
         folder = self._upload_dir(bucket, key, upload_id)
+        digest = hashlib.md5()
         with open(os.path.join(folder, f"part-{number:05d}"), "wb") as out:
-            shutil.copyfileobj(data, out, 1024 * 1024)
+            for piece in iter(lambda: data.read(1024 * 1024), b""):
+                digest.update(piece)
+                out.write(piece)
+        with open(os.path.join(folder, f"part-{number:05d}.md5"), "w") as handle:
+            handle.write(digest.hexdigest())
+        return digest.hexdigest()
 
-    def complete_upload(self, bucket, key, upload_id, numbers) -> List[str]:
-        """Put the listed parts together as the object; their MD5s, in order."""
+    def parts(self, bucket, key, upload_id) -> List[Tuple[int, int, str]]:
+        """(number, size, MD5) of the parts uploaded so far, in order (ListParts)."""
         folder = self._upload_dir(bucket, key, upload_id)
-        paths = [os.path.join(folder, f"part-{n:05d}") for n in numbers]
-        missing = [n for n, p in zip(numbers, paths) if not os.path.isfile(p)]
-        if missing:
-            raise UnsupportedName(f"parts {missing} of upload {upload_id} were never uploaded")
-        digests = []
+        found = []
+        for name in sorted(os.listdir(folder)):
+            if re.fullmatch(r"part-\d{5}", name):
+                with open(os.path.join(folder, name + ".md5")) as handle:
+                    found.append((int(name[5:]), os.path.getsize(os.path.join(folder, name)),
+                                  handle.read()))
+        return found
+
+    def complete_upload(self, bucket, key, upload_id, listed) -> List[str]:
+        """Put the listed parts ((number, ETag) each) together as the object, as S3 does: each
+        must have been uploaded with that ETag, and all but the last be 5 MiB at least. Returns
+        their MD5s, in order."""
+        folder = self._upload_dir(bucket, key, upload_id)
+        uploaded = {number: (size, md5) for number, size, md5 in self.parts(
+            bucket, key, upload_id)}
+        for index, (number, etag) in enumerate(listed):
+            if number not in uploaded or etag.strip('"') != uploaded[number][1]:
+                raise InvalidPart(number)
+            if index < len(listed) - 1 and uploaded[number][0] < MIN_PART:
+                raise EntityTooSmall(number)
+        digests = [uploaded[number][1] for number, _ in listed]
         joined = os.path.join(folder, "joined")
         with open(joined, "wb") as out:
-            for path in paths:
-                digest = hashlib.md5()
-                with open(path, "rb") as part:
-                    for piece in iter(lambda: part.read(1024 * 1024), b""):
-                        digest.update(piece)
-                        out.write(piece)
-                digests.append(digest.hexdigest())
+            for number, _ in listed:
+                with open(os.path.join(folder, f"part-{number:05d}"), "rb") as part:
+                    shutil.copyfileobj(part, out, 1024 * 1024)
         with open(joined, "rb") as data:
             self.put(bucket, key, data)
         shutil.rmtree(folder)

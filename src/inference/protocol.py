@@ -400,7 +400,9 @@ def request_line(head):
     None if it is not a request line."""
     end = head.find(b"\r\n")
     if end < 0:
-        return MORE
+        # a line ended by a bare LF is no request line: the parser answers it (400) at once,
+        # rather than the hand-over waiting for a CRLF that will not come
+        return None if b"\n" in head else MORE
     parts = head[:end].split(b" ")
     if len(parts) != 3:
         return None

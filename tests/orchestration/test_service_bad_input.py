@@ -121,3 +121,33 @@ def test_a_huge_backoff_rate_waits_no_longer_than_any_interval():
                                            "IntervalSeconds": 10}]}, clock=lambda: 0.0)
     waits = [state.delay("Step.SERVICE_FAULT") for _ in range(4)]
     assert waits == [10, MAX_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS]
+
+
+def test_members_given_are_kept_or_refused_never_dropped(service):
+    sm = service.client("sagemaker")
+    vpc = {"SecurityGroupIds": ["sg-12345678"], "Subnets": ["subnet-12345678"]}
+    sm.create_model(ModelName="kept", ExecutionRoleArn=ROLE, VpcConfig=vpc,
+                    EnableNetworkIsolation=True,
+                    PrimaryContainer={"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"})
+    described = sm.describe_model(ModelName="kept")
+    assert described["VpcConfig"] == vpc and described["EnableNetworkIsolation"] is True
+    with pytest.raises(ClientError) as err:
+        sm.create_model(ModelName="direct", ExecutionRoleArn=ROLE,
+                        InferenceExecutionConfig={"Mode": "Direct"},
+                        PrimaryContainer={"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"})
+    assert "Mode Direct" in err.value.response["Error"]["Message"]
+    sm.create_endpoint_config(EndpointConfigName="kept", ProductionVariants=[{
+        "VariantName": "v", "ModelName": "kept", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    rolling = {"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {
+        "Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}}}
+    for call in (lambda: sm.create_endpoint(EndpointName="kept", EndpointConfigName="kept",
+                                            DeploymentConfig=rolling),
+                 lambda: sm.update_endpoint(EndpointName="kept", EndpointConfigName="kept",
+                                            DeploymentConfig=rolling)):
+        with pytest.raises(ClientError) as err:
+            call()
+        assert "DeploymentConfig is not applied by the local service" in \
+            err.value.response["Error"]["Message"]
+    with pytest.raises(ClientError):
+        sm.describe_endpoint(EndpointName="kept")  # nothing was created

@@ -341,3 +341,27 @@ def test_an_asynchronous_input_over_the_model_servers_limit_is_not_read(hosted):
 
     assert _until(lambda: failure() is not None, 30)
     assert b"is 7340032 bytes; the local model server takes at most" in failure()
+
+
+def test_a_running_endpoint_keeps_what_it_needs_whatever_is_deleted(hosted):
+    """As on AWS: with its model, config and model data deleted, the endpoint keeps serving;
+    a crashed model server comes back from the copy the endpoint keeps, and so does the
+    endpoint after a restart of the service."""
+    from pipeline.local.server import LocalSageMaker
+
+    service, sm, runtime = hosted
+    sm.delete_model(ModelName="sleepy")
+    sm.delete_endpoint_config(EndpointConfigName="sleepy")
+    os.remove(service.s3.path_of("s3://models/sleepy/model.tar.gz"))
+    first = _server_pid(service)
+    os.kill(first, signal.SIGKILL)
+    assert _until(lambda: "sleepy" in service.hosting.servers
+                  and _server_pid(service) != first and _answers(runtime), 30)
+    assert sm.describe_endpoint(EndpointName="sleepy")["EndpointStatus"] == "InService"
+    service.close()
+    again = LocalSageMaker(service.home.root).start_background()
+    try:
+        assert _until(lambda: "sleepy" in again.hosting.servers, 60)
+        assert again.backend.describe_endpoint("sleepy")["EndpointStatus"] == "InService"
+    finally:
+        again.close()

@@ -1,5 +1,6 @@
 """HTTP framing and limits, stalled requests, and the path-style S3 protocol."""
 import os
+import time
 import urllib.request
 
 import pytest
@@ -150,3 +151,77 @@ def test_a_request_that_stalls_half_way_gets_a_408(tmp_path):
         assert urllib.request.urlopen(service.url + "/ping").status == 200
     finally:
         service.close()
+
+
+def test_a_bare_lf_request_is_refused_at_once(service):
+    """A request line ended by LF alone: 400 at once (as the model server answers), not a 408
+    after the 60 s a stalled request gets."""
+    started = time.time()
+    answer = _raw(service.url, b"GET /ping HTTP/1.1\nHost: 127.0.0.1\n\n", timeout=10)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert time.time() - started < 5
+
+
+def test_multipart_uploads_are_checked_as_s3_checks_them(service):
+    """Complete takes only the parts uploaded, with their ETags, every part but the last at
+    least 5 MiB; an unknown upload is NoSuchUpload (404); ListParts lists; the object's ETag
+    has S3's multipart form (the MD5 of the parts' MD5s, then -N)."""
+    import hashlib
+
+    s3 = service.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="multi")
+    first, last = b"a" * (5 * 1024 * 1024), b"b" * 1000
+
+    def started():
+        return s3.create_multipart_upload(Bucket="multi", Key="k")["UploadId"]
+
+    def code(call, **args):
+        with pytest.raises(ClientError) as err:
+            call(Bucket="multi", Key="k", **args)
+        return err.value.response["Error"]["Code"], err.value.response[
+            "ResponseMetadata"]["HTTPStatusCode"]
+
+    upload = started()
+    small = s3.upload_part(Bucket="multi", Key="k", UploadId=upload, PartNumber=1,
+                           Body=last)["ETag"]
+    tail = s3.upload_part(Bucket="multi", Key="k", UploadId=upload, PartNumber=2,
+                          Body=last)["ETag"]
+    assert [(p["PartNumber"], p["Size"]) for p in s3.list_parts(
+        Bucket="multi", Key="k", UploadId=upload)["Parts"]] == [(1, 1000), (2, 1000)]
+    assert code(s3.complete_multipart_upload, UploadId=upload, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": '"00000000000000000000000000000000"'},
+        {"PartNumber": 2, "ETag": tail}]}) == ("InvalidPart", 400)
+    assert code(s3.complete_multipart_upload, UploadId=upload, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": small}, {"PartNumber": 2, "ETag": tail}]}) == (
+        "EntityTooSmall", 400)
+    assert code(s3.complete_multipart_upload, UploadId=upload, MultipartUpload={"Parts": [
+        {"PartNumber": 3, "ETag": tail}]}) == ("InvalidPart", 400)
+    big = s3.upload_part(Bucket="multi", Key="k", UploadId=upload, PartNumber=1,
+                         Body=first)["ETag"]
+    done = s3.complete_multipart_upload(Bucket="multi", Key="k", UploadId=upload,
+                                        MultipartUpload={"Parts": [
+                                            {"PartNumber": 1, "ETag": big},
+                                            {"PartNumber": 2, "ETag": tail}]})
+    parts = hashlib.md5(first).digest() + hashlib.md5(last).digest()
+    assert done["ETag"] == f'"{hashlib.md5(parts).hexdigest()}-2"'
+    assert s3.get_object(Bucket="multi", Key="k")["Body"].read() == first + last
+    for call, args in ((s3.upload_part, {"PartNumber": 1, "Body": b"x"}),
+                       (s3.list_parts, {}), (s3.abort_multipart_upload, {}),
+                       (s3.complete_multipart_upload, {"MultipartUpload": {"Parts": [
+                           {"PartNumber": 1, "ETag": big}]}})):
+        assert code(call, UploadId=upload, **args) == ("NoSuchUpload", 404)  # completed
+        assert code(call, UploadId="f" * 32, **args) == ("NoSuchUpload", 404)
+
+
+def test_ranges_as_s3_serves_them(service):
+    s3 = service.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="ranges")
+    s3.put_object(Bucket="ranges", Key="ten", Body=b"0123456789")
+    with pytest.raises(ClientError) as err:
+        s3.get_object(Bucket="ranges", Key="ten", Range="bytes=-0")
+    assert err.value.response["Error"]["Code"] == "InvalidRange"
+    for ignored in ("bytes=abc", "items=0-1", "bytes=0-1,3-4"):  # S3 serves the whole object
+        answer = s3.get_object(Bucket="ranges", Key="ten", Range=ignored)
+        assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert answer["Body"].read() == b"0123456789"
+    assert s3.get_object(Bucket="ranges", Key="ten", Range="bytes=-3")["Body"].read() == b"789"

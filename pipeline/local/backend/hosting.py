@@ -19,13 +19,19 @@ class HostingApi(Family):
 
     # -------------------------------------------------------------- models
     def create_model(self, model_name, primary_container=None, containers=None,
-                     execution_role_arn="", tags=None):
+                     execution_role_arn="", tags=None, **members):
+        """Every other member (VpcConfig, EnableNetworkIsolation, ...) is kept as given and
+        described back, as AWS does; the local model server runs on loopback whatever they say."""
         given = containers or ([primary_container] if primary_container else [])
         if not given:
             raise validation("A model needs PrimaryContainer or Containers")
+        if members.get("inference_execution_config", {}).get("Mode") == "Direct":
+            raise validation("InferenceExecutionConfig Mode Direct (invoking one container of "
+                             "several) is not supported by the local service")
         resolved = [self._resolve_container(c) for c in given]
         arn = Model.arn(self.region, model_name)
-        doc = {"ModelName": model_name, "ModelArn": arn, "CreationTime": time.time(),
+        doc = {**aws_names("CreateModel", members),
+               "ModelName": model_name, "ModelArn": arn, "CreationTime": time.time(),
                "ExecutionRoleArn": execution_role_arn, "PrimaryContainer": resolved[0]}
         if containers:
             doc["Containers"] = resolved
@@ -96,7 +102,9 @@ class HostingApi(Family):
         return list_answer(EndpointConfig, self.store.list(EndpointConfig.kind), **query)
 
     # ----------------------------------------------------------- endpoints
-    def create_endpoint(self, endpoint_name, endpoint_config_name, tags=None):
+    def create_endpoint(self, endpoint_name, endpoint_config_name, tags=None,
+                        deployment_config=None):
+        _no_deployment_config(deployment_config)
         self._get(EndpointConfig, endpoint_config_name)
         arn = Endpoint.arn(self.region, endpoint_name)
         now = time.time()
@@ -108,7 +116,8 @@ class HostingApi(Family):
         self.servers.deploy(endpoint_name, endpoint_config_name)
         return {"EndpointArn": arn}
 
-    def update_endpoint(self, endpoint_name, endpoint_config_name):
+    def update_endpoint(self, endpoint_name, endpoint_config_name, deployment_config=None):
+        _no_deployment_config(deployment_config)
         with self.store.lock:
             self._get(EndpointConfig, endpoint_config_name)
             doc = self._transition(Endpoint, endpoint_name, "Updating",
@@ -158,3 +167,10 @@ class HostingApi(Family):
 
     def list_endpoints(self, **query):
         return list_answer(Endpoint, self.store.list(Endpoint.kind), **query)
+
+
+def _no_deployment_config(deployment_config):
+    if deployment_config:
+        raise validation("DeploymentConfig is not applied by the local service: an update "
+                         "switches all traffic at once, when the new model answers /ping (no "
+                         "blue/green or rolling steps, no alarms, no auto-rollback)")
