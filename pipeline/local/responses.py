@@ -402,14 +402,11 @@ class S3Protocol:
                                  for n, size, md5 in self.s3.parts(bucket, key, upload)) +
                              "<IsTruncated>false</IsTruncated></ListPartsResult>")
         if method == "POST":
-            listed = [(int(n), e.decode("latin-1")) for n, e in re.findall(
-                rb"<Part>\s*(?:<PartNumber>\s*(\d+)\s*</PartNumber>\s*<ETag>([^<]*)</ETag>|"
-                rb"<ETag>[^<]*</ETag>\s*<PartNumber>\s*\d+\s*</PartNumber>)",
-                body if isinstance(body, bytes) else b"") if n]
+            listed = _listed_parts(body if isinstance(body, bytes) else b"")
             numbers = [n for n, _ in listed]
             if not numbers or numbers != sorted(set(numbers)):
                 return self.error("InvalidPartOrder", "parts must be listed once each, in "
-                                  "ascending order, each with its PartNumber then its ETag", 400)
+                                  "ascending order, each with its PartNumber and ETag", 400)
             try:
                 digests = self.s3.complete_upload(bucket, key, upload, listed)
             except InvalidPart:
@@ -432,6 +429,18 @@ class S3Protocol:
 
 def _iso(epoch) -> str:
     return f"{datetime.fromtimestamp(epoch, timezone.utc):%Y-%m-%dT%H:%M:%S.000Z}"
+
+
+def _listed_parts(body: bytes) -> list:
+    """(PartNumber, ETag) of each <Part> a CompleteMultipartUpload lists, in its order (the
+    members in any order, as SDKs write them)."""
+    listed = []
+    for part in re.findall(rb"<Part>(.*?)</Part>", body, re.S):
+        number = re.search(rb"<PartNumber>\s*(\d{1,5})\s*</PartNumber>", part)
+        etag = re.search(rb"<ETag>([^<]*)</ETag>", part)
+        listed.append((int(number.group(1)) if number else 0,
+                       etag.group(1).decode("latin-1").replace("&quot;", '"') if etag else ""))
+    return listed
 
 
 RANGE = re.compile(r"bytes=(\d*)-(\d*)")

@@ -151,3 +151,19 @@ def test_members_given_are_kept_or_refused_never_dropped(service):
             err.value.response["Error"]["Message"]
     with pytest.raises(ClientError):
         sm.describe_endpoint(EndpointName="kept")  # nothing was created
+
+
+def test_the_last_page_carries_no_token_and_a_token_past_the_end_is_refused(service):
+    sm = service.client("sagemaker")
+    for name in ("paged-a", "paged-b", "paged-c"):
+        sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={
+            "Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"})
+    first = sm.list_models(NameContains="paged-", MaxResults=2, SortBy="Name",
+                           SortOrder="Ascending")
+    assert [m["ModelName"] for m in first["Models"]] == ["paged-a", "paged-b"]
+    last = sm.list_models(NameContains="paged-", MaxResults=2, SortBy="Name",
+                          SortOrder="Ascending", NextToken=first["NextToken"])
+    assert [m["ModelName"] for m in last["Models"]] == ["paged-c"] and "NextToken" not in last
+    with pytest.raises(ClientError) as err:
+        sm.list_models(NameContains="paged-", MaxResults=2, NextToken="4")
+    assert err.value.response["Error"]["Message"] == "Invalid pagination token"
