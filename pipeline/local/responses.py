@@ -163,6 +163,10 @@ class RuntimeProtocol:
         S3OutputPath as ``<InferenceId>.out``, a failure to S3FailurePath as
         ``<InferenceId>-error.out`` (to the output path when the config has none)."""
         try:
+            given = async_members(headers)  # the request's shape first, as AWS checks it
+        except ServiceError as err:
+            return error(err.code, err.message)
+        try:
             described = self.backend.describe_endpoint(endpoint)
             status = described["EndpointStatus"]
             config = self.backend.describe_endpoint_config(described["EndpointConfigName"])
@@ -177,7 +181,6 @@ class RuntimeProtocol:
                          "asynchronous inference: its endpoint config has no "
                          "AsyncInferenceConfig.")
         try:
-            given = async_members(headers)
             source = given.get("InputLocation", "")
             if not source.startswith("s3://"):
                 raise ServiceError("ValidationError", "InputLocation must be the s3:// URI of "
