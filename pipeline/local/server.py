@@ -203,6 +203,9 @@ class ServiceApp:
             return _closing(_refusal(request, code, str(err), 413))
         except framing.ClientGone:
             raise
+        except OSError as err:  # a full disk: nothing was stored; the client may try again
+            return _closing(_refusal(request, "ServiceUnavailable", "the local service cannot "
+                                     f"store this now: {err}", 503))
         except Exception as err:  # noqa: BLE001 - answer, log, keep serving
             traceback.print_exc()
             return error("InternalFailure", f"{type(err).__name__}: {err}", 500)

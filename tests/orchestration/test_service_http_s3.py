@@ -225,3 +225,39 @@ def test_ranges_as_s3_serves_them(service):
         assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
         assert answer["Body"].read() == b"0123456789"
     assert s3.get_object(Bucket="ranges", Key="ten", Range="bytes=-3")["Body"].read() == b"789"
+
+
+def test_a_full_disk_answers_s3_with_a_503_in_s3s_words(local_service, tmp_path, monkeypatch):
+    """PUT (small, spooled, multipart) when the disk is full: 503 ServiceUnavailable in S3's
+    XML, with the reason, and nothing half-written; a GET still reads."""
+    import errno
+
+    from pipeline.local import framing
+
+    service, _, s3 = local_service(tmp_path / "full")
+    s3.create_bucket(Bucket="full")
+    s3.put_object(Bucket="full", Key="kept", Body=b"kept")
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    class FullSpool:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        write = no_space
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(service.s3, "put", no_space)
+    monkeypatch.setattr(service.s3, "start_upload", no_space)
+    monkeypatch.setattr(framing.tempfile, "SpooledTemporaryFile", FullSpool)
+    for call in (lambda: s3.put_object(Bucket="full", Key="k", Body=b"x" * 10),
+                 lambda: s3.create_multipart_upload(Bucket="full", Key="m")):
+        with pytest.raises(ClientError) as err:
+            call()
+        assert err.value.response["Error"]["Code"] == "ServiceUnavailable"
+        assert "No space left on device" in err.value.response["Error"]["Message"]
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert s3.get_object(Bucket="full", Key="kept")["Body"].read() == b"kept"
