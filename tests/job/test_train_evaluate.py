@@ -85,3 +85,24 @@ def test_evaluate_rejects_a_model_without_handlers(prepared, tmp_path):
                       prepared / "test", "--output-dir", tmp_path / "out",
                       "--failure-file", failure, check=False)
     assert proc.returncode == 1 and "code/inference.py" in failure.read_text()
+
+
+# Multiclass model-quality metrics as SageMaker documents them (Model Monitor's model quality
+# metrics for multiclass classification): the names EvaluateModel may write.
+DOCUMENTED = {"confusion_matrix", "accuracy", "weighted_recall", "weighted_precision",
+              "weighted_f0_5", "weighted_f1", "weighted_f2", "accuracy_best_constant_classifier",
+              "weighted_recall_best_constant_classifier",
+              "weighted_precision_best_constant_classifier",
+              "weighted_f0_5_best_constant_classifier", "weighted_f1_best_constant_classifier",
+              "weighted_f2_best_constant_classifier"}
+
+
+def test_evaluation_member_names_are_awss_documented_ones():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 1, 1, 1, 2, 0])
+    report = evaluate.metrics(labels, predicted)
+    assert list(report) == ["multiclass_classification_metrics"]
+    names = set(report["multiclass_classification_metrics"])
+    assert names <= DOCUMENTED, names - DOCUMENTED
+    assert {"confusion_matrix", "accuracy", "weighted_precision", "weighted_recall",
+            "weighted_f1"} <= names

@@ -302,3 +302,34 @@ def test_a_pipeline_definition_can_come_from_s3(service):
                            PipelineDefinition=json.dumps(first), PipelineDefinitionS3Location={
                                "Bucket": "definitions", "ObjectKey": "p/one.json"})
     assert "not both" in str(err.value)
+
+
+@pytest.mark.parametrize("build", [
+    lambda home, bad: home.job_log(bad), lambda home, bad: home.job_dir(bad),
+    lambda home, bad: home.endpoint_log(bad, "config"),
+    lambda home, bad: home.endpoint_log("endpoint", bad),
+    lambda home, bad: home.model_dir(bad, "config"), lambda home, bad: home.model_dir("e", bad),
+])
+def test_each_kind_of_name_derived_path_is_confined_on_its_own(tmp_path, build):
+    from pipeline.local.home import ServiceHome
+
+    home = ServiceHome(str(tmp_path / "home"))
+    for bad in ("../../escaped", "a/b", "x\0y"):
+        with pytest.raises(ValueError):
+            build(home, bad)
+    assert build(home, "fine").startswith(str(tmp_path / "home") + os.sep)
+
+
+def test_map_keys_are_checked_against_their_constraints():
+    from pipeline.local import constraints
+    from pipeline.local.errors import ServiceError
+    from pipeline.local.resources import SERVICE_MODEL
+
+    shape = SERVICE_MODEL.operation_model("UpdateModelPackage").input_shape
+    request = {"ModelPackageArn": "arn:aws:sagemaker:us-east-1:000000000000:model-package/g/1",
+               "CustomerMetadataProperties": {"bad|key": "v"}}
+    with pytest.raises(ServiceError) as err:
+        constraints.check(request, shape)
+    assert "customerMetadataProperties.key" in err.value.message
+    request["CustomerMetadataProperties"] = {"good.key": "v"}
+    constraints.check(request, shape)

@@ -307,3 +307,13 @@ def test_steps_defined_before_what_they_depend_on_still_run(local):
     assert ran["First"]["SelectiveExecutionResult"]["SourcePipelineExecutionArn"] == source
     assert ran["Second"]["StepStatus"] == "Succeeded" and "SelectiveExecutionResult" not in \
         ran["Second"]
+
+
+def test_expire_after_min_at_its_boundary():
+    """A retry whose wait would end exactly at the limit is not made; one a second earlier is."""
+    def state(interval):
+        return RetryState({"RetryPolicies": [{"ExceptionType": ["Step.SERVICE_FAULT"],
+                                              "IntervalSeconds": interval, "BackoffRate": 1.0,
+                                              "ExpireAfterMin": 1}]}, clock=lambda: 500.0)
+    assert state(60).delay("Step.SERVICE_FAULT") is None
+    assert state(59).delay("Step.SERVICE_FAULT") == 59
