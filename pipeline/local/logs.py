@@ -99,9 +99,11 @@ class LogsBackend:
                 raise ServiceError("InvalidParameterException", "The specified nextToken is "
                                    "invalid.")
             first = index if direction == "f" else max(index - limit, 0)
+            end = first + limit if direction == "f" else min(index, len(events))
         else:
             first = 0 if start_from_head else max(len(events) - limit, 0)
-        page = events[first:first + limit]
+            end = first + limit
+        page = events[first:end]  # a backward page ends where the later one began
         return {"events": page, "nextForwardToken": f"f/{first + len(page)}",
                 "nextBackwardToken": f"b/{first}"}
 

@@ -333,3 +333,41 @@ def test_map_keys_are_checked_against_their_constraints():
     assert "customerMetadataProperties.key" in err.value.message
     request["CustomerMetadataProperties"] = {"good.key": "v"}
     constraints.check(request, shape)
+
+
+def test_log_events_read_from_the_tail_and_page_backward(tmp_path):
+    """GetLogEvents as CloudWatch pages it: without startFromHead the last page; a backward
+    token gives the page before; a forward token the rest; foreign tokens refused."""
+    from pipeline.local.errors import ServiceError
+    from pipeline.local.home import ServiceHome
+    from pipeline.local.logs import LogsBackend
+    from pipeline.local.resources import TrainingJob
+    from pipeline.local.store import Store
+
+    home = ServiceHome(str(tmp_path / "home"))
+    os.makedirs(home.logs_dir)
+    store = Store(home.state_db)
+    store.put(TrainingJob.kind, "job", {"TrainingJobName": "job", "CreationTime": 1000.0})
+    with open(home.job_log("job"), "w") as handle:
+        handle.write("".join(f"line {i}\n" for i in range(25)))
+    logs = LogsBackend(store, home, "us-east-1")
+    group, stream = "/aws/sagemaker/TrainingJobs", "job/algo-1-1000"
+
+    def read(**query):
+        page = logs.get_log_events(log_group_name=group, log_stream_name=stream, limit=10,
+                                   **query)
+        return [e["message"] for e in page["events"]], page
+
+    tail, page = read()
+    assert tail == [f"line {i}" for i in range(15, 25)]  # from the tail
+    before, page = read(next_token=page["nextBackwardToken"])
+    assert before == [f"line {i}" for i in range(5, 15)]
+    first, page = read(next_token=page["nextBackwardToken"])
+    assert first == [f"line {i}" for i in range(0, 5)]  # no line twice
+    head, page = read(start_from_head=True)
+    assert head == [f"line {i}" for i in range(10)]
+    rest, _ = read(next_token=page["nextForwardToken"])
+    assert rest == [f"line {i}" for i in range(10, 20)]
+    for token in ("b/²", "x/1", "f/"):
+        with pytest.raises(ServiceError):
+            read(next_token=token)
