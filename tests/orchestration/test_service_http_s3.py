@@ -261,3 +261,26 @@ def test_a_full_disk_answers_s3_with_a_503_in_s3s_words(local_service, tmp_path,
         assert "No space left on device" in err.value.response["Error"]["Message"]
         assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
     assert s3.get_object(Bucket="full", Key="kept")["Body"].read() == b"kept"
+
+
+def test_the_stall_timer_restarts_with_every_piece(tmp_path):
+    """A body that keeps arriving, a piece every 0.6 s for 3 s, under a 1 s read timeout: it is
+    slow, not stalled, and gets its answer."""
+    import socket
+
+    from pipeline.local.server import LocalSageMaker
+
+    service = LocalSageMaker(str(tmp_path / "home"), read_timeout=1.0).start_background()
+    try:
+        body = b"{}" + b" " * 4
+        with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: "
+                         b"SageMaker.ListModels\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body))
+            for index in range(len(body)):
+                time.sleep(0.6)
+                sock.sendall(body[index:index + 1])
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    finally:
+        service.close()
