@@ -449,3 +449,14 @@ def test_a_connection_taken_is_taken_even_when_the_receiver_closed_first(monkeyp
             assert first == b""
             client.sendall(b"ping")
             assert sock.recv(4) == b"ping"  # the receiver's copy is the connection
+
+
+@pytest.mark.parametrize("host, taken", [
+    ("127.0.0.1", True), ("127.0.0.1:8080", True), ("localhost", True), ("LOCALHOST:1", True),
+    ("[::1]", True), ("[::1]:8080", True), ("evil.example", False), ("127.0.0.1.evil", False),
+    ("localhost.evil:80", False), ("", False), ("127.0.0.2", False),
+])
+def test_the_model_servers_own_host_check_takes_loopback_names_only(host, taken):
+    import runtime_api
+
+    assert runtime_api.loopback(host) is taken
