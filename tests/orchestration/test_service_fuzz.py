@@ -35,7 +35,10 @@ TARGETS = (st.sampled_from(OPERATIONS).map(lambda o: f"SageMaker.{o}")
 PATHS = st.sampled_from(["/", "/endpoints/none/invocations", "/ping", "/executions/p/x",
                          "/jobs/j", "/packages/g/1", "/compare?a=x&b=y", "/sagemaker-local",
                          "/sagemaker-local/k", "/sagemaker-local/a/../b", "/Bad_Bucket/k",
-                         "/draw/e", "/endpoints/delete", "/packages/approval", "/%00/x"])
+                         "/draw/e", "/endpoints/delete", "/packages/approval", "/%00/x",
+                         "/confirm?action=approve&subject=x", "/confirm?action=zap",
+                         "/compare-packages?a=x&b=y", "/executions/stop", "/executions/retry",
+                         "/?pipeline=x&status=Failed", "/endpoints/x%2Dy/invocations"])
 FRAMING = st.sampled_from(FRAMINGS)
 
 
