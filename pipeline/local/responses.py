@@ -14,7 +14,7 @@ import uuid
 import xml.sax.saxutils as saxutils
 from datetime import datetime, timezone
 from email.utils import formatdate
-from typing import Tuple
+from typing import Tuple, Union
 
 import botocore
 import botocore.session
@@ -29,7 +29,7 @@ from pipeline.local.resources import ACCOUNT, SERVICE_MODEL
 from pipeline.local.s3 import EntityTooSmall, InvalidPart, NoSuchUpload, UnsupportedName
 from pipeline.local.shared import runtime_api
 
-Response = Tuple[int, dict, bytes]
+Response = Tuple[int, dict, Union[bytes, "FileBody"]]  # FileBody: an S3 object, streamed
 EVENTS_MODEL = botocore.session.get_session().get_service_model("events")
 LOGS_MODEL = botocore.session.get_session().get_service_model("logs")
 ASYNC_SHAPE = botocore.session.get_session().get_service_model(
@@ -260,6 +260,30 @@ def async_members(headers) -> dict:
     return given
 
 
+class FileBody:
+    """A response body sent from an open file, piece by piece (the ASGI app streams it)."""
+
+    PIECE = 1024 * 1024
+
+    def __init__(self, handle, first: int, length: int):
+        self.handle, self.left = handle, length
+        handle.seek(first)
+
+    def __len__(self):
+        return self.left
+
+    def read(self) -> bytes:
+        """The next piece ("" when done); the file is closed after the last."""
+        piece = self.handle.read(min(self.PIECE, self.left)) if self.left > 0 else b""
+        self.left -= len(piece)
+        if not piece or self.left <= 0:
+            self.close()
+        return piece
+
+    def close(self):
+        self.handle.close()
+
+
 class S3Protocol:
     """Path-style S3 as boto3 and its transfer manager use it: ListBuckets, CreateBucket,
     HeadBucket, ListObjectsV2, PutObject, GetObject (ranges too), HeadObject, DeleteObject and
@@ -363,25 +387,36 @@ class S3Protocol:
             self.s3.delete(bucket, key)
             return 204, {}, b""
         if method in ("GET", "HEAD"):
-            data = self.s3.get(bucket, key)
-            if data is None:
-                if method == "HEAD":
-                    return 404, {}, b""
-                return self.error("NoSuchKey", "The specified key does not exist.", 404)
-            out = {"Content-Type": "binary/octet-stream", "Accept-Ranges": "bytes",
-                   "ETag": f"\"{hashlib.md5(data).hexdigest()}\"",
-                   "Last-Modified": formatdate(usegmt=True)}
-            status, part = 200, data
-            if RANGE.fullmatch(headers.get("Range", "").strip()):  # S3 ignores any other form
-                span = _byte_range(headers["Range"], len(data))
-                if span is None:
-                    return self.error("InvalidRange", "The requested range is not "
-                                      "satisfiable", 416)
-                status, part = 206, data[span[0]:span[1] + 1]
-                out["Content-Range"] = f"bytes {span[0]}-{span[1]}/{len(data)}"
-            out["Content-Length"] = str(len(part))
-            return status, out, (part if method == "GET" else b"")
+            return self._read_object(method, bucket, key, headers)
         return self.error("MethodNotAllowed", f"{method} on an object", 405)
+
+    def _read_object(self, method, bucket, key, headers) -> Response:
+        """GET or HEAD: the object streamed from its file (``FileBody``), never read whole
+        into memory; its ETag is the MD5 of the same version, read piece by piece."""
+        handle = self.s3.open(bucket, key)
+        if handle is None:
+            if method == "HEAD":
+                return 404, {}, b""
+            return self.error("NoSuchKey", "The specified key does not exist.", 404)
+        size, digest = os.fstat(handle.fileno()).st_size, hashlib.md5()
+        for piece in iter(lambda: handle.read(FileBody.PIECE), b""):
+            digest.update(piece)
+        out = {"Content-Type": "binary/octet-stream", "Accept-Ranges": "bytes",
+               "ETag": f"\"{digest.hexdigest()}\"", "Last-Modified": formatdate(usegmt=True)}
+        status, first, length = 200, 0, size
+        if RANGE.fullmatch(headers.get("Range", "").strip()):  # S3 ignores any other form
+            span = _byte_range(headers["Range"], size)
+            if span is None:
+                handle.close()
+                return self.error("InvalidRange", "The requested range is not satisfiable",
+                                  416)
+            status, first, length = 206, span[0], span[1] - span[0] + 1
+            out["Content-Range"] = f"bytes {span[0]}-{span[1]}/{size}"
+        out["Content-Length"] = str(length)
+        if method == "HEAD":
+            handle.close()
+            return status, out, b""
+        return status, out, FileBody(handle, first, length)
 
     def _multipart(self, method, bucket, key, query, body):
         if method == "POST" and "uploads" in query:

@@ -199,6 +199,15 @@ class LocalS3:
         with open(target, "rb") as handle:
             return handle.read()
 
+    def open(self, bucket: str, key: str):
+        """The object as an open file (None if absent): a reader holds that version even if a
+        PUT replaces the object meanwhile (objects are moved in whole)."""
+        target = self.path(bucket, key)
+        try:
+            return open(target, "rb") if os.path.isfile(target) else None
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
     def list(self, bucket: str, prefix: str = "") -> List[Tuple[str, int, float]]:
         """(key, size, modification time) of the objects under a prefix."""
         base = self.path(bucket)

@@ -43,8 +43,8 @@ from pipeline.local.backend.records import Records
 from pipeline.local.backend.registry import RegistryApi
 from pipeline.local.events import EventsBackend, Outbox
 from pipeline.local.logs import LogsBackend
-from pipeline.local.responses import (EVENTS_MODEL, LOGS_MODEL, JsonProtocol, RuntimeProtocol,
-                                      S3Protocol, error)
+from pipeline.local.responses import (EVENTS_MODEL, LOGS_MODEL, FileBody, JsonProtocol,
+                                      RuntimeProtocol, S3Protocol, error)
 from pipeline.local.s3 import LocalS3
 from pipeline.local.search import SearchApi
 from pipeline.local.shared import protocol, runtime_api
@@ -180,7 +180,22 @@ class ServiceApp:
         headers["x-amzn-RequestId"] = runtime_api.request_id()
         await send({"type": "http.response.start", "status": status, "headers": [
             (k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]})
+        if isinstance(body, FileBody):  # an S3 object: streamed, never whole in memory
+            await self._stream(body, send)
+            return
         await send({"type": "http.response.body", "body": body})
+
+    async def _stream(self, body, send):
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                piece = await loop.run_in_executor(self.workers, body.read)
+                await send({"type": "http.response.body", "body": piece,
+                            "more_body": bool(piece) and len(body) > 0})
+                if not piece or len(body) == 0:
+                    return
+        finally:
+            body.close()
 
     async def _answer(self, request, receive):
         try:

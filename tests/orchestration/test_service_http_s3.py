@@ -284,3 +284,29 @@ def test_the_stall_timer_restarts_with_every_piece(tmp_path):
         assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     finally:
         service.close()
+
+
+def _peak_rss_kib(pid) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
+
+
+def test_a_large_get_is_streamed_not_held(service, tmp_path):
+    """GET (and HEAD's ETag) of a 200 MB object: the service's peak memory grows by far less
+    than the object (it streams from the file, piece by piece)."""
+    s3 = service.client("s3", s3={"addressing_style": "path"})
+    s3.create_bucket(Bucket="streamed")
+    path = tmp_path / "big.bin"
+    with open(path, "wb") as out:
+        for _ in range(200):
+            out.write(os.urandom(1024 * 1024))
+    s3.upload_file(str(path), "streamed", "big.bin")
+    before = _peak_rss_kib(service.proc.pid)
+    s3.head_object(Bucket="streamed", Key="big.bin")
+    s3.download_file("streamed", "big.bin", str(tmp_path / "back.bin"))
+    body = s3.get_object(Bucket="streamed", Key="big.bin")["Body"]
+    size = sum(len(piece) for piece in iter(lambda: body.read(1024 * 1024), b""))
+    assert size == 200 * 1024 * 1024
+    assert (tmp_path / "back.bin").read_bytes() == path.read_bytes()
+    grown = _peak_rss_kib(service.proc.pid) - before
+    assert grown < 60 * 1024, f"peak memory grew by {grown / 1024:.0f} MiB"
