@@ -44,7 +44,8 @@ from pipeline.local.backend.registry import RegistryApi
 from pipeline.local.events import EventsBackend, Outbox
 from pipeline.local.logs import LogsBackend
 from pipeline.local.responses import (EVENTS_MODEL, LOGS_MODEL, FileBody, JsonProtocol,
-                                      RuntimeProtocol, S3Protocol, error)
+                                      S3Protocol, error)
+from pipeline.local.runtime import RuntimeProtocol
 from pipeline.local.s3 import LocalS3
 from pipeline.local.search import SearchApi
 from pipeline.local.shared import protocol, runtime_api
@@ -302,7 +303,7 @@ class LocalSageMaker:
             http=self._protocol_class(read_timeout),
             access_log=False, log_level="error", backlog=1024, timeout_keep_alive=60,
             server_header=False, date_header=False, proxy_headers=False),
-            channels=channels)
+            on_ready=self._serving, channels=channels)
         self._thread = None
         job_python = job_python or os.environ.get("MNIST_JOB_PYTHON", DEFAULT_JOB_PYTHON)
         if not os.path.exists(job_python):
@@ -343,7 +344,7 @@ class LocalSageMaker:
         self.sagemaker = JsonProtocol(self.backend)
         self.json_apis = [self.sagemaker, JsonProtocol(self.events, EVENTS_MODEL),
                           JsonProtocol(LogsBackend(store, self.home, region), LOGS_MODEL)]
-        self.runtime = RuntimeProtocol(self.backend, self.hosting, self.s3)
+        self.runtime = RuntimeProtocol(self.backend, self.hosting, self.s3, store)
         self.s3_api = S3Protocol(self.s3)
         self.browser = web.RunBrowser(self.backend, self.s3, self.home, self.url)
 
@@ -379,6 +380,11 @@ class LocalSageMaker:
         with open(self.home.service_file, "w") as handle:
             json.dump({"url": self.url, "port": self.port, "pid": os.getpid(),
                        "region": self.region}, handle)
+
+    def _serving(self):
+        """Once the loop serves: the asynchronous invocations a previous run accepted and did
+        not answer are finished (runtime.RuntimeProtocol.resume)."""
+        self._resuming = asyncio.get_running_loop().create_task(self.runtime.resume())
 
     def _settle(self):
         """Everything loaded so far lives as long as the service: out of the garbage

@@ -365,3 +365,52 @@ def test_a_running_endpoint_keeps_what_it_needs_whatever_is_deleted(hosted):
         assert again.backend.describe_endpoint("sleepy")["EndpointStatus"] == "InService"
     finally:
         again.close()
+
+
+def test_an_accepted_asynchronous_invocation_survives_a_kill_9(tmp_path):
+    """202 means it will be answered: the service is killed (-9) while the model works; started
+    again on its home, it finishes the invocation and writes the answer."""
+    import io
+    import tarfile
+
+    from localservice import ServiceProcess
+
+    service = ServiceProcess(tmp_path / "home").start()
+    try:
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+            code = SLOW_HANDLERS.encode()
+            info = tarfile.TarInfo("code/inference.py")
+            info.size = len(code)
+            tar.addfile(info, io.BytesIO(code))
+        s3, sm = service.client("s3", s3={"addressing_style": "path"}), service.client(
+            "sagemaker")
+        s3.create_bucket(Bucket="models")
+        s3.put_object(Bucket="models", Key="sleepy/model.tar.gz", Body=archive.getvalue())
+        s3.put_object(Bucket="models", Key="in/four.txt", Body=b"4")
+        _model_and_config(sm, "sleepy", "s3://models/sleepy/model.tar.gz")
+        sm.create_endpoint_config(EndpointConfigName="async", ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": "sleepy", "InitialInstanceCount": 1,
+            "InstanceType": "ml.m5.large"}], AsyncInferenceConfig={
+            "OutputConfig": {"S3OutputPath": "s3://models/out"}})
+        sm.create_endpoint(EndpointName="sleepy", EndpointConfigName="async")
+        assert _until(lambda: sm.describe_endpoint(EndpointName="sleepy")["EndpointStatus"]
+                      == "InService", 60)
+        answer = service.client("sagemaker-runtime").invoke_endpoint_async(
+            EndpointName="sleepy", InferenceId="survives", ContentType="text/plain",
+            InputLocation="s3://models/in/four.txt")
+        assert answer["OutputLocation"] == "s3://models/out/survives.out"
+        service.stop(signal.SIGKILL)
+        service = ServiceProcess(tmp_path / "home").start()
+        s3 = service.client("s3", s3={"addressing_style": "path"})
+
+        def written():
+            try:
+                return s3.get_object(Bucket="models", Key="out/survives.out")["Body"].read()
+            except ClientError:
+                return None
+
+        assert _until(lambda: written() is not None, 90)
+        assert json.loads(written()) == {"slept": 4.0}
+    finally:
+        service.stop()
