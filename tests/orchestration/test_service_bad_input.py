@@ -51,11 +51,14 @@ def test_search_and_logs_refuse_foreign_tokens_too(service):
 def test_nesting_past_any_real_request_is_a_400(service):
     deep = b"[" * 100_000 + b"]" * 100_000
     assert _call(service, "SageMaker.ListModels", deep) == (400, "SerializationException")
-    nested = '{"a": ' * 70 + "1" + "}" * 70
-    assert _call(service, "SageMaker.ListModels", nested.encode()) == (
-        400, "SerializationException")
+    def nested(depth):  # MaxResults inside `depth` levels of objects
+        return ('{"a": ' * (depth - 1) + '{"MaxResults": 1}' + "}" * (depth - 1)).encode()
+
+    assert _call(service, "SageMaker.ListModels", nested(65)) == (400, "SerializationException")
+    # the limit itself passes the nesting check (then botocore's model refuses member "a")
+    assert _call(service, "SageMaker.ListModels", nested(64)) == (400, "ValidationException")
     expression: dict = {"Filters": [{"Name": "TrainingJobName", "Operator": "Exists"}]}
-    for _ in range(25):  # 21 sub-expressions deep: more than 20 elements
+    for _ in range(20):  # 21 elements in all: one past the documented twenty
         expression = {"SubExpressions": [expression]}
     assert _call(service, "SageMaker.Search", json.dumps(
         {"Resource": "TrainingJob", "SearchExpression": expression}).encode()) == (
@@ -86,6 +89,8 @@ def _step(**changes):
      "DependsOn must be a list of step names"),
     ([_step(Arguments={"ErrorMessage": {"Get": "Steps.A" + ".x" * 50_000}})],
      "a Get path may have at most 64 segments"),
+    ([_step(Arguments={"ErrorMessage": {"Get": "Steps.A" + ".x" * 63}})],
+     "a Get path may have at most 64 segments"),  # 65 segments: one past the limit
     ([_step(Arguments={"ErrorMessage": {"Std:JsonGet": {
         "PropertyFile": {"Get": "Steps.A.PropertyFiles.f"}, "Path": "a." * 100_000}}})],
      "a JsonGet Path may have at most 1024 characters"),

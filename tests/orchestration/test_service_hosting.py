@@ -14,27 +14,32 @@ from botocore.exceptions import ClientError
 from servicehelpers import (SLOW_HANDLERS, _model_and_config, _until, _server_pid, _answers)
 
 
-@pytest.fixture
-def hosted(tmp_path):
-    """An in-process service with short hosting timeouts, serving the sleeping model."""
+def _sleepy_archive() -> bytes:
+    """model.tar.gz holding only the sleeping handlers (code/inference.py)."""
     import io
     import tarfile
 
-    from pipeline.local.server import LocalSageMaker
-
-    service = LocalSageMaker(str(tmp_path / "home"), invocation_timeout=2.0,
-                             health_seconds=0.3).start_background()
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
         code = SLOW_HANDLERS.encode()
         info = tarfile.TarInfo("code/inference.py")
         info.size = len(code)
         tar.addfile(info, io.BytesIO(code))
+    return archive.getvalue()
+
+
+@pytest.fixture
+def hosted(tmp_path):
+    """An in-process service with short hosting timeouts, serving the sleeping model."""
+    from pipeline.local.server import LocalSageMaker
+
+    service = LocalSageMaker(str(tmp_path / "home"), invocation_timeout=2.0,
+                             health_seconds=0.3).start_background()
     session = dict(endpoint_url=service.url, region_name="us-east-1",
                    aws_access_key_id="local", aws_secret_access_key="local")
     s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **session)
     s3.create_bucket(Bucket="models")
-    s3.put_object(Bucket="models", Key="sleepy/model.tar.gz", Body=archive.getvalue())
+    s3.put_object(Bucket="models", Key="sleepy/model.tar.gz", Body=_sleepy_archive())
     sm = boto3.client("sagemaker", **session)
     runtime = boto3.client("sagemaker-runtime", config=Config(retries={"max_attempts": 1}),
                            **session)
@@ -370,23 +375,14 @@ def test_a_running_endpoint_keeps_what_it_needs_whatever_is_deleted(hosted):
 def test_an_accepted_asynchronous_invocation_survives_a_kill_9(tmp_path):
     """202 means it will be answered: the service is killed (-9) while the model works; started
     again on its home, it finishes the invocation and writes the answer."""
-    import io
-    import tarfile
-
     from localservice import ServiceProcess
 
     service = ServiceProcess(tmp_path / "home").start()
     try:
-        archive = io.BytesIO()
-        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-            code = SLOW_HANDLERS.encode()
-            info = tarfile.TarInfo("code/inference.py")
-            info.size = len(code)
-            tar.addfile(info, io.BytesIO(code))
         s3, sm = service.client("s3", s3={"addressing_style": "path"}), service.client(
             "sagemaker")
         s3.create_bucket(Bucket="models")
-        s3.put_object(Bucket="models", Key="sleepy/model.tar.gz", Body=archive.getvalue())
+        s3.put_object(Bucket="models", Key="sleepy/model.tar.gz", Body=_sleepy_archive())
         s3.put_object(Bucket="models", Key="in/four.txt", Body=b"4")
         _model_and_config(sm, "sleepy", "s3://models/sleepy/model.tar.gz")
         sm.create_endpoint_config(EndpointConfigName="async", ProductionVariants=[{
