@@ -304,9 +304,13 @@ class Hosting:
                     continue
                 end_leftover(pid, SERVER_SCRIPT.encode())
 
-    def restore(self):
-        """After a restart: endpoints come back with the config they had."""
+    def restore(self, serve=True):
+        """After a restart: model servers a previous run left are stopped, and the endpoints
+        come back with the config they had (unless not ``serve``: a home that cannot be
+        written could not record them serving)."""
         self._stop_leftovers()
+        if not serve:
+            return
         for item in self.records.endpoints_to_restore():
             self.deploy(item["EndpointName"], item["EndpointConfigName"], reuse=True)
 

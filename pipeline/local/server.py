@@ -1,37 +1,26 @@
-"""The local SageMaker service: the route table (as moto's ``urls``) and the wiring of its parts.
-
-Routes, first match wins: ``POST /`` with ``X-Amz-Target: SageMaker.*`` (the SageMaker API),
-``AWSEvents.*`` (the EventBridge subset) or ``Logs_20140328.*`` (the CloudWatch Logs subset);
-``POST /endpoints/{name}/invocations`` and ``.../async-invocations`` (sagemaker-runtime);
-``GET /ping`` (health); unsigned ``GET /draw/{endpoint}`` (the drawing pad) and the run
-browser's pages and forms (``/``,
-``/executions``, ``/jobs``, ``/packages``, ``/endpoints``, ``/compare``, ``/compare-packages``,
-``/confirm``), for browsers;
-everything else is path-style S3.
+"""The local SageMaker service: its parts wired together (state, jobs, hosting, the APIs), served
+by uvicorn on one loopback port (the routes: ``urls``; the ASGI application: ``app``); and the
+runtime connections it passes to model servers (``_hand_over``).
 """
 import asyncio
-import functools
 import gc
-import hashlib
-import io
 import json
 import os
 import re
 import secrets
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
-import traceback
-import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
 
 from pipeline.config import ROOT
-from pipeline.local import framing, web
-from pipeline.local.endpoints import INVOCATION_LIMIT, Hosting
+from pipeline.local import web
+from pipeline.local.app import ServiceApp
+from pipeline.local.endpoints import Hosting
 from pipeline.local.home import ServiceHome
 from pipeline.local.jobs import JobRunner
 from pipeline.local.backend import SageMakerBackend
@@ -43,237 +32,18 @@ from pipeline.local.backend.records import Records
 from pipeline.local.backend.registry import RegistryApi
 from pipeline.local.events import EventsBackend, Outbox
 from pipeline.local.logs import LogsBackend
-from pipeline.local.responses import (EVENTS_MODEL, LOGS_MODEL, FileBody, JsonProtocol,
-                                      S3Protocol, error)
+from pipeline.local.responses import EVENTS_MODEL, LOGS_MODEL, JsonProtocol, S3Protocol
 from pipeline.local.runtime import RuntimeProtocol
 from pipeline.local.s3 import LocalS3
 from pipeline.local.search import SearchApi
-from pipeline.local.shared import protocol, runtime_api
+from pipeline.local.shared import passing, protocol
 from pipeline.local.standalone import StandaloneJobs
 from pipeline.local.store import Store
 from pipeline.local.workflow.handlers import default_handlers, job_handlers
 from pipeline.local.workflow.orchestrator import Orchestrator
 
 DEFAULT_JOB_PYTHON = os.path.join(ROOT, ".venv-job", "bin", "python")
-_HTML = {"Content-Type": "text/html; charset=utf-8"}
-
-
-def _json_api(svc, request):
-    """SageMaker (``SageMaker.*``), EventBridge (``AWSEvents.*``) or CloudWatch Logs
-    (``Logs_20140328.*``), by the target's prefix."""
-    target = request.headers["X-Amz-Target"]
-    api = next((a for a in svc.json_apis if target.startswith(a.prefix)), svc.sagemaker)
-    return api.handle(target, request.body)
-
-
-async def _invoke(svc, request, endpoint):
-    return await svc.runtime.invoke(endpoint, request.body,
-                                    request.headers.get("Content-Type", "application/json"),
-                                    request.headers.get("Accept", "application/json"))
-
-
-async def _invoke_async(svc, request, endpoint):
-    return await svc.runtime.invoke_async(endpoint, request.headers)
-
-
-def _ping(svc, request):
-    return 200, {"Content-Type": "application/json"}, b'{"status": "ok"}'
-
-
-def _run_browser(svc, request):
-    return svc.browser.get(request.url_path, urllib.parse.parse_qs(request.query))
-
-
-def _run_browser_form(svc, request):
-    return svc.browser.post(request.url_path, request.headers, request.body)
-
-
-def _drawing_pad(svc, request, endpoint):
-    return 200, _HTML, web.draw(endpoint)
-
-
-def _s3(svc, request):
-    return svc.s3_api.handle(request.command, urllib.parse.unquote(request.url_path),
-                             urllib.parse.parse_qs(request.query, keep_blank_values=True),
-                             request.body, request.headers)
-
-
-API_LIMIT = 10 * 1024 * 1024  # a JSON API request (a pipeline definition is at most 1 MB)
-ASYNC_BODY_LIMIT = 128000  # InvokeEndpointAsync's Body (its input is read from S3)
-FORM_LIMIT = 64 * 1024
-S3_OBJECT_LIMIT = 5 * 1024 ** 3  # S3's largest single PUT
-
-
-def _signed(request):
-    return "Authorization" in request.headers
-
-
-# (methods or None for any, path pattern, a predicate on the request or None, handler, body
-# limit); a request no route takes is path-style S3. Coroutine handlers run on the event loop
-# (the runtime: it only waits for a model server); the others on the API's worker threads.
-ROUTES = [
-    (None, r".*", lambda r: "X-Amz-Target" in r.headers, _json_api, API_LIMIT),
-    ({"POST"}, r"/endpoints/(?P<endpoint>[^/]+)/invocations", None, _invoke, INVOCATION_LIMIT),
-    ({"POST"}, r"/endpoints/(?P<endpoint>[^/]+)/async-invocations", None, _invoke_async,
-     ASYNC_BODY_LIMIT),
-    (None, r"/ping", None, _ping, 0),
-    ({"GET"}, r"/draw/(?P<endpoint>[^/]+)", lambda r: not _signed(r), _drawing_pad, 0),
-    ({"GET"}, r"/|/(executions|jobs|packages|endpoints|compare|compare-packages|confirm)(/.*)?",
-     lambda r: not _signed(r), _run_browser, 0),
-    ({"POST"}, r"/packages/approval|/endpoints/delete|/executions/(stop|retry)",
-     lambda r: not _signed(r), _run_browser_form, FORM_LIMIT),
-]
-_COMPILED = [(methods, re.compile(pattern), when, handler, limit)
-             for methods, pattern, when, handler, limit in ROUTES]
-
-
-METHODS = {"GET", "HEAD", "PUT", "POST", "DELETE"}
 _INVOCATION = re.compile(r"/endpoints/([^/?]+)/invocations")
-EXECUTOR_THREADS = 64  # API calls, S3 and pages in flight at once (SQLite and disk are quick)
-
-
-class Headers(dict):
-    """A request's headers by lower-cased name (HTTP's names are case-insensitive)."""
-
-    def __getitem__(self, name):
-        return super().__getitem__(name.lower())
-
-    def get(self, name, default=None):
-        return super().get(name.lower(), default)
-
-    def __contains__(self, name):
-        return super().__contains__(name.lower())
-
-
-class Request:
-    """What a route handler reads: ``command``, ``url_path``, ``query``, ``headers``, ``body``
-    (an S3 object's: (file, MD5))."""
-
-    def __init__(self, scope):
-        # the path as sent (percent-encoded): handlers decode the parts they take
-        self.command, self.url_path = scope["method"], scope["raw_path"].decode("latin-1")
-        self.query = scope["query_string"].decode("latin-1")
-        headers = Headers()
-        for name, value in scope["headers"]:
-            name, value = name.decode("latin-1"), value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        self.headers, self.body, self.is_s3 = headers, b"", False
-
-
-class ServiceApp:
-    """The service as an ASGI application, served by uvicorn (the HTTP protocol is the model
-    server's too): route, read the body under the route's limit, answer."""
-
-    def __init__(self, service):
-        self.service = service
-        self.workers = ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="api")
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return
-        request = Request(scope)
-        try:
-            status, headers, body = await self._answer(request, receive)
-        except framing.ClientGone:
-            return
-        headers = dict(headers)
-        headers.setdefault("Content-Length", str(len(body)))
-        headers["x-amzn-RequestId"] = runtime_api.request_id()
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]})
-        if isinstance(body, FileBody):  # an S3 object: streamed, never whole in memory
-            await self._stream(body, send)
-            return
-        await send({"type": "http.response.body", "body": body})
-
-    async def _stream(self, body, send):
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                piece = await loop.run_in_executor(self.workers, body.read)
-                await send({"type": "http.response.body", "body": piece,
-                            "more_body": bool(piece) and len(body) > 0})
-                if not piece or len(body) == 0:
-                    return
-        finally:
-            body.close()
-
-    async def _answer(self, request, receive):
-        try:
-            if not runtime_api.loopback(request.headers.get("Host", "")):
-                return _closing(runtime_api.foreign_host())
-            foreign = runtime_api.foreign_region(request.headers.get("Authorization", ""),
-                                                 request.query, self.service.region)
-            if foreign is not None:  # AWS's answer from a regional endpoint
-                return runtime_api.wrong_region(foreign, self.service.region)
-            if request.command not in METHODS:
-                status, headers, body = error("MethodNotAllowed", f"{request.command} is not "
-                                              "supported; use GET, HEAD, PUT, POST or DELETE", 405)
-                return status, {**headers, "Allow": "GET, HEAD, PUT, POST, DELETE"}, body
-            return await self._route(request, receive)
-        except framing.BadRequest as err:
-            return _closing(_refusal(request, "BadRequest", str(err), 400))
-        except framing.TooLarge as err:  # what is left of the body is never read
-            code = "ValidationError" if request.url_path.endswith("/invocations") else \
-                "EntityTooLarge" if request.is_s3 else "RequestEntityTooLarge"
-            return _closing(_refusal(request, code, str(err), 413))
-        except framing.ClientGone:
-            raise
-        except OSError as err:  # a full disk: nothing was stored; the client may try again
-            return _closing(_refusal(request, "ServiceUnavailable", "the local service cannot "
-                                     f"store this now: {err}", 503))
-        except Exception as err:  # noqa: BLE001 - answer, log, keep serving
-            traceback.print_exc()
-            return error("InternalFailure", f"{type(err).__name__}: {err}", 500)
-
-    async def _route(self, request, receive):
-        svc = self.service
-        for methods, pattern, when, handler, limit in _COMPILED:
-            match = pattern.fullmatch(request.url_path)
-            if match and (methods is None or request.command in methods) and \
-                    (when is None or when(request)):
-                args = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
-                request.body = await self._body(request, receive, limit)
-                if asyncio.iscoroutinefunction(handler):
-                    return await handler(svc, request, **args)
-                return await self._in_worker(handler, svc, request, **args)
-        request.is_s3 = True
-        object_put = request.command == "PUT" and "/" in request.url_path.strip("/")
-        request.body = await self._body(request, receive,
-                                        S3_OBJECT_LIMIT if object_put else API_LIMIT, object_put)
-        return await self._in_worker(_s3, svc, request)
-
-    async def _body(self, request, receive, limit, s3_object=False):
-        """The body under the route's limit; an S3 object's is spooled (file, MD5)."""
-        aws_chunked = "aws-chunked" in request.headers.get("Content-Encoding", "")
-        if s3_object:
-            body = await framing.spool_body(receive, request.headers, limit,
-                                            self.service.home.root)
-            if aws_chunked:
-                data = await self._in_worker(framing.read_chunked, body[0], limit)
-                body = (io.BytesIO(data), hashlib.md5(data).hexdigest())
-            return body
-        body = await framing.read_body(receive, request.headers, limit)
-        if aws_chunked:
-            body = framing.read_chunked(io.BytesIO(body), limit)
-        return body
-
-    async def _in_worker(self, function, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(
-            self.workers, functools.partial(function, *args, **kwargs))
-
-
-def _refusal(request, code, message, status):
-    """An error in the shape of the API the request was for (S3's XML, else JSON)."""
-    if request.is_s3:
-        return S3Protocol.error(code, message, status)
-    return error(code, message, status)
-
-
-def _closing(response):
-    """The response, and the connection closed after it (its request is not read further)."""
-    status, headers, body = response
-    return status, {**headers, "Connection": "close"}, body
 
 
 class LocalSageMaker:
@@ -295,7 +65,7 @@ class LocalSageMaker:
         # where abstract Unix sockets do not exist (not Linux), every runtime call is proxied
         self.channel_name = f"sagemaker-local-{os.getpid()}-{secrets.token_hex(6)}"
         try:
-            channels = [(protocol.listener(self.channel_name), None)]
+            channels = [(passing.listener(self.channel_name), {})]
         except OSError:
             self.channel_name, channels = None, []
         self.http = protocol.Server(uvicorn.Config(
@@ -311,8 +81,21 @@ class LocalSageMaker:
                                     "`make setup` (or set MNIST_JOB_PYTHON)")
         self.s3 = LocalS3(self.home.s3_root)
         self._build(Store(self.home.state_db), job_python, hosting_options)
+        self.read_only = None  # why the service cannot write its home, if it cannot
+        self._recover()
+
+    def _recover(self):
+        """What a previous run left: its processes end, its interrupted work is recorded as
+        Failed (to retry), its endpoints serve again. A home that cannot take that record (a
+        full disk, a read-only file system) is served read-only instead: everything can be
+        read, nothing changed, until the service starts again with room to write."""
         self.jobs.stop_leftovers()
-        self.records.recover_interrupted()
+        try:
+            self.records.recover_interrupted()
+        except (sqlite3.OperationalError, OSError) as err:
+            self.read_only = f"recording the work a previous run left failed: {err}"
+            self.hosting.restore(serve=False)
+            return
         self.hosting.restore()
 
     def _build(self, store, job_python, hosting_options):
@@ -376,10 +159,17 @@ class LocalSageMaker:
         with open(self.s3.path_of(uri)) as handle:
             return json.load(handle)
 
-    def write_service_file(self):
-        with open(self.home.service_file, "w") as handle:
-            json.dump({"url": self.url, "port": self.port, "pid": os.getpid(),
-                       "region": self.region}, handle)
+    def write_service_file(self) -> bool:
+        """Where clients find the service (``--local``); False if it cannot be written."""
+        try:
+            with open(self.home.service_file, "w") as handle:
+                json.dump({"url": self.url, "port": self.port, "pid": os.getpid(),
+                           "region": self.region}, handle)
+        except OSError as err:
+            print(f"warning: {self.home.service_file} cannot be written ({err}): give "
+                  f"clients --endpoint-url {self.url}", file=sys.stderr, flush=True)
+            return False
+        return True
 
     def _serving(self):
         """Once the loop serves: the asynchronous invocations a previous run accepted and did
@@ -464,5 +254,9 @@ def serve(home, port=0, job_python=None, region=None):
         sys.exit(2)
     print(f"local SageMaker serving {service.region} on {service.url} (home "
           f"{service.home.root})", flush=True)
+    if service.read_only:
+        print(f"warning: serving read-only: {service.read_only}. Everything can be read; "
+              "whatever would change state is refused (503) until the service is started "
+              "again with room to write in its home.", file=sys.stderr, flush=True)
     service.serve_forever()
     sys.exit(0)

@@ -1,9 +1,11 @@
 """What the local service shares with the model server: modules that live beside the server in
 ``src/inference`` (it runs in the job environment, which has no ``pipeline`` package), loaded
-here by path: ``protocol`` (HTTP, connections changing hands) and ``runtime_api`` (the runtime
-route's answers and checks)."""
+here by path: ``protocol`` (HTTP), ``passing`` (connections changing hands) and ``runtime_api``
+(the runtime route's answers and checks). ``protocol`` imports its two siblings by their own
+names, as it does beside the model server: they are registered under those names first."""
 import importlib.util
 import os
+import sys
 
 from pipeline.config import ROOT
 
@@ -16,5 +18,7 @@ def _load(name):
     return module
 
 
+passing = sys.modules.setdefault("connection_passing", _load("connection_passing"))
+sys.modules.setdefault("request_ends", _load("request_ends"))
 protocol = _load("protocol")
 runtime_api = _load("runtime_api")

@@ -12,20 +12,18 @@ of the local service's runtime route is passed, socket and first bytes, to the e
 server, which answers its invocations itself from then on and passes the connection back for
 any other request. One loopback hop per invocation less: the service's Python never sees them.
 """
-import array
 import asyncio
 import functools
-import socket
-import struct
 
 import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from connection_passing import adopt, send_connection, stop_adopting
+from request_ends import RequestEnds
+
 MORE = object()  # a hand-over rule's answer: the request line is not whole yet
 HEAD_LIMIT = 8192  # bytes of a request line waited for before deciding without it
-PASS_LIMIT = 1024 * 1024  # first bytes passed with a connection, at most
-_LENGTH = struct.Struct("!I")
 
 
 
@@ -138,8 +136,66 @@ class _ParserReason:
         return getattr(self._parser, name)
 
 
+class _Lingering:
+    """The connection's transport, closed the way HTTP servers close: our side ends first
+    (FIN), and what the client still sends is read and dropped until it ends too, for
+    ``LINGER_SECONDS`` or ``LINGER_BYTES`` at most. Closed at once with unread bytes, the
+    kernel would answer with a reset, which can destroy the answer just written before the
+    client reads it."""
+
+    LINGER_SECONDS = 2.0
+    LINGER_BYTES = 1024 * 1024  # a sender of more is cut off (a body refused as too large)
+
+    def __init__(self, transport, protocol):
+        self._transport, self._protocol, self._closed = transport, protocol, False
+        self._dropped = 0
+
+    def drop(self, data):
+        """Bytes read after we closed our side."""
+        self._dropped += len(data)
+        if self._dropped > self.LINGER_BYTES:
+            self._transport.close()
+
+    def close(self):
+        transport = self._transport
+        if self._closed or transport.is_closing():
+            return
+        self._closed = True
+        if self._protocol.client_done:
+            transport.close()  # nothing more can come
+            return
+        try:
+            transport.write_eof()  # after what is still buffered
+            transport.resume_reading()
+        except (OSError, RuntimeError, NotImplementedError):
+            transport.close()
+            return
+        self._protocol.lingering = True
+        self._protocol.loop.call_later(self.LINGER_SECONDS, transport.close)
+
+    def close_now(self):
+        """Close our descriptor only (a passed connection lives on with its new owner)."""
+        self._closed = True
+        self._transport.close()
+
+    def is_closing(self):
+        return self._closed or self._transport.is_closing()
+
+    def write(self, data):
+        if not self._closed:  # (an answer still being written when the connection was ended)
+            self._transport.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
 class Protocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the three answers above."""
+    """uvicorn's httptools protocol with the answers above, and connections that change hands.
+
+    With a hand-over rule, bytes are held (``_held``) and given to the parser one request at a
+    time (``RequestEnds``): each request, once the one before it is answered, goes where the
+    rule says; so every request of a pipelined mix is answered by its own server, in order.
+    """
 
     read_timeout = 60.0  # seconds a started request may go without a byte
 
@@ -147,61 +203,124 @@ class Protocol(HttpToolsProtocol):
     # to answer it here, or MORE; set per server (or per adopted connection)
     hand_over = None
     close_unpassed = False  # True: a request it would pass but cannot is not answered here
+    hand_back = None  # an adopted connection's way back: where it goes when this server stops
+    split_limit = 1024 * 1024  # bytes of a request kept to find its end (past it: answered
+    # here, with the requests after it)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.parser = _ParserReason(self.parser)
         self._in_headers = self._answer_then_close = self._in_request = False
+        self.client_done = self._leaving = self._here_once = self.lingering = False
+        self._refused = None  # a 400 held back until the answers before it are written
+        self._unanswered = 0  # requests read whose answers are not all written yet
         self._stall_timer = None
-        self._head = b""  # a request line still arriving, between requests
+        self._held = b""  # bytes read and not yet given to the parser
         self._passing = None  # the task passing the connection on, while it runs
+        self._ends = None  # where each request ends, with a hand-over rule
         self.first_bytes = b""  # an adopted connection's, read by the server that passed it
 
     def connection_made(self, transport):
         super().connection_made(transport)
+        self.transport = _Lingering(transport, self)
+        self._ends = RequestEnds(self.split_limit)  # (an adopted one's limit is set by now)
         if self.first_bytes:  # before anything else is read from the socket
             data, self.first_bytes = self.first_bytes, b""
-            self.data_received(data)
+            if self.hand_over is None:
+                self.data_received(data)
+            else:  # decided once reading runs: uvloop starts reading after this returns,
+                self._held = data  # undoing a pause made now (bytes read meanwhile follow)
+                self.loop.call_soon(self._advance)
 
     def data_received(self, data):
-        if self.hand_over is not None and self._between_requests():
-            data, self._head = self._head + data, b""
-            where = self.hand_over(data)
-            if where is MORE and len(data) < HEAD_LIMIT:
-                self._head = data
-                self._watch()
-                return
-            if where not in (None, MORE):  # nothing more is read until it is decided
-                self.transport.pause_reading()
-                self._passing = self.loop.create_task(self._pass(where, data))
-                return
-        elif self._passing is not None:  # read before the pause took: goes with the rest
-            self._head += data
+        if self.lingering:
+            return self.transport.drop(data)  # we closed our side: nothing more is read
+        if self._refused is not None:
+            return  # the parser has failed: nothing after it is read
+        if self.hand_over is None:
+            super().data_received(data)
+            self._watch()
             return
-        super().data_received(data)
+        self._held += data
+        if self._passing is None:
+            self._advance()
+
+    def _advance(self):
+        """Give the parser the held bytes, a request at a time; between requests, pass the
+        connection on if the rule (or this server stopping) says so."""
+        while self._held and self._passing is None and not self.transport.is_closing():
+            if not self._in_request:
+                if not self._answered_all():
+                    self.flow.pause_reading()  # held until the answers before are written
+                    return
+                where = self._where()
+                if where is MORE:
+                    break
+                if where is not None:
+                    self.transport.pause_reading()  # nothing more is read until it is decided
+                    self._passing = self.loop.create_task(self._pass(where))
+                    return
+            self._feed()
+        if not self._held and self.client_done and self._passing is None \
+                and not self.transport.is_closing() and not self._input_ended():
+            self.transport.close()  # the client is done, and so are we
         self._watch()
 
-    def _between_requests(self) -> bool:
-        cycle = self.cycle
-        return self._passing is None and not self._in_request and not self.pipeline and (
-            cycle is None or cycle.response_complete)
+    def _where(self):
+        """Where the request at the head of ``_held`` goes: None (here), an address, or MORE."""
+        if self._leaving:
+            return self.hand_back
+        if self._here_once:
+            self._here_once = False
+            return None
+        where = self.hand_over(self._held)
+        if where is MORE and (len(self._held) >= HEAD_LIMIT or self.client_done):
+            return None  # no request line: the parser says what is wrong
+        return where
 
-    async def _pass(self, where, data):
-        """Hand the connection and its first bytes to the server listening on ``where``; if
+    def _feed(self):
+        """The parser gets the current request's bytes from ``_held``, and no more."""
+        end = self._ends.end(self._held)
+        if end is None and self._ends.unsplittable:
+            end = len(self._held)  # too long to split: what follows is answered here
+            self.hand_over = None
+        if end is None:
+            data, self._held = self._held, b""
+        else:
+            data, self._held = self._held[:end], self._held[end:]
+        super().data_received(data)
+
+    async def _pass(self, where):
+        """Hand the connection and its unread bytes to the server listening on ``where``; if
         that server does not take it, answer here (or close, with ``close_unpassed``)."""
         sock = self.transport.get_extra_info("socket")
+        data = self._held
         taken = sock is not None and await send_connection(where, sock.fileno(), data)
         self._passing = None
         if self.transport.is_closing():
             return
         if taken or self.close_unpassed:  # ours is only a descriptor: the connection lives on
             self._unset_keepalive_if_required()  # over there (or the client reconnects)
-            self.transport.close()
+            self.transport.close_now()
             return
-        data, self._head = data + self._head, b""
+        self._here_once = True
         self.transport.resume_reading()
-        super().data_received(data)
-        self._watch()
+        self._advance()
+
+    def shutdown(self):
+        """This server is stopping: an adopted connection goes back once its current request
+        is answered (uvicorn's own would close, and lose the requests sent after it)."""
+        if self.hand_back is None:
+            return super().shutdown()
+        self._leaving = True
+        if self._passing is None and self._answered_all() and not self._in_request:
+            if self._held:  # (a request line still arriving goes with it)
+                self._advance()
+            else:
+                self._passing = self.loop.create_task(self._pass(self.hand_back))
+
+    def _answered_all(self) -> bool:
+        return self._unanswered == 0
 
     def _watch(self):
         """(Re)start the stall timer while a request is incomplete."""
@@ -212,8 +331,8 @@ class Protocol(HttpToolsProtocol):
             self._stall_timer = self.loop.call_later(self.read_timeout, self._stalled)
 
     def _started(self) -> bool:
-        """Whether a request has begun (its first bytes may still wait in ``_head``)."""
-        return self._in_request or bool(self._head)
+        """Whether a request has begun (its first bytes may still be held)."""
+        return self._in_request or (bool(self._held) and self._answered_all())
 
     def _stalled(self):
         self._stall_timer = None
@@ -235,8 +354,22 @@ class Protocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def send_400_response(self, msg):
+        """The 400 for a refused request, after the answers to the requests before it (the
+        connection closes with it: nothing after a refused request can be framed)."""
         reason = getattr(self.parser, "reason", "")
-        super().send_400_response(f"{msg} {reason}".strip())
+        message = f"{msg} {reason}".strip()
+        own = self._in_request and not self._in_headers  # its headers were read: it has a cycle
+        if own and self.pipeline and self.pipeline[0][0] is self.cycle:
+            self.pipeline.popleft()  # queued behind others: it will not run, this is its answer
+            self._unanswered -= 1
+            own = False
+        if own and self.cycle.response_complete:
+            self.transport.close()  # it was answered already (too large, say)
+        elif self._unanswered - own <= 0:
+            super().send_400_response(message)
+        else:
+            self._refused = message
+            self.flow.pause_reading()
 
     def on_message_begin(self):
         super().on_message_begin()
@@ -244,33 +377,55 @@ class Protocol(HttpToolsProtocol):
 
     def on_headers_complete(self):
         self._in_headers = False
+        self._unanswered += 1
         super().on_headers_complete()
 
     def eof_received(self):
-        if self._head:  # a request line cut short: the parser tells what is wrong with it
-            head, self._head = self._head, b""
-            super().data_received(head)
+        if self.lingering:
+            return None  # the client is done too: close
+        self.client_done = True
+        if self._passing is not None:
+            return True  # it goes with the connection
+        if self._held:
+            self._advance()  # decided now that nothing more comes; answered before closing
+            return None if self.transport.is_closing() else True
+        return self._input_ended()
+
+    def _input_ended(self):
+        """The client sent all it will: a request cut short gets its 400; answers still due
+        are written before the connection closes (True: keep it open for them)."""
         cycle = self.cycle
-        if self._in_headers:
+        if self._refused is not None:
+            pass  # its 400 follows the answers before it
+        elif self._in_headers:
             self.send_400_response("The request ended inside its headers.")
-        elif cycle is not None and not cycle.response_complete:
-            if cycle.more_body:
-                self.send_400_response("The request ended before its body did.")
-            else:
-                self._answer_then_close = True
-                return True  # keep the transport open for the answer
-        return None  # close
+        elif self._in_request and cycle is not None and cycle.more_body \
+                and not cycle.response_complete:
+            self.send_400_response("The request ended before its body did.")
+        elif not self._answered_all():
+            self._answer_then_close = True
+        return True if self._answer_then_close or self._refused is not None else None
 
     def on_response_complete(self):
+        self._unanswered -= 1
         super().on_response_complete()
-        if self._answer_then_close:
+        if self.transport.is_closing() or not self._answered_all():
+            return
+        if self._refused is not None:
+            super().send_400_response(self._refused)
+        elif self._answer_then_close:
             self.transport.close()
+        elif self._held:
+            self._advance()
+        elif self._leaving:
+            self.shutdown()
 
 
 class Server(uvicorn.Server):
     """uvicorn's server, which also adopts the connections passed to it on ``channels``
-    (listening Unix sockets, each with the rule its connections' requests follow then, or None
-    for the protocol class's own) and calls ``on_ready`` once it serves."""
+    (listening Unix sockets, each with the attributes its connections' protocols get, such as
+    their ``hand_over`` rule and ``hand_back`` address) and calls ``on_ready`` once it serves.
+    When it stops it takes no more, and its adopted connections go back."""
 
     def __init__(self, config, on_ready=None, channels=()):
         super().__init__(config)
@@ -280,119 +435,23 @@ class Server(uvicorn.Server):
         await super().startup(sockets=sockets)
         if self.should_exit:
             return
-        for channel, rule in self.channels:
+        for channel, settings in self.channels:
             adopt(asyncio.get_running_loop(), channel,
-                  functools.partial(self._adopted_protocol, rule))
+                  functools.partial(self._adopted_protocol, settings))
         if self.on_ready is not None:
             self.on_ready()
 
-    def _adopted_protocol(self, rule):
+    async def shutdown(self, sockets=None):
+        for channel, _ in self.channels:
+            stop_adopting(asyncio.get_running_loop(), channel)
+        await super().shutdown(sockets=sockets)
+
+    def _adopted_protocol(self, settings):
         protocol = self.config.http_protocol_class(
             config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
-        if rule is not None:
-            protocol.hand_over, protocol.close_unpassed = rule, True
+        for name, value in settings.items():
+            setattr(protocol, name, value)
         return protocol
-
-
-async def send_connection(where, fd, data, timeout=2.0) -> bool:
-    """Pass a connection (its descriptor) and the bytes already read from it to the server
-    listening on ``where``, without blocking the event loop: True once that server has taken
-    it, False if it did not (then it is still ours alone). Once the descriptor is sent the
-    receiver decides: it takes the connection or closes the channel, never both, so a slow
-    receiver is waited for rather than given up on (two owners would split its requests)."""
-    if len(data) > PASS_LIMIT:
-        return False
-    loop = asyncio.get_running_loop()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
-        channel.setblocking(False)
-        try:
-            await asyncio.wait_for(loop.sock_connect(channel, where), timeout)
-            # a few bytes into an empty socket buffer: never blocks
-            channel.sendmsg([_LENGTH.pack(len(data))], [
-                (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
-        except (OSError, asyncio.TimeoutError):
-            return False
-        try:
-            if data:  # (sending nothing to a receiver already done would fail: EPIPE)
-                await loop.sock_sendall(channel, data)
-        except OSError:
-            pass  # whether it took the connection all the same, it tells below
-        try:
-            return await loop.sock_recv(channel, 1) == b"1"
-        except OSError:
-            return False
-
-
-async def receive_connection(channel):
-    """(the passed socket, its first bytes), from a channel connection ``send_connection``
-    made; the sender is told it was taken. On any failure the socket is closed, not taken."""
-    loop = asyncio.get_running_loop()
-    channel.setblocking(False)
-    ready = loop.create_future()
-    loop.add_reader(channel.fileno(), ready.set_result, None)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(channel.fileno())
-    fds = array.array("i")
-    head, ancillary, _, _ = channel.recvmsg(_LENGTH.size, socket.CMSG_SPACE(fds.itemsize))
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-    if len(fds) != 1 or len(head) != _LENGTH.size:
-        for fd in fds:
-            socket.close(fd)
-        raise ValueError("not a passed connection")
-    sock = socket.socket(fileno=fds[0])
-    try:
-        size, data = _LENGTH.unpack(head)[0], bytearray()
-        while len(data) < size:
-            chunk = await loop.sock_recv(channel, min(65536, size - len(data)))
-            if not chunk:
-                raise ValueError("the passed bytes were cut short")
-            data += chunk
-        await loop.sock_sendall(channel, b"1")
-    except BaseException:  # errors, and a timeout's cancellation: not taken
-        sock.close()
-        raise
-    return sock, bytes(data)
-
-
-TAKE_SECONDS = 10.0  # a sender has this long to send what it passes
-
-
-def adopt(loop, listener, make_protocol):
-    """Take connections other servers pass on ``listener`` (a listening Unix socket): each
-    becomes a connection of ``make_protocol()`` (a Protocol), its first bytes read first."""
-    listener.setblocking(False)
-
-    def accept():
-        try:
-            channel, _ = listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        loop.create_task(_take(loop, channel, make_protocol))
-
-    loop.add_reader(listener.fileno(), accept)
-
-
-async def _take(loop, channel, make_protocol):
-    with channel:
-        try:
-            sock, data = await asyncio.wait_for(receive_connection(channel), TAKE_SECONDS)
-        except (OSError, ValueError, asyncio.TimeoutError):
-            return
-    protocol = make_protocol()
-    protocol.first_bytes = data
-    await loop.connect_accepted_socket(lambda: protocol, sock)
-
-
-def listener(name):
-    """A listening abstract Unix socket (Linux: no file, no path length limit)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind("\0" + name)
-    sock.listen(128)
-    return sock
 
 
 def request_line(head):

@@ -17,6 +17,7 @@ service's checks, and passing the connection back (``--service-channel``) for an
 """
 import argparse
 import asyncio
+import functools
 import gc
 import importlib.util
 import itertools
@@ -31,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
 
+import connection_passing
 import protocol
 import runtime_api
 import toolkit
@@ -87,8 +89,10 @@ class RuntimeRoute:
         self.path = f"/endpoints/{endpoint}/invocations"
         self.region, self.log_group_arn, self.timeout = region, log_group_arn, timeout
 
-    def hand_back_rule(self, service_channel):
-        """Which requests of a passed connection go back to the service: all but ours."""
+    def passed_connections(self, service_channel) -> dict:
+        """How the connections the service passes are served: their requests but ours go back
+        to the service (each one, in order), and so do the connections when this server stops.
+        Requests up to what an oversized body's drain reads are split from the next."""
         ours = ("POST", self.path)
         back = "\0" + service_channel
 
@@ -97,7 +101,8 @@ class RuntimeRoute:
             if line is protocol.MORE:
                 return line
             return None if line == ours else back
-        return rule
+        return {"hand_over": rule, "hand_back": back, "close_unpassed": True,
+                "split_limit": DRAIN_LIMIT + protocol.HEAD_LIMIT * 8}
 
     async def answer(self, app, scope, receive, send):
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
@@ -234,9 +239,9 @@ def run_worker(model_dir, sockets, on_ready, read_timeout=IDLE_SECONDS, runtime=
                             http=http, lifespan="off", access_log=False, log_level="warning",
                             backlog=1024, timeout_keep_alive=IDLE_SECONDS,
                             server_header=False, date_header=False, proxy_headers=False)
-    channels = [(dealt, None)] if dealt is not None else []
+    channels = [(dealt, {})] if dealt is not None else []
     if passed is not None:
-        channels.append((passed, runtime.hand_back_rule(service_channel)))
+        channels.append((passed, runtime.passed_connections(service_channel)))
     protocol.Server(config, on_ready, channels).run(sockets=sockets)
 
 
@@ -272,8 +277,8 @@ def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1,
     bound = sock.getsockname()[1]
     # Under the local service, one channel per worker, NAME-0 .. NAME-(workers - 1): the
     # service deals the connections it passes out in turn.
-    passed = [protocol.listener(f"{local.channel}-{n}") for n in range(workers)] if local \
-        else []
+    passed = [connection_passing.listener(f"{local.channel}-{n}")
+              for n in range(workers)] if local else []
 
     def ready():
         print(f"serving {model_dir} on http://{host}:{bound} with {workers} worker(s)",
@@ -292,7 +297,7 @@ def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1,
     # often as not, and the busier worker made the latency tail.) Each worker writes a byte to
     # the pipe once it answers.
     base = f"model-server-{os.getpid()}-{os.urandom(6).hex()}"
-    dealt = [protocol.listener(f"{base}-{n}") for n in range(workers)]
+    dealt = [connection_passing.listener(f"{base}-{n}") for n in range(workers)]
     read_end, write_end = os.pipe()
     children = []
     for number in range(workers):
@@ -308,13 +313,8 @@ def serve(model_dir, port, host="127.0.0.1", ready_file=None, workers=1,
     for channel in dealt + passed:  # each worker holds its own
         channel.close()
 
-    def stop(signum, frame):
-        for child in children:
-            child.terminate()
-        os._exit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, functools.partial(_stop_workers, children))
+    signal.signal(signal.SIGINT, functools.partial(_stop_workers, children))
     with os.fdopen(read_end, "rb") as pipe:
         if len(pipe.read(workers)) < workers:  # a worker died before it was ready
             _end_with_workers(children)
@@ -333,7 +333,7 @@ async def _deal(listener, channels):
     async def give(conn, first):
         with conn:
             for turn in (first, (first + 1) % len(channels)):
-                if await protocol.send_connection(channels[turn], conn.fileno(), b""):
+                if await connection_passing.send_connection(channels[turn], conn.fileno(), b""):
                     return
 
     while True:
@@ -341,9 +341,28 @@ async def _deal(listener, channels):
         loop.create_task(give(conn, next(turns)))
 
 
+_STOPPING = threading.Event()
+
+
+def _stop_workers(children, signum, frame):
+    """Each worker answers what it has begun and passes its connections back (under the local
+    service) before the server exits."""
+    _STOPPING.set()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.wait()
+    os._exit(0)
+
+
 def _end_with_workers(children):
     """Wait for any worker to end; then stop the others and end the server."""
-    pid, status = os.wait()
+    try:
+        pid, status = os.wait()
+    except ChildProcessError:  # ``stop`` reaped them all first
+        return
+    if _STOPPING.is_set():
+        return  # asked to stop: ``stop`` waits for them all
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     print(f"worker {pid} exited with code {code}; stopping the server", flush=True)
     for child in children:

@@ -1,9 +1,12 @@
 """Fixtures for the job code, run in the job environment with real MXNet on the shipped MNIST."""
+import json
 import os
 import subprocess
 import sys
 import tarfile
+import time
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,3 +54,50 @@ def model_tar(trained, tmp_path_factory):
         for name in os.listdir(model_dir):
             tar.add(os.path.join(model_dir, name), arcname=name)
     return path
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    """A model server serving the trained model, for a test module: its port."""
+    ready = tmp_path_factory.mktemp("server") / "port"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "src", "inference", "server.py"),
+                             "--model-dir", str(trained[0]), "--port", "0", "--ready-file",
+                             str(ready)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while not (ready.exists() and ready.read_text()):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()  # then its output ends, and reading it cannot block
+            pytest.fail(f"the model server did not start: {proc.communicate()[0]!r}")
+        time.sleep(0.05)
+    yield int(ready.read_text())
+    proc.terminate()
+    proc.wait(10)
+
+
+def start_server(model_dir, folder, *options):
+    """A model server of the test's own, with these command-line options: (process, port)."""
+    ready = folder / "port"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "src", "inference", "server.py"),
+                             "--model-dir", str(model_dir), "--port", "0", "--ready-file",
+                             str(ready), *options],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (ready.exists() and ready.read_text()):
+        if proc.poll() is not None or time.time() > deadline:
+            exited = proc.poll()
+            proc.kill()
+            proc.wait(10)
+            pytest.fail(f"the model server did not start within 60 s (exit code {exited})")
+        time.sleep(0.05)
+    return proc, int(ready.read_text())
+
+
+@pytest.fixture(scope="module")
+def digits(prepared):
+    with np.load(prepared / "test" / "test.npz") as data:
+        return data["images"][:40], data["labels"][:40]
+
+
+def digits_of(body):
+    """The digits a model server's JSON answer predicts."""
+    return [p["digit"] for p in json.loads(body)["predictions"]]

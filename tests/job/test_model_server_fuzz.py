@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rawhttp import FRAMINGS, exchange, frame, status_of  # noqa: E402
-from test_model_server import server  # noqa: E402,F401 - the running model server fixture
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +31,7 @@ FRAMING = st.sampled_from(FRAMINGS)
 @given(method=st.sampled_from(["POST", "GET", "PUT", "DELETE", "BREW"]),
        path=st.sampled_from(["/invocations", "/ping", "/", "/x?y=1", "/invocations/../ping"]),
        content_type=CONTENT_TYPES, body=BODIES, framing=FRAMING)
-def test_every_request_gets_an_answer_and_none_is_a_5xx(server, method, path,  # noqa: F811
+def test_every_request_gets_an_answer_and_none_is_a_5xx(server, method, path,
                                                         content_type, body, framing):
     headers = [f"Content-Type: {content_type}"] if content_type else []
     answer = exchange(server, frame(method, path, headers, body, framing))

@@ -211,3 +211,60 @@ def test_a_full_disk_never_wedges_an_execution(tmp_path):
     finally:
         full.clear()
         service.close()
+
+
+def test_a_home_that_cannot_be_written_is_served_read_only(tmp_path, monkeypatch, capsys):
+    """Started on a full disk with an execution a previous run left Executing: the service
+    cannot record it as interrupted, so it serves read-only and says why; reads are answered,
+    anything that would change state gets 503 in its API's shape (it used to exit)."""
+    import sqlite3
+    import urllib.error
+    import urllib.request
+
+    from pipeline.local import server as service_module
+    from pipeline.local.backend.records import PipelineExecution
+    from pipeline.local.store import Store
+
+    home = tmp_path / "home"
+    first = service_module.LocalSageMaker(str(home))
+    first.store.put(PipelineExecution.kind, "left", {
+        "PipelineExecutionArn": "left", "PipelineExecutionStatus": "Executing"})
+    first.close()
+
+    def full(self, *args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Store, "write", full)
+    service = service_module.LocalSageMaker(str(home)).start_background()
+    try:
+        assert service.read_only == ("recording the work a previous run left failed: "
+                                     "database or disk is full")
+        session = dict(endpoint_url=service.url, region_name="us-east-1",
+                       aws_access_key_id="local", aws_secret_access_key="local",
+                       config=Config(retries={"max_attempts": 1}))
+        sm = boto3.client("sagemaker", **session)
+        s3 = boto3.client("s3", **dict(session, config=Config(s3={"addressing_style": "path"})))
+        assert sm.list_pipelines()["PipelineSummaries"] == []
+        with pytest.raises(ClientError) as err:
+            sm.create_model_package_group(ModelPackageGroupName="g")
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert err.value.response["Error"]["Code"] == "ServiceUnavailable"
+        assert "serving read-only (recording the work a previous run left failed: database " \
+            "or disk is full): start it again with room to write" in \
+            err.value.response["Error"]["Message"]
+        assert s3.list_buckets()["Buckets"] == []
+        with pytest.raises(ClientError) as err:
+            s3.create_bucket(Bucket="b")
+        assert err.value.response["Error"]["Code"] == "ServiceUnavailable"  # S3's XML
+        assert urllib.request.urlopen(f"{service.url}/").status == 200
+        with pytest.raises(urllib.error.HTTPError) as page:
+            urllib.request.urlopen(urllib.request.Request(
+                f"{service.url}/executions/stop", data=b"arn=left", method="POST"))
+        assert page.value.code == 503
+    finally:
+        service.close()
+    monkeypatch.setattr(service_module.LocalSageMaker, "serve_forever", lambda self: None)
+    with pytest.raises(SystemExit):
+        service_module.serve(str(home))
+    assert "warning: serving read-only: recording the work a previous run left failed: " \
+        "database or disk is full." in capsys.readouterr().err

@@ -138,7 +138,7 @@ def test_without_abstract_unix_sockets_the_service_proxies_every_call(tmp_path, 
     def no_abstract_sockets(name):
         raise OSError(97, "Address family not supported by protocol")
 
-    monkeypatch.setattr(shared.protocol, "listener", no_abstract_sockets)
+    monkeypatch.setattr(shared.passing, "listener", no_abstract_sockets)
     service = LocalSageMaker(str(tmp_path / "home")).start_background()
     try:
         assert service.hosting.service_channel is None and service.http.channels == []

@@ -161,8 +161,10 @@ class HostingApi(Family):
 
     def delete_endpoint(self, endpoint_name):
         self._get(Endpoint, endpoint_name)
-        self.servers.remove(endpoint_name)
+        # the record goes first: the invocations its stopping server passes back (answered
+        # there, or pipelined after) then hear that the endpoint is gone
         self.store.delete(Endpoint.kind, endpoint_name)
+        self.servers.remove(endpoint_name)
         return {}
 
     def list_endpoints(self, **query):
