@@ -37,8 +37,8 @@ class TrainingError(Exception):
 def parse_args(argv=None):
     env = os.environ
     parser = argparse.ArgumentParser(description="Train an MLP on MNIST (SageMaker script mode).")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--learning-rate", type=float, default=0.003)
+    parser.add_argument("--epochs", type=int, default=7)
+    parser.add_argument("--learning-rate", type=float, default=0.007)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--hidden-units", default="128,64",
                         help="comma-separated sizes of the hidden layers")

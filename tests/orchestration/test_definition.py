@@ -132,7 +132,7 @@ def test_schema_check_catches_broken_definitions(definition, breakage, expected)
 def test_parameters_are_the_designed_ones_with_working_defaults(definition):
     params = {p["Name"]: p for p in definition["Parameters"]}
     assert list(params) == list(PARAMETERS)
-    assert params["Epochs"]["DefaultValue"] == 20 and params["Epochs"]["Type"] == "Integer"
+    assert params["Epochs"]["DefaultValue"] == 7 and params["Epochs"]["Type"] == "Integer"
     assert params["KeepEndpoint"]["Type"] == "Boolean"
     assert params["MnistSourceUri"]["DefaultValue"] == \
         "s3://sagemaker-sample-files/datasets/image/MNIST/"

@@ -113,7 +113,7 @@ def test_job_logs_and_parameters_are_kept(clients, default_run, service):
     arn, _ = default_run
     params = {p["Name"]: p["Value"] for p in sm.list_pipeline_parameters_for_execution(
         PipelineExecutionArn=arn)["PipelineParameters"]}
-    assert params["Epochs"] == "20" and params["KeepEndpoint"] == "true"
+    assert params["Epochs"] == "7" and params["KeepEndpoint"] == "true"
     job = steps_of(sm, arn)["TrainModel"]["Metadata"]["TrainingJob"]["Arn"].split("/")[-1]
     with open(os.path.join(service.home, "logs", f"{job}.log")) as handle:
         log = handle.read()
@@ -261,7 +261,7 @@ def test_review_commands_describe_executions_logs_compare_and_report(service, de
     assert cli.main(base + ["compare", run_id, other]) == 0
     lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()
              if line.strip()}
-    assert lines["Epochs"] == ["20", "4"]
+    assert lines["Epochs"] == ["7", "4"]
     assert lines["ModelApprovalStatus"] == ["Approved", "PendingManualApproval"]
     assert float(lines["accuracy"][0]) > float(lines["accuracy"][1]) > 0.9
 
