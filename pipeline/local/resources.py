@@ -139,6 +139,18 @@ class TrainingJob(ProcessingJob):
     what = "training job"
 
 
+class HyperParameterTuningJob(Resource):
+    kind, name_field = "tuning-job", "HyperParameterTuningJobName"
+    arn_field, arn_type = "HyperParameterTuningJobArn", "hyper-parameter-tuning-job"
+    status_field = "HyperParameterTuningJobStatus"
+    transitions = {"InProgress": {"Completed", "Failed", "Stopping", "Stopped"},
+                   "Stopping": {"Stopped", "Failed", "Completed"}}
+    describe_operation = "DescribeHyperParameterTuningJob"
+    list_operation = ("ListHyperParameterTuningJobs", "HyperParameterTuningJobSummaries")
+    missing = ("ResourceNotFound", "Amazon SageMaker can't find a tuning job with name {name}")
+    what = "hyperparameter tuning job"
+
+
 class Model(Resource):
     kind, name_field, arn_field, arn_type = "model", "ModelName", "ModelArn", "model"
     describe_operation = "DescribeModel"

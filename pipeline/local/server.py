@@ -30,6 +30,7 @@ from pipeline.local.backend.jobs import JobsApi
 from pipeline.local.backend.pipelines import PipelinesApi
 from pipeline.local.backend.records import Records
 from pipeline.local.backend.registry import RegistryApi
+from pipeline.local.backend.tuning import TuningApi
 from pipeline.local.events import EventsBackend, Outbox
 from pipeline.local.logs import LogsBackend
 from pipeline.local.responses import EVENTS_MODEL, LOGS_MODEL, JsonProtocol, S3Protocol
@@ -39,6 +40,7 @@ from pipeline.local.search import SearchApi
 from pipeline.local.shared import passing, protocol
 from pipeline.local.standalone import StandaloneJobs
 from pipeline.local.store import Store
+from pipeline.local.tuning.runner import TuningRunner
 from pipeline.local.workflow.handlers import default_handlers, job_handlers
 from pipeline.local.workflow.orchestrator import Orchestrator
 
@@ -115,13 +117,15 @@ class LocalSageMaker:
         registry = RegistryApi(store, region, tags, outbox)
         hosting_api = HostingApi(store, region, tags, registry, self.hosting)
         job_steps = job_handlers(records, jobs)
+        self.tuning = TuningApi(store, region, tags, TuningRunner(store, job_steps["Training"],
+                                                                  jobs))
         self.orchestrator = Orchestrator(
             records, default_handlers(job_steps, registry, hosting_api), self._read_json, jobs)
         pipelines = PipelinesApi(store, region, tags, records, self.orchestrator, self.s3)
         self.backend = SageMakerBackend(
             region, pipelines, registry, hosting_api,
             JobsApi(store, region, tags, StandaloneJobs(job_steps, jobs)), tags,
-            SearchApi(store, tags))
+            SearchApi(store, tags), self.tuning)
         self.store = store
         self.events = EventsBackend(store, region, pipelines.start_from_event, outbox)
         self.sagemaker = JsonProtocol(self.backend)
