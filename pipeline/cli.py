@@ -16,7 +16,7 @@ from pipeline.commands import (EXIT_FAILED, EXIT_USAGE, cmd_compare, cmd_definit
                                cmd_packages, cmd_predict, cmd_report, cmd_retry, cmd_start,
                                cmd_stop, cmd_upsert, cmd_watch, set_approval)
 from pipeline.config import (DEFAULT_MODEL_PACKAGE_GROUP, DEFAULT_PIPELINE_NAME, DEFAULT_PREFIX,
-                             PARAMETERS)
+                             PARAMETERS, TUNING_MODEL_PACKAGE_GROUP, TUNING_PIPELINE_NAME)
 from pipeline.errors import UsageError
 from pipeline.local import launcher
 from pipeline.target import target_for
@@ -34,9 +34,14 @@ def _global_options(parser, defaults):
     add("--bucket", default=d(None),
         help="S3 bucket for code and data (default: sagemaker-REGION-ACCOUNT)")
     add("--prefix", default=d(DEFAULT_PREFIX), help="S3 key prefix")
-    add("--pipeline-name", default=d(DEFAULT_PIPELINE_NAME))
-    add("--model-package-group", default=d(DEFAULT_MODEL_PACKAGE_GROUP),
-        help="where RegisterModel registers and where `approve latest` looks")
+    add("--pipeline-name", default=d(None), help=f"default: {DEFAULT_PIPELINE_NAME} "
+        f"({TUNING_PIPELINE_NAME} with --tuning)")
+    add("--tuning", action="store_true", default=d(False),
+        help="the tuned variant: TuneModel (a hyperparameter tuning job) in TrainModel's place")
+    add("--model-package-group", default=d(None),
+        help=f"where RegisterModel registers and where `approve latest` looks (default: "
+        f"{DEFAULT_MODEL_PACKAGE_GROUP}; {TUNING_MODEL_PACKAGE_GROUP} with --tuning, so that "
+        "an approval starts one deploy pipeline, the variant's own)")
     add("--endpoint-url", default=d(None), help="SageMaker API endpoint URL (e.g. a local service)")
     add("--local", action="store_true", default=d(False),
         help="use the local SageMaker service (started in the background when none runs)")
@@ -139,6 +144,11 @@ def main(argv=None):
 
 
 def _run(args):
+    if not args.pipeline_name:
+        args.pipeline_name = TUNING_PIPELINE_NAME if args.tuning else DEFAULT_PIPELINE_NAME
+    if not args.model_package_group:
+        args.model_package_group = TUNING_MODEL_PACKAGE_GROUP if args.tuning else \
+            DEFAULT_MODEL_PACKAGE_GROUP
     try:
         return args.func(target_for(args))
     except UsageError as err:

@@ -10,8 +10,8 @@ from typing import Optional
 from botocore.exceptions import ClientError
 
 from pipeline import aws, iam, report
-from pipeline.config import (DEPLOY_PIPELINE_SUFFIX, PARAMETERS, check_limits, parse_bool,
-                             render_value)
+from pipeline.config import (DEPLOY_PIPELINE_SUFFIX, check_limits, parse_bool,
+                             pipeline_parameters, render_value)
 from pipeline.errors import UsageError
 from pipeline.local import launcher
 from pipeline.payloads import read_payloads
@@ -22,14 +22,16 @@ from steps import approvals
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def parse_param(text):
-    """'Name=Value' -> (Name, typed value), checked against the pipeline's parameters."""
+def parse_param(text, tuning=False):
+    """'Name=Value' -> (Name, typed value), checked against the pipeline's parameters (the
+    tuned variant's with ``tuning``)."""
     name, sep, raw = text.partition("=")
     if not sep:
         raise UsageError(f"--param expects Name=Value, got {text!r}")
-    if name not in PARAMETERS:
-        raise UsageError(f"unknown parameter {name!r}; known: {', '.join(PARAMETERS)}")
-    kind = PARAMETERS[name][0]
+    declared = pipeline_parameters(tuning)
+    if name not in declared:
+        raise UsageError(f"unknown parameter {name!r}; known: {', '.join(declared)}")
+    kind = declared[name][0]
     try:
         value = parse_bool(raw) if kind is bool else kind(raw)
     except ValueError:
@@ -82,7 +84,8 @@ def cmd_upsert(target):
 
 def cmd_start(target):
     args = target.args
-    overrides = {**target.parameter_overrides(), **dict(parse_param(p) for p in args.param or [])}
+    overrides = {**target.parameter_overrides(),
+                 **dict(parse_param(p, args.tuning) for p in args.param or [])}
     if not args.no_upsert:
         cmd_upsert(target)
     arn = target.clients.sagemaker.start_pipeline_execution(

@@ -12,6 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checko
 LOCAL_MNIST = os.path.join(ROOT, "data", "mnist")  # the shipped copy, for offline runs
 
 DEFAULT_PIPELINE_NAME = "mnist-mxnet"
+TUNING_PIPELINE_NAME = "mnist-mxnet-tuning"  # the tuned variant's (``--tuning``)
+TUNING_MODEL_PACKAGE_GROUP = "mnist-mxnet-tuning-models"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_PREFIX = "mnist-mxnet"
 DEFAULT_MODEL_PACKAGE_GROUP = "mnist-mxnet-models"
@@ -45,6 +47,8 @@ PARAMETER_LIMITS = {
     "LearningRate": (0.0, None, False),
     "BatchSize": (1, None, True),
     "AccuracyThreshold": (0.0, 1.0, True),
+    "TuningMaxJobs": (1, None, True),
+    "TuningMaxParallelJobs": (1, None, True),
 }
 
 
@@ -64,6 +68,7 @@ class StepNames:
 
     prepare: str = "PrepareData"
     train: str = "TrainModel"
+    tune: str = "TuneModel"  # in the tuned variant, in TrainModel's place
     evaluate: str = "EvaluateModel"
     check: str = "CheckAccuracy"
     register: str = "Register"  # a ModelStep: the SDK names the step "Register-RegisterModel"
@@ -102,6 +107,36 @@ LINEAGE_KEYS = ("PipelineExecutionArn", "TrainingJobName", "TestData", "CodeSha2
                 "RegisteredApproval",
                 "DataSha256.train-images", "DataSha256.train-labels", "DataSha256.test-images",
                 "DataSha256.test-labels", "FinalValidationAccuracy", "FinalValidationLoss")
+# the tuned variant's: the tuning job, its best trial (TrainingJobName) and the trial's
+# objective (FinalValidationAccuracy); a tuning job reports no validation loss
+TUNED_LINEAGE_KEYS = tuple(k for k in LINEAGE_KEYS if k != "FinalValidationLoss") + (
+    "TuningJobName",)
+
+# The tuned variant's own parameters (``--tuning``), besides PARAMETERS but TUNED.
+TUNING_PARAMETERS = {
+    "TuningStrategy": (str, "Bayesian", "how trials are chosen: Bayesian or Random (Grid "
+                                        "takes categorical ranges only)"),
+    "TuningMaxJobs": (int, 4, "training jobs the tuning job runs in all"),
+    "TuningMaxParallelJobs": (int, 2, "training jobs it runs at once"),
+}
+# The ranges TuneModel searches (SDK HyperparameterTuner terms): kind, bounds, scale.
+TUNING_RANGES = {
+    "learning-rate": ("Continuous", 0.002, 0.02, "Logarithmic"),
+    "weight-decay": ("Continuous", 0.00001, 0.001, "Logarithmic"),
+    "epochs": ("Integer", 5, 12, "Linear"),
+    "batch-size": ("Categorical", [128, 256]),
+}
+TUNING_OBJECTIVE = "validation_accuracy"
+TUNED = ("Epochs", "LearningRate", "BatchSize")  # searched by the tuning job, not parameters
+
+
+def pipeline_parameters(tuning=False) -> dict:
+    """The main pipeline's parameters; the tuned variant's (``--tuning``) has the tuning job's
+    instead of the hyperparameters it searches."""
+    if not tuning:
+        return PARAMETERS
+    return {**{k: v for k, v in PARAMETERS.items() if k not in TUNED}, **TUNING_PARAMETERS}
+
 
 # The approve -> deploy pipeline: its parameters (as PARAMETERS) and its name's suffix.
 DEPLOY_PIPELINE_SUFFIX = "-deploy"
@@ -143,6 +178,7 @@ class PipelineConfig:
     prefix: str = DEFAULT_PREFIX
     model_package_group: str = DEFAULT_MODEL_PACKAGE_GROUP
     parameter_defaults: Dict[str, object] = field(default_factory=dict)
+    tuning: bool = False  # TuneModel (a tuning job) in TrainModel's place
 
     @property
     def deploy_pipeline_name(self) -> str:

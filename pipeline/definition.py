@@ -38,13 +38,16 @@ from sagemaker.workflow.pipeline import Pipeline
 from sagemaker.workflow.pipeline_context import PipelineSession
 from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.model_step import ModelStep
-from sagemaker.workflow.steps import CacheConfig, ProcessingStep, TrainingStep
+from sagemaker.workflow.steps import CacheConfig, ProcessingStep, TrainingStep, TuningStep
+from sagemaker.tuner import (CategoricalParameter, ContinuousParameter, HyperparameterTuner,
+                             IntegerParameter)
 from sagemaker.inputs import TrainingInput
 
 import sagemaker.utils as sagemaker_utils  # noqa: E402
 
 from pipeline.config import (DATA_REPORT, DEPLOY_PARAMETERS, EVALUATION, PARAMETERS,  # noqa
-                             STEPS, PipelineConfig)
+                             STEPS, TUNING_OBJECTIVE, TUNING_RANGES, PipelineConfig,
+                             pipeline_parameters)
 from pipeline.packaging import Artifact, build_artifacts, step_folder_uri
 
 _sdk_validate_config = sagemaker_utils.validate_sagemaker_config
@@ -142,11 +145,17 @@ def build_pipeline(config: PipelineConfig,
 
 
 def _build_pipeline(config, artifacts):
-    steps = _Steps(config, artifacts or build_artifacts(config.prefix))
+    steps = _Steps(config, artifacts or build_artifacts(config.prefix),
+                   pipeline_parameters(config.tuning))
     prepare = steps.prepare()
     outputs = prepare.properties.ProcessingOutputConfig.Outputs
-    train = steps.train(outputs)
-    model_data = train.properties.ModelArtifacts.S3ModelArtifacts
+    if config.tuning:
+        train = steps.tune(outputs)
+        model_data = train.get_top_model_s3_uri(top_k=0, s3_bucket=config.bucket,
+                                                prefix=f"{config.prefix}/models")
+    else:
+        train = steps.train(outputs)
+        model_data = train.properties.ModelArtifacts.S3ModelArtifacts
     evaluate, evaluation_file = steps.evaluate(model_data, outputs)
     accuracy = JsonGet(step_name=evaluate.name, property_file=evaluation_file,
                        json_path=EVALUATION.accuracy_path)
@@ -248,29 +257,56 @@ class _Steps:
             ),
         )
 
-    def train(self, outputs):
+    def estimator(self, hyperparameters):
         config, p = self.config, self.p
-        estimator = MXNet(
+        return MXNet(
             entry_point="train.py", source_dir=self.training_source,
             framework_version=FRAMEWORK_VERSION, py_version=PY_VERSION, role=config.role_arn,
             instance_count=p["TrainingInstanceCount"], instance_type=p["TrainingInstanceType"],
-            hyperparameters={"epochs": p["Epochs"], "learning-rate": p["LearningRate"],
-                             "batch-size": p["BatchSize"]},
-            metric_definitions=METRIC_DEFINITIONS,
+            hyperparameters=hyperparameters, metric_definitions=METRIC_DEFINITIONS,
             distribution={"parameter_server": {"enabled": True}},
             output_path=f"s3://{config.bucket}/{config.prefix}/models",
             code_location=f"s3://{config.bucket}/{config.prefix}/models",
             base_job_name="mnist-train", disable_profiler=True, debugger_hook_config=False,
             sagemaker_session=self.session)
+
+    @staticmethod
+    def channels(outputs):
+        return {"train": TrainingInput(outputs["train"].S3Output.S3Uri),
+                "validation": TrainingInput(outputs["validation"].S3Output.S3Uri)}
+
+    def train(self, outputs):
+        p = self.p
+        estimator = self.estimator({"epochs": p["Epochs"], "learning-rate": p["LearningRate"],
+                                    "batch-size": p["BatchSize"]})
         return TrainingStep(
             name=STEPS.train,
             cache_config=CACHE,
             description="Train the Gluon MLP (MXNet 1.9 script mode); dist_sync on several "
                         "instances.",
-            step_args=estimator.fit({
-                "train": TrainingInput(outputs["train"].S3Output.S3Uri),
-                "validation": TrainingInput(outputs["validation"].S3Output.S3Uri),
-            }),
+            step_args=estimator.fit(self.channels(outputs)),
+        )
+
+    def tune(self, outputs):
+        """A tuning job over the same estimator: TUNING_RANGES searched by TuningStrategy,
+        TuningMaxJobs trials, TuningMaxParallelJobs at once, for the best validation
+        accuracy (a metric of the estimator's definitions)."""
+        p = self.p
+        kinds = {"Continuous": ContinuousParameter, "Integer": IntegerParameter}
+        ranges = {name: CategoricalParameter(spec[1]) if spec[0] == "Categorical"
+                  else kinds[spec[0]](spec[1], spec[2], spec[3])
+                  for name, spec in TUNING_RANGES.items()}
+        tuner = HyperparameterTuner(
+            self.estimator({}), objective_metric_name=TUNING_OBJECTIVE,
+            hyperparameter_ranges=ranges, metric_definitions=METRIC_DEFINITIONS,
+            strategy=p["TuningStrategy"], max_jobs=p["TuningMaxJobs"],
+            max_parallel_jobs=p["TuningMaxParallelJobs"])
+        return TuningStep(
+            name=STEPS.tune,
+            description="Tune the Gluon MLP: learning rate, weight decay, epochs and batch "
+                        "size, for the best validation accuracy.",
+            # a fixed name: the SDK would stamp the time into a static hyperparameter
+            step_args=tuner.fit(self.channels(outputs), job_name="mnist-tune"),
         )
 
     def evaluate(self, model_data, outputs):
@@ -325,25 +361,31 @@ class _Steps:
     def lineage(self, train, prepare):
         """What a reviewer needs to trace a package: run, job, data, code, final metrics."""
         report = prepare.property_files[0]
-        metrics = train.properties.FinalMetricDataList
         digests = {f"DataSha256.{split}-{kind}": JsonGet(
             step_name=prepare.name, property_file=report,
             json_path=f"sha256['{prefix}-{kind}-idx{1 if kind == 'labels' else 3}-ubyte']")
             for split, prefix in (("train", "train"), ("test", "t10k"))
             for kind in ("images", "labels")}
         test_uri = prepare.properties.ProcessingOutputConfig.Outputs["test"].S3Output.S3Uri
-        return {
+        common = {
             "PipelineExecutionArn": ExecutionVariables.PIPELINE_EXECUTION_ARN,
-            "TrainingJobName": train.properties.TrainingJobName,
             "TestData": test_uri,
             "CodeSha256": self.code_sha256,
             "CodeCommit": self.p["CodeCommit"],
             "RegisteredApproval": self.p["ModelApprovalStatus"],
             **digests,
-            "FinalValidationAccuracy": Join(on="", values=[
-                metrics["validation_accuracy"].Value]),
-            "FinalValidationLoss": Join(on="", values=[metrics["validation_loss"].Value]),
         }
+        if isinstance(train, TuningStep):  # the tuning job, and its best trial
+            best = train.properties.BestTrainingJob
+            return {**common, "TuningJobName": train.properties.HyperParameterTuningJobName,
+                    "TrainingJobName": best.TrainingJobName,
+                    "FinalValidationAccuracy": Join(on="", values=[
+                        best.FinalHyperParameterTuningJobObjectiveMetric.Value])}
+        metrics = train.properties.FinalMetricDataList
+        return {**common, "TrainingJobName": train.properties.TrainingJobName,
+                "FinalValidationAccuracy": Join(on="", values=[
+                    metrics["validation_accuracy"].Value]),
+                "FinalValidationLoss": Join(on="", values=[metrics["validation_loss"].Value])}
 
     def deploy_and_cleanup(self, package, test_data, depends_on=None):
         """DeployModel (``package``: which package, as deploy.py's arguments) and Cleanup."""

@@ -50,6 +50,11 @@ STEP_TYPE_CALLS = {
     "RegisterModel": ["sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage",
                       "sagemaker:AddTags"],
     "Condition": [], "Fail": [],
+    # the tuned variant's TuneModel (``--tuning``) only
+    "Tuning": ["sagemaker:CreateHyperParameterTuningJob",
+               "sagemaker:DescribeHyperParameterTuningJob",
+               "sagemaker:StopHyperParameterTuningJob",
+               "sagemaker:ListTrainingJobsForHyperParameterTuningJob", "sagemaker:AddTags"],
 }
 # What every job needs: its logs, its metrics, its image, and the role passed to it.
 JOB_CALLS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
@@ -75,12 +80,17 @@ def execution_role_policy(config: PipelineConfig, endpoint_name="mnist-mlp",
     """The pipelines' (and their jobs') role, for these names."""
     arn = f"arn:aws:sagemaker:{config.region}:{account}"
     group, bucket, prefix = config.model_package_group, config.bucket, config.prefix
-    sagemaker = sorted({a for calls in (*STEP_SCRIPT_CALLS.values(), *STEP_TYPE_CALLS.values())
+    # the tuned variant has TuneModel where the main one has TrainModel
+    absent = "Training" if config.tuning else "Tuning"
+    step_calls = [calls for kind, calls in STEP_TYPE_CALLS.items() if kind != absent]
+    sagemaker = sorted({a for calls in (*STEP_SCRIPT_CALLS.values(), *step_calls)
                         for a in calls if a.startswith("sagemaker:")} - UNSCOPED)
     tagging = [a for a in sagemaker if a == "sagemaker:AddTags"]
     scoped = [a for a in sagemaker if a != "sagemaker:AddTags"]
-    resources = [f"{arn}:processing-job/pipelines-*", f"{arn}:training-job/pipelines-*",
-                 f"{arn}:model-package-group/{group}", f"{arn}:model-package/{group}/*",
+    resources = [f"{arn}:processing-job/pipelines-*",
+                 f"{arn}:hyper-parameter-tuning-job/*" if config.tuning  # Pipelines names it
+                 else f"{arn}:training-job/pipelines-*", f"{arn}:model-package-group/{group}",
+                 f"{arn}:model-package/{group}/*",
                  f"{arn}:model/{endpoint_name}-*", f"{arn}:endpoint-config/{endpoint_name}-*",
                  f"{arn}:endpoint/{endpoint_name}"]
     role_name = config.role_arn.split("/")[-1]

@@ -53,10 +53,30 @@ SCHEMA_EXTENSIONS = [
      "digests, final metrics) for reviewers"),
     ("Condition steps inside a condition's IfSteps / ElseSteps",
      "nested conditions (the SDK emits them): CheckApproval runs inside the accuracy gate"),
+    ("Tuning steps: pipeline parameters for Strategy (any of CreateHyperParameterTuningJob's "
+     "strategies) and for ResourceLimits' MaxNumberOfTrainingJobs and MaxParallelTrainingJobs",
+     "the tuned variant's TuningStrategy, TuningMaxJobs and TuningMaxParallelJobs: the SDK "
+     "emits a Get there; the schema takes literals, and only Bayesian or Random"),
+    ("HyperParameterTuningResourceConfig in a Tuning step's TrainingJobDefinition, in place of "
+     "ResourceConfig",
+     "the CreateHyperParameterTuningJob field the SDK sends the training hosts in"),
     ("PipelineExperimentConfig (ExperimentName, TrialName) at the top level",
      "SageMaker Experiments integration, on by default in Pipelines and emitted by the SDK: an "
      "experiment per pipeline and a run group per execution, which Studio compares"),
 ]
+
+
+def _tuning(defs):
+    tuning = defs["TuningStep"]["properties"]["Arguments"]["properties"][
+        "HyperParameterTuningJobConfig"]["properties"]
+    tuning["Strategy"] = {"$ref": "#/definitions/StringArgumentValue"}
+    for limit in ("MaxNumberOfTrainingJobs", "MaxParallelTrainingJobs"):
+        tuning["ResourceLimits"]["properties"][limit] = {
+            "$ref": "#/definitions/IntegerArgumentValue"}
+    definition = defs["HyperParameterTrainingJobDefinition"]
+    definition["properties"]["HyperParameterTuningResourceConfig"] = definition["properties"][
+        "ResourceConfig"]
+    definition["required"] = [r for r in definition["required"] if r != "ResourceConfig"]
 
 
 def extended_schema() -> dict:
@@ -94,6 +114,7 @@ def extended_schema() -> dict:
                           "additionalProperties": {"$ref": "#/definitions/StringArgumentValue"}}
     register["CustomerMetadataProperties"] = {
         "type": "object", "additionalProperties": {"$ref": "#/definitions/StringArgumentValue"}}
+    _tuning(defs)
     for branch in ("IfSteps", "ElseSteps"):
         defs["ConditionStep"]["properties"]["Arguments"]["properties"][branch]["items"][
             "oneOf"].append({"$ref": "#/definitions/ConditionStep"})

@@ -11,7 +11,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline import aws
 from pipeline.config import (DEFAULT_MODEL_PACKAGE_GROUP, DEFAULT_PIPELINE_NAME, DEFAULT_PREFIX,
-                             LOCAL_MNIST, PLACEHOLDER_ROLE, PipelineConfig)
+                             LOCAL_MNIST, PLACEHOLDER_ROLE, TUNING_MODEL_PACKAGE_GROUP,
+                             TUNING_PIPELINE_NAME, PipelineConfig)
 from pipeline.errors import UsageError
 from pipeline.local import launcher
 from pipeline.local.home import ServiceHome
@@ -64,6 +65,7 @@ class Target:
         region = self.args.region or (None if offline else self.clients.region) or "us-east-1"
         return PipelineConfig(bucket=self.bucket(offline), role_arn=self.role(role_required),
                               region=region, pipeline_name=self.args.pipeline_name,
+                              tuning=self.args.tuning,
                               prefix=self.args.prefix,
                               model_package_group=self.args.model_package_group)
 
@@ -147,14 +149,18 @@ class Target:
         return " ".join([*invocation(), *self._options(), words])
 
     def _options(self) -> List[str]:
+        tuning = getattr(self.args, "tuning", False)
         given = [(flag, getattr(self.args, attr, None), default) for flag, attr, default in (
             ("--profile", "profile", None), ("--region", "region", None),
             ("--endpoint-url", "endpoint_url", None), ("--bucket", "bucket", None),
             ("--prefix", "prefix", DEFAULT_PREFIX),
-            ("--pipeline-name", "pipeline_name", DEFAULT_PIPELINE_NAME),
-            ("--model-package-group", "model_package_group", DEFAULT_MODEL_PACKAGE_GROUP))]
-        return [f"{flag} {shlex.quote(str(value))}" for flag, value, default in given
-                if value not in (None, default)]
+            ("--pipeline-name", "pipeline_name",
+             TUNING_PIPELINE_NAME if tuning else DEFAULT_PIPELINE_NAME),
+            ("--model-package-group", "model_package_group",
+             TUNING_MODEL_PACKAGE_GROUP if tuning else DEFAULT_MODEL_PACKAGE_GROUP))]
+        return ["--tuning"] * tuning + [f"{flag} {shlex.quote(str(value))}"
+                                         for flag, value, default in given
+                                         if value not in (None, default)]
 
 
 class LocalTarget(Target):

@@ -43,6 +43,7 @@ from pipeline.local.store import Store
 from pipeline.local.tuning.runner import TuningRunner
 from pipeline.local.workflow.handlers import default_handlers, job_handlers
 from pipeline.local.workflow.orchestrator import Orchestrator
+from pipeline.local.workflow.tuning_step import TuningHandler
 
 DEFAULT_JOB_PYTHON = os.path.join(ROOT, ".venv-job", "bin", "python")
 _INVOCATION = re.compile(r"/endpoints/([^/?]+)/invocations")
@@ -120,7 +121,8 @@ class LocalSageMaker:
         self.tuning = TuningApi(store, region, tags, TuningRunner(store, job_steps["Training"],
                                                                   jobs))
         self.orchestrator = Orchestrator(
-            records, default_handlers(job_steps, registry, hosting_api), self._read_json, jobs)
+            records, default_handlers(job_steps, registry, hosting_api,
+                                      TuningHandler(records, self.tuning)), self._read_json, jobs)
         pipelines = PipelinesApi(store, region, tags, records, self.orchestrator, self.s3)
         self.backend = SageMakerBackend(
             region, pipelines, registry, hosting_api,

@@ -222,3 +222,49 @@ def test_parameter_default_overrides_and_unknown_names():
     assert next(p for p in custom["Parameters"] if p["Name"] == "Epochs")["DefaultValue"] == 3
     with pytest.raises(ValueError, match="unknown parameter"):
         build_pipeline(PipelineConfig(bucket="b", parameter_defaults={"Epoch": 3}))
+
+
+def test_the_tuned_variant_tunes_in_trainings_place():
+    """``--tuning``: TuneModel (the SDK's TuningStep over the same estimator) where TrainModel
+    was; its ranges, objective, strategy and limits as designed (the last three pipeline
+    parameters); EvaluateModel reads the best trial's model; the package names the tuning job
+    and the trial; offline, deterministic and schema-valid like the main definition."""
+    from pipeline.config import TUNED_LINEAGE_KEYS, TUNING_PARAMETERS
+
+    config = PipelineConfig(bucket="b", tuning=True, pipeline_name="mnist-mxnet-tuning")
+    text = definition_json(config)
+    assert text == definition_json(config)
+    tuned = json.loads(text)
+    assert schema.validate(tuned) == []
+    steps = {s["Name"]: s for s in all_steps(tuned)}
+    assert "TrainModel" not in steps and steps["TuneModel"]["Type"] == "Tuning"
+    params = {p["Name"]: p for p in tuned["Parameters"]}
+    assert set(TUNING_PARAMETERS) <= set(params)
+    assert not {"Epochs", "LearningRate", "BatchSize"} & set(params)  # searched instead
+    config_ = steps["TuneModel"]["Arguments"]["HyperParameterTuningJobConfig"]
+    assert config_["Strategy"] == {"Get": "Parameters.TuningStrategy"}
+    assert config_["ResourceLimits"] == {
+        "MaxNumberOfTrainingJobs": {"Get": "Parameters.TuningMaxJobs"},
+        "MaxParallelTrainingJobs": {"Get": "Parameters.TuningMaxParallelJobs"}}
+    assert config_["HyperParameterTuningJobObjective"] == {
+        "MetricName": "validation_accuracy", "Type": "Maximize"}
+    assert config_["TrainingJobEarlyStoppingType"] == "Off"
+    ranges = config_["ParameterRanges"]
+    assert {r["Name"]: (r["MinValue"], r["MaxValue"], r["ScalingType"])
+            for r in ranges["ContinuousParameterRanges"]} == {
+        "learning-rate": ("0.002", "0.02", "Logarithmic"),
+        "weight-decay": ("1e-05", "0.001", "Logarithmic")}
+    assert ranges["IntegerParameterRanges"] == [
+        {"Name": "epochs", "MinValue": "5", "MaxValue": "12", "ScalingType": "Linear"}]
+    assert ranges["CategoricalParameterRanges"] == [
+        {"Name": "batch-size", "Values": ['"128"', '"256"']}]  # JSON, as framework jobs read
+    definition = steps["TuneModel"]["Arguments"]["TrainingJobDefinition"]
+    assert "validation_accuracy" in {m["Name"] for m in definition["AlgorithmSpecification"][
+        "MetricDefinitions"]}
+    model = json.dumps(steps["EvaluateModel"]["Arguments"]["ProcessingInputs"][0])
+    assert "Steps.TuneModel.TrainingJobSummaries[0].TrainingJobName" in model
+    lineage = steps["Register-RegisterModel"]["Arguments"]["CustomerMetadataProperties"]
+    assert set(lineage) == set(TUNED_LINEAGE_KEYS)
+    assert lineage["TuningJobName"] == {"Get": "Steps.TuneModel.HyperParameterTuningJobName"}
+    assert lineage["TrainingJobName"] == {
+        "Get": "Steps.TuneModel.BestTrainingJob.TrainingJobName"}

@@ -2,6 +2,7 @@
 the scripts themselves), what each step type of both definitions needs, and what every job needs;
 scoped to our names; printed by `iam-policy` and shown in the README as printed."""
 import ast
+import dataclasses
 import fnmatch
 import json
 import os
@@ -9,6 +10,7 @@ import re
 
 import botocore
 import botocore.session
+import pytest
 
 from conftest import ROOT
 from pipeline import cli, iam
@@ -59,7 +61,7 @@ def calls_in(path):
     return found
 
 
-def step_types():
+def step_types(config=CONFIG):
     types = set()
 
     def walk(steps):
@@ -68,7 +70,7 @@ def step_types():
             for branch in ("IfSteps", "ElseSteps"):
                 walk(step.get("Arguments", {}).get(branch, []))
 
-    for text in (definition_json(CONFIG), deploy_definition_json(CONFIG)):
+    for text in (definition_json(config), deploy_definition_json(config)):
         walk(json.loads(text)["Steps"])
     return types
 
@@ -81,12 +83,16 @@ def test_the_step_scripts_calls_are_exactly_the_listed_ones():
         iam.STEP_SCRIPT_CALLS)
 
 
-def test_the_execution_role_allows_exactly_what_is_called():
-    policy = iam.execution_role_policy(CONFIG)
+@pytest.mark.parametrize("config", [CONFIG, dataclasses.replace(CONFIG, tuning=True)],
+                         ids=["main", "tuned"])
+def test_the_execution_role_allows_exactly_what_is_called(config):
+    """Per variant: the tuned one's TuneModel needs the tuning actions, the main one not."""
+    policy = iam.execution_role_policy(config)
     needed = {a for calls in iam.STEP_SCRIPT_CALLS.values() for a in calls}
-    needed |= {a for kind in step_types() for a in iam.STEP_TYPE_CALLS[kind]}
+    needed |= {a for kind in step_types(config) for a in iam.STEP_TYPE_CALLS[kind]}
     needed |= set(iam.JOB_CALLS)
     assert set(iam.actions_of(policy)) == needed
+    assert ("sagemaker:CreateHyperParameterTuningJob" in needed) == config.tuning
     for statement in policy["Statement"]:
         actions = statement["Action"]
         assert all("*" not in a for a in ([actions] if isinstance(actions, str) else actions))

@@ -207,3 +207,50 @@ def test_stopping_a_tuning_job_stops_its_trials(service, sdk):
     with pytest.raises(ClientError) as err:
         sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
     assert "only an InProgress job can be stopped" in err.value.response["Error"]["Message"]
+
+
+def test_the_tuned_pipeline_registers_and_deploys_its_best_trial(service):
+    """``--tuning``'s definition on the local service, end to end: TuneModel runs 4 real MNIST
+    trials, 2 at a time, to Completed; the best trial's model is evaluated, registered (its
+    lineage naming the tuning job and the trial) and deployed."""
+    from localservice import steps_of, wait_for
+    from pipeline.aws import Clients, install_pipeline
+    from pipeline.config import PipelineConfig
+    from pipelinehelpers import MNIST, _package_of
+
+    config = PipelineConfig(bucket=BUCKET, tuning=True, pipeline_name="mnist-mxnet-tuning",
+                            model_package_group="mnist-mxnet-tuning-models")
+    install_pipeline(Clients.create(endpoint_url=service.url, local=True), config, local=True)
+    sm = service.client("sagemaker")
+    arn = sm.start_pipeline_execution(PipelineName="mnist-mxnet-tuning", PipelineParameters=[
+        {"Name": "MnistSourceUri", "Value": MNIST}, {"Name": "TuningStrategy",
+                                                     "Value": "Random"}])["PipelineExecutionArn"]
+    assert wait_for(sm, arn, timeout=300) == "Succeeded"
+    steps = steps_of(sm, arn)
+    tuning_name = steps["TuneModel"]["Metadata"]["TuningJob"]["Arn"].split("/")[-1]
+    tuning = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning_name)
+    assert tuning["HyperParameterTuningJobStatus"] == "Completed"
+    assert tuning["TrainingJobStatusCounters"]["Completed"] == 4
+    assert tuning["HyperParameterTuningJobConfig"]["Strategy"] == "Random"
+    trials = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=tuning_name, SortBy="FinalObjectiveMetricValue")[
+        "TrainingJobSummaries"]
+    assert len({tuple(sorted(t["TunedHyperParameters"].items())) for t in trials}) == 4
+    spans = sorted((t["TrainingStartTime"], t["TrainingEndTime"]) for t in trials)
+    assert spans[1][0] < spans[0][1]  # two at once
+    best = tuning["BestTrainingJob"]
+    assert trials[0]["TrainingJobName"] == best["TrainingJobName"]
+    assert best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] >= 0.95
+    package = sm.describe_model_package(ModelPackageName=_package_of(sm, arn))
+    lineage = package["CustomerMetadataProperties"]
+    assert lineage["TuningJobName"] == tuning_name
+    assert lineage["TrainingJobName"] == best["TrainingJobName"]
+    model = sm.describe_training_job(TrainingJobName=best["TrainingJobName"])
+    assert package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == \
+        model["ModelArtifacts"]["S3ModelArtifacts"]
+    endpoint = sm.describe_endpoint(EndpointName="mnist-mlp")
+    assert endpoint["EndpointStatus"] == "InService"
+    served = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    model_name = served["ProductionVariants"][0]["ModelName"]
+    assert sm.describe_model(ModelName=model_name)["PrimaryContainer"]["ModelDataUrl"] == \
+        model["ModelArtifacts"]["S3ModelArtifacts"]

@@ -7,7 +7,8 @@ from typing import Dict, List, Optional
 from pipeline.config import parse_bool
 from pipeline.local.workflow import retry
 
-SUPPORTED_TYPES = {"Processing", "Training", "RegisterModel", "Model", "Condition", "Fail"}
+SUPPORTED_TYPES = {"Processing", "Training", "Tuning", "RegisterModel", "Model", "Condition",
+                   "Fail"}
 STEP_NAME = re.compile(r"[A-Za-z0-9\-_]{1,64}")
 # Sizes of a reference the local service takes (the schema sets none; a path this long is no
 # pipeline's and would only cost time): a Get's dotted path, a JsonGet's JSON path.
@@ -136,6 +137,7 @@ CONDITION_TYPES = {"Equals", "NotEquals", "GreaterThan", "GreaterThanOrEqualTo",
 REQUIRED_ARGUMENTS = {"Processing": ("AppSpecification", "ProcessingResources"),
                       "Training": ("AlgorithmSpecification", "ResourceConfig",
                                    "OutputDataConfig"),
+                      "Tuning": ("HyperParameterTuningJobConfig",),
                       "RegisterModel": ("InferenceSpecification",),
                       "Condition": ("Conditions",), "Fail": (), "Model": ()}
 

@@ -239,8 +239,9 @@ def job_handlers(records, jobs: JobRunner) -> dict:
             "Training": TrainingHandler(records, jobs)}
 
 
-def default_handlers(job_step_handlers: dict, registry, hosting) -> dict:
-    """Step type -> handler, for every type ``graph.SUPPORTED_TYPES`` admits."""
-    return {**job_step_handlers, "RegisterModel": RegisterModelHandler(registry),
+def default_handlers(job_step_handlers: dict, registry, hosting, tuning) -> dict:
+    """Step type -> handler, for every type ``graph.SUPPORTED_TYPES`` admits (``tuning``: the
+    Tuning step's, ``workflow.tuning_step``)."""
+    return {**job_step_handlers, "Tuning": tuning, "RegisterModel": RegisterModelHandler(registry),
             "Model": ModelHandler(hosting), "Condition": ConditionHandler(),
             "Fail": FailHandler()}
