@@ -6,7 +6,7 @@ import time
 from botocore.exceptions import ClientError
 
 from pipeline.config import STEPS
-from pipeline.review import comparison, deployments, runs
+from pipeline.review import comparison, deployments, runs, trials
 from pipeline.review.text import accuracy_text, short_when, took, when
 
 FINAL_STATUSES = runs.FINAL_STATUSES
@@ -124,6 +124,9 @@ def describe(target, arn):
               + (f"  {step.failure}" if step.failure else ""))
         if step.cache_source:
             print(f"    {step.cache_text}")
+        elif step.job_kind == "TuningJob":
+            for line in trials.lines(trials.tuning(target.clients.sagemaker, step.job_name)):
+                print(f"    {line}")
         elif step.job_name:
             print(f"    {step.job_kind}: {step.job_name}")
         metrics = ", ".join(f"{m['MetricName']}={m['Value']:.4f}"

@@ -61,3 +61,29 @@ def confusion_matrix(matrix: Dict[str, Dict[str, int]]) -> str:
     axis.set_ylabel("true")
     figure.colorbar(image, ax=axis, fraction=0.046)
     return _svg(figure)
+
+
+def objective_by_parameter(metric: str, trials, scales: Dict[str, str]) -> str:
+    """The objective against each tuned hyperparameter, one panel each; ``trials``: (values,
+    objective, whether best); the best trial drawn as a star."""
+    names = list(scales)
+    figure, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False,
+                                sharey=True)
+    for axis, name in zip(axes[0], names):
+        categorical = scales[name] == "Categorical"
+        values = [str(v[name]) if categorical else float(v[name]) for v, _, _ in trials]
+        if categorical:  # categories in the order first seen, as positions
+            order = list(dict.fromkeys(values))
+            positions = [order.index(v) for v in values]
+            axis.set_xticks(range(len(order)), order)
+        else:
+            positions = values
+            if scales[name] in ("Logarithmic", "ReverseLogarithmic"):
+                axis.set_xscale("log")
+        for x, (_, objective, best) in zip(positions, trials):
+            axis.plot(x, objective, "*" if best else "o", markersize=12 if best else 6,
+                      color="#d62728" if best else "#1f77b4")
+        axis.set_xlabel(name)
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel(metric)
+    return _svg(figure)

@@ -16,7 +16,7 @@ import jinja2
 from botocore.exceptions import ClientError
 from markupsafe import Markup
 
-from pipeline.review import charts, comparison, dag, deployments
+from pipeline.review import charts, comparison, dag, deployments, trials
 from pipeline.review.runs import (Execution, curves, execution, execution_arns,
                                   per_class)
 from pipeline.review.sources import Sources
@@ -135,10 +135,17 @@ def _execution_page(sources: Sources, run: Execution, links: Links, title: str) 
         notes={s.name: "cache hit" for s in run.steps if s.cache_source},
         hrefs={s.name: (links.job(s.job_name) if s.job_name else None) or f"#step-{s.name}"
                for s in run.steps})
+    tuning = trials.tuning(sources.sagemaker, run.tuning.job_name) if run.tuning else None
     return render("execution.html", title, links, live=run.status == "Executing" and
                   links.enabled, run=run, steps=steps, metrics=metrics_view(run.metrics),
                   dag=drawing, deployments=deployments.run_lines(run),
-                  curves=Markup(charts.training_curves({label: series})) if series else None)
+                  curves=Markup(charts.training_curves({label: series})) if series else None,
+                  tuning=tuning, chart=_chart(tuning))
+
+
+def _chart(tuning):
+    chart = tuning.chart() if tuning else None
+    return Markup(chart) if chart else None
 
 
 def execution_page(sources: Sources, arn: str) -> bytes:
@@ -166,6 +173,13 @@ def _describe_job(sm, name):
 
 
 def job_page(sources: Sources, name: str) -> bytes:
+    try:  # a tuning job: its trials
+        tuning = trials.tuning(sources.sagemaker, name)
+    except ClientError:
+        tuning = None
+    if tuning is not None:
+        return render("tuning.html", f"Tuning job {name}", live=tuning.status in (
+            "InProgress", "Stopping"), tuning=tuning, chart=_chart(tuning))
     kind, job = _describe_job(sources.sagemaker, name)
     state = job.get(f"{kind}JobStatus", "")
     try:

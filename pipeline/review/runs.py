@@ -51,7 +51,7 @@ class Step:
     end: Optional[float]
     description: str = ""
     failure: str = ""
-    job_kind: str = ""  # TrainingJob or ProcessingJob
+    job_kind: str = ""  # TrainingJob, ProcessingJob or TuningJob
     job_name: str = ""
     job: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
@@ -124,6 +124,10 @@ class Execution:
     def training(self) -> Optional[Step]:
         return next((s for s in self.steps if s.job_kind == "TrainingJob"), None)
 
+    @property
+    def tuning(self) -> Optional[Step]:
+        return next((s for s in self.steps if s.job_kind == "TuningJob"), None)
+
 
 def execution_arns(sm, pipeline_names, limit=50) -> List[dict]:
     """Execution summaries of these pipelines (those that exist), newest first."""
@@ -175,6 +179,8 @@ def _step(sm, record, spec, describe_job=True) -> Step:
         if kind in meta:
             step.job_kind, step.job_name = kind, meta[kind]["Arn"].split("/")[-1]
             step.job = _job(sm, kind, step.job_name) if describe_job else {}
+    if "TuningJob" in meta:  # its trials: review.trials
+        step.job_kind, step.job_name = "TuningJob", meta["TuningJob"]["Arn"].split("/")[-1]
     return step
 
 

@@ -209,14 +209,13 @@ def test_stopping_a_tuning_job_stops_its_trials(service, sdk):
     assert "only an InProgress job can be stopped" in err.value.response["Error"]["Message"]
 
 
-def test_the_tuned_pipeline_registers_and_deploys_its_best_trial(service):
-    """``--tuning``'s definition on the local service, end to end: TuneModel runs 4 real MNIST
-    trials, 2 at a time, to Completed; the best trial's model is evaluated, registered (its
-    lineage naming the tuning job and the trial) and deployed."""
-    from localservice import steps_of, wait_for
+@pytest.fixture(scope="module")
+def tuned_run(service):
+    """``--tuning``'s definition installed on the local service and run once (Random)."""
+    from localservice import wait_for
     from pipeline.aws import Clients, install_pipeline
     from pipeline.config import PipelineConfig
-    from pipelinehelpers import MNIST, _package_of
+    from pipelinehelpers import MNIST
 
     config = PipelineConfig(bucket=BUCKET, tuning=True, pipeline_name="mnist-mxnet-tuning",
                             model_package_group="mnist-mxnet-tuning-models")
@@ -225,9 +224,19 @@ def test_the_tuned_pipeline_registers_and_deploys_its_best_trial(service):
     arn = sm.start_pipeline_execution(PipelineName="mnist-mxnet-tuning", PipelineParameters=[
         {"Name": "MnistSourceUri", "Value": MNIST}, {"Name": "TuningStrategy",
                                                      "Value": "Random"}])["PipelineExecutionArn"]
-    assert wait_for(sm, arn, timeout=300) == "Succeeded"
-    steps = steps_of(sm, arn)
-    tuning_name = steps["TuneModel"]["Metadata"]["TuningJob"]["Arn"].split("/")[-1]
+    return sm, arn, wait_for(sm, arn, timeout=300)
+
+
+def test_the_tuned_pipeline_registers_and_deploys_its_best_trial(tuned_run):
+    """End to end: TuneModel runs 4 real MNIST trials, 2 at a time, to Completed; the best
+    trial's model is evaluated, registered (its lineage naming the tuning job and the trial)
+    and deployed."""
+    from localservice import steps_of
+    from pipelinehelpers import _package_of
+
+    sm, arn, status = tuned_run
+    assert status == "Succeeded"
+    tuning_name = steps_of(sm, arn)["TuneModel"]["Metadata"]["TuningJob"]["Arn"].split("/")[-1]
     tuning = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning_name)
     assert tuning["HyperParameterTuningJobStatus"] == "Completed"
     assert tuning["TrainingJobStatusCounters"]["Completed"] == 4
@@ -254,3 +263,40 @@ def test_the_tuned_pipeline_registers_and_deploys_its_best_trial(service):
     model_name = served["ProductionVariants"][0]["ModelName"]
     assert sm.describe_model(ModelName=model_name)["PrimaryContainer"]["ModelDataUrl"] == \
         model["ModelArtifacts"]["S3ModelArtifacts"]
+
+
+def test_the_trials_are_reviewed_in_describe_report_and_pages(service, tuned_run, tmp_path,
+                                                              capsys):
+    """``describe``, ``report``, the execution page and the tuning job's page list the trials
+    (values, objective, status, duration), mark the best, and chart the objective against each
+    tuned hyperparameter."""
+    import urllib.request
+
+    from pipeline import cli
+
+    sm, arn, _ = tuned_run
+    tuning = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=sm.
+                                                    list_hyper_parameter_tuning_jobs(
+                                                        NameContains="tunemodel")[
+        "HyperParameterTuningJobSummaries"][0]["HyperParameterTuningJobName"])
+    name, best = tuning["HyperParameterTuningJobName"], tuning["BestTrainingJob"]
+    options = ["--local", "--local-home", str(service.home), "--endpoint-url", service.url,
+               "--tuning"]
+    assert cli.main([*options, "describe", arn.split("/")[-1]]) == 0
+    out = capsys.readouterr().out
+    assert f"tuning job {name}: Completed, Random, 4 trials for the best validation_accuracy" \
+        in out
+    starred = [line for line in out.splitlines() if line.strip().startswith("* ")]
+    assert len(starred) == 1 and best["TrainingJobName"] in starred[0]
+    assert "%.4f" % best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] in starred[0]
+    pages = [urllib.request.urlopen(f"{service.url}/executions/mnist-mxnet-tuning/"
+                                    f"{arn.split('/')[-1]}").read().decode(),
+             urllib.request.urlopen(f"{service.url}/jobs/{name}").read().decode()]
+    assert cli.main([*options, "report", arn.split("/")[-1], "-o", str(tmp_path / "r.html")]) == 0
+    pages.append((tmp_path / "r.html").read_text())
+    for page in pages:
+        assert page.count('class="best"') == 1 and "★" in page
+        assert page.count("tunemodel-00") >= 4 and "<svg" in page
+        for hyperparameter in ("learning-rate", "weight-decay", "epochs", "batch-size"):
+            assert f"<th>{hyperparameter}</th>" in page and hyperparameter in page[
+                page.index("<svg"):]
