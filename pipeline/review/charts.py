@@ -70,14 +70,14 @@ def objective_by_parameter(metric: str, trials, scales: Dict[str, str]) -> str:
     figure, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False,
                                 sharey=True)
     for axis, name in zip(axes[0], names):
-        categorical = scales[name] == "Categorical"
-        values = [str(v[name]) if categorical else float(v[name]) for v, _, _ in trials]
-        if categorical:  # categories in the order first seen, as positions
-            order = list(dict.fromkeys(values))
-            positions = [order.index(v) for v in values]
+        positions: List[float]
+        if scales[name] == "Categorical":  # categories in the order first seen, as positions
+            labels = [str(v[name]) for v, _, _ in trials]
+            order = list(dict.fromkeys(labels))
+            positions = [float(order.index(label)) for label in labels]
             axis.set_xticks(range(len(order)), order)
         else:
-            positions = values
+            positions = [float(v[name]) for v, _, _ in trials]
             if scales[name] in ("Logarithmic", "ReverseLogarithmic"):
                 axis.set_xscale("log")
         for x, (_, objective, best) in zip(positions, trials):
