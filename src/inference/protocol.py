@@ -1,16 +1,19 @@
 """HTTP/1.1 for the local servers (the model server, and the local service, which loads this
-file from here): uvicorn's protocol on httptools' llhttp parser, with three answers it does not
-give. Its 400 for a request llhttp refuses (folded headers, Content-Length with
-Transfer-Encoding, bad chunk sizes: the ambiguities request smuggling feeds on) says why; a
-client that half-closes its side (sends, then shuts down writing) still gets its answer, or a
-400 if the request was cut short, instead of a silently dropped connection; and a request that
-stops arriving half-way (headers or body) gets a 408 after ``read_timeout`` seconds without a
-byte (uvicorn times out only idle keep-alive connections).
+file from here): uvicorn's protocol on httptools' llhttp parser, with answers it does not give.
+Its 400 for a request llhttp refuses (folded headers, Content-Length with Transfer-Encoding, bad
+chunk sizes: the ambiguities request smuggling feeds on) says why, and comes after the answers
+to the requests before it; a client that half-closes its side (sends, then shuts down writing)
+still gets every answer, or a 400 if its last request was cut short; a request that stops
+arriving half-way (headers or body) gets a 408 after ``read_timeout`` seconds without a byte
+(uvicorn times out only idle keep-alive connections); and a connection is closed as HTTP
+servers close it (``_Lingering``), so that no reset destroys an answer.
 
-Connections can also change hands between the two servers (``hand_over``, ``adopt``): a client
-of the local service's runtime route is passed, socket and first bytes, to the endpoint's model
-server, which answers its invocations itself from then on and passes the connection back for
-any other request. One loopback hop per invocation less: the service's Python never sees them.
+Connections can also change hands between the two servers (``hand_over``,
+``connection_passing``): a client of the local service's runtime route is passed, socket and
+first bytes, to the endpoint's model server, which answers its invocations itself and passes
+the connection back for any other request, and when it stops. One loopback hop per invocation
+less: the service's Python never sees them. With a hand-over rule the parser gets one request
+at a time (``request_ends``), so each request of a pipelined mix goes to its own server.
 """
 import asyncio
 import functools
@@ -86,9 +89,10 @@ UVICORN_INTERNALS = {
     "HttpToolsProtocol methods": ("data_received", "eof_received", "connection_made",
                                   "connection_lost", "on_message_begin", "on_headers_complete",
                                   "on_message_complete", "on_response_complete",
-                                  "send_400_response", "_unset_keepalive_if_required"),
+                                  "send_400_response", "_unset_keepalive_if_required",
+                                  "shutdown"),
     "HttpToolsProtocol attributes": ("parser", "cycle", "pipeline", "transport",
-                                     "server_state"),
+                                     "server_state", "flow", "loop"),
     "RequestResponseCycle attributes": ("response_complete", "more_body"),
     "Server": ("startup", "server_state", "lifespan", "should_exit", "config"),
     "Config": ("http_protocol_class",),
