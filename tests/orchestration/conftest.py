@@ -46,3 +46,26 @@ def local_service():
     yield start
     for service in started:
         service.close()
+
+
+@pytest.fixture(scope="module")
+def clients(service):
+    """The main pipeline installed on the module's service: (sagemaker, s3, runtime) clients."""
+    from pipeline.aws import Clients, install_pipeline
+    from pipeline.definition import PipelineConfig
+    from pipelinehelpers import BUCKET
+
+    install_pipeline(Clients.create(endpoint_url=service.url, local=True),
+                     PipelineConfig(bucket=BUCKET), local=True)
+    return service.client("sagemaker"), service.client("s3"), service.client("sagemaker-runtime")
+
+
+@pytest.fixture(scope="module")
+def default_run(clients):
+    """A run of the main pipeline with the default parameters: (its ARN, its status)."""
+    from localservice import wait_for
+    from pipelinehelpers import start
+
+    sm, _, _ = clients
+    arn = start(sm)
+    return arn, wait_for(sm, arn)
