@@ -1,5 +1,6 @@
 """run_pipeline.py on the AWS path, against moto: upsert, start, review, approve, endpoints."""
 import json
+import re
 import time
 
 import boto3
@@ -47,6 +48,27 @@ def test_upsert_uploads_code_then_sends_exactly_our_definition(aws, capsys):
     assert cli.main(BASE + ["upsert"]) == 0  # second time: update, nothing re-uploaded
     out = capsys.readouterr().out
     assert "uploaded" not in out and "updated pipeline" in out
+
+
+def test_tuning_upserts_the_tuned_variant_beside_the_main_pipeline(aws, capsys):
+    """``--tuning`` on AWS (moto): its own pipeline, deploy pipeline and package group, with
+    exactly the tuned definition; the main pipeline's names are untouched; its parameters are
+    checked against the variant's own (`start` refuses Epochs, which the tuning job searches)."""
+    sm, _ = aws
+    assert cli.main(BASE + ["--tuning", "upsert"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"created pipeline arn:aws:sagemaker:us-east-1:[0-9]+:pipeline/"
+                     r"mnist-mxnet-tuning\n", out)
+    config = PipelineConfig(bucket=BUCKET, role_arn=ROLE, region=REGION, tuning=True,
+                            pipeline_name="mnist-mxnet-tuning",
+                            model_package_group="mnist-mxnet-tuning-models")
+    stored = sm.describe_pipeline(PipelineName="mnist-mxnet-tuning")
+    assert stored["PipelineDefinition"] == definition_json(config)
+    assert sm.describe_pipeline(PipelineName="mnist-mxnet-tuning-deploy")
+    assert [p["PipelineName"] for p in sm.list_pipelines()["PipelineSummaries"]
+            if p["PipelineName"] == "mnist-mxnet"] == []
+    assert cli.main(BASE + ["--tuning", "start", "--no-upsert", "--param", "Epochs=3"]) == 2
+    assert "unknown parameter 'Epochs'" in capsys.readouterr().err
 
 
 def test_upsert_installs_approve_then_deploy(aws, capsys):
