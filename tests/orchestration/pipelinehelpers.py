@@ -8,9 +8,11 @@ import numpy as np
 
 from conftest import ROOT
 from localservice import steps_of, wait_for
+from pipeline.config import PARAMETERS
 
 BUCKET = "sagemaker-local"
 MNIST = os.path.join(ROOT, "data", "mnist")
+EPOCHS = PARAMETERS["Epochs"][1]  # the default run's: one log line each
 
 
 def idx(name):

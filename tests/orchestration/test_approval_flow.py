@@ -16,7 +16,7 @@ from pipeline import cli
 from pipeline.aws import Clients, install_pipeline
 from pipeline.definition import PipelineConfig
 from pipeline.target import invocation
-from pipelinehelpers import BUCKET, _artifacts, _browser, start
+from pipelinehelpers import BUCKET, EPOCHS, _artifacts, _browser, start
 
 pytestmark = pytest.mark.slow
 GROUP = "mnist-mxnet-models"
@@ -239,7 +239,7 @@ def test_cache_hits_in_describe_logs_and_compare(service, flow, capsys):
     assert re.fullmatch(r"  TrainModel +Succeeded +cached", out[at]) and out[at + 1] == \
         f"    {reused}"
     code, out, _ = _cli(service, capsys, "logs", cached_id, "TrainModel")
-    assert out[0] == f"===== {reused}" and sum("epoch=" in line for line in out) == 20
+    assert out[0] == f"===== {reused}" and sum("epoch=" in line for line in out) == EPOCHS
     code, out, _ = _cli(service, capsys, "compare", first_id, cached_id)
     rows = {line[:24].strip(): line[24:].split() for line in out[1:]}
     assert rows["step TrainModel"][0] == "Succeeded" and \

@@ -13,7 +13,8 @@ from conftest import ROOT
 from localservice import steps_of, wait_for
 from pipeline.definition import SDK_CONFIG
 from pipeline.packaging import TRAINING_SOURCE
-from pipelinehelpers import BUCKET, CHROMIUM_ARGS, MNIST, _package_of, idx, read_s3_json, start
+from pipelinehelpers import (BUCKET, CHROMIUM_ARGS, EPOCHS, MNIST, _package_of, idx, read_s3_json,
+                             start)
 pytestmark = pytest.mark.slow
 
 
@@ -98,7 +99,7 @@ def test_job_logs_and_parameters_are_kept(clients, default_run, service):
     job = steps_of(sm, arn)["TrainModel"]["Metadata"]["TrainingJob"]["Arn"].split("/")[-1]
     with open(os.path.join(service.home, "logs", f"{job}.log")) as handle:
         log = handle.read()
-    assert log.count("validation_accuracy=") == 20
+    assert log.count("validation_accuracy=") == EPOCHS
 
 
 def test_drawing_pad_in_headless_chromium_shows_the_endpoints_prediction(service, default_run):
@@ -215,10 +216,10 @@ def test_job_logs_through_the_cloudwatch_logs_api(service, default_run, monkeypa
         if page["nextForwardToken"] == token:
             break
         token = page["nextForwardToken"]
-    assert sum(m.startswith("epoch=") for m in messages) == 20
+    assert sum(m.startswith("epoch=") for m in messages) == EPOCHS
     found = logs.filter_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
                                    logStreamNamePrefix=job, filterPattern="validation_accuracy")
-    assert len(found["events"]) == 20
+    assert len(found["events"]) == EPOCHS
     with pytest.raises(Exception) as err:
         logs.describe_log_streams(logGroupName="/aws/sagemaker/Nope")
     assert "ResourceNotFoundException" in str(err.value)
@@ -234,7 +235,7 @@ def test_job_logs_through_the_cloudwatch_logs_api(service, default_run, monkeypa
                                 default_bucket=BUCKET)
     session.logs_for_job(job, wait=False)
     printed = capsys.readouterr().out
-    assert printed.count("epoch=") == 20 and "model saved to" in printed
+    assert printed.count("epoch=") == EPOCHS and "model saved to" in printed
 
 
 def test_search_finds_training_jobs_and_packages_by_their_properties(clients, default_run):

@@ -11,7 +11,8 @@ import pytest
 from localservice import steps_of, wait_for
 from pipeline.packaging import source_commit
 from pipeline.target import invocation
-from pipelinehelpers import MNIST, _artifacts, _browser, _deployed_by_rule, _package_of, start
+from pipelinehelpers import (EPOCHS, MNIST, _artifacts, _browser, _deployed_by_rule, _package_of,
+                             start)
 pytestmark = pytest.mark.slow
 
 
@@ -48,7 +49,7 @@ def test_review_commands_describe_executions_logs_compare_and_report(service, de
         next(r for r in rows if r.startswith(run_id)))  # newest first
 
     assert cli.main(base + ["logs", run_id, "TrainModel"]) == 0
-    assert capsys.readouterr().out.count("epoch=") == 20
+    assert capsys.readouterr().out.count("epoch=") == EPOCHS
     assert cli.main(base + ["logs", run_id]) == 0
     out = capsys.readouterr().out
     assert "===== PrepareData (" in out and "===== DeployModel (" in out
@@ -174,7 +175,7 @@ def test_run_browser_pages_and_approving_from_the_page(service, clients, default
 
         page.click("text=pipelines-" + run_id + "-trainmodel")
         log = page.locator("pre.log").inner_text()
-        assert log.count("epoch=") == 20 and "model saved to" in log
+        assert log.count("epoch=") == EPOCHS and "model saved to" in log
         assert page.locator(".curves svg").count() == 1
         assert "validation" in page.locator(".curves").inner_text()  # the chart's legend
         page.screenshot(path=os.path.join(shots, "job.png"), full_page=True)
