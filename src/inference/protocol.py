@@ -227,7 +227,8 @@ class Protocol(HttpToolsProtocol):
     def connection_made(self, transport):
         super().connection_made(transport)
         self.transport = _Lingering(transport, self)
-        self._ends = RequestEnds(self.split_limit)  # (an adopted one's limit is set by now)
+        if self.hand_over is not None:  # (an adopted one's rule and limit are set by now)
+            self._ends = RequestEnds(self.split_limit)
         if self.first_bytes:  # before anything else is read from the socket
             data, self.first_bytes = self.first_bytes, b""
             if self.hand_over is None:

@@ -200,18 +200,20 @@ def test_asynchronous_invocations_write_answers_and_failures_to_s3(hosted):
     failing = runtime.invoke_endpoint_async(EndpointName="sleepy", InferenceId="bad-1",
                                             InputLocation="s3://models/async/in/bad.txt")
     assert failing["FailureLocation"] == "s3://models/async/failed/bad-1-error.out"
+    out = f"async/out/{answer['InferenceId']}.out"
+    assert _until(lambda: _object(s3, out) is not None, 30)
+    assert json.loads(_object(s3, out)) == {"slept": 0.2}
+    assert _until(lambda: _object(s3, "async/failed/bad-1-error.out") is not None, 30)
+    assert b"could not convert string to float" in _object(s3, "async/failed/bad-1-error.out")
+    assert _object(s3, "async/out/bad-1.out") is None
 
-    def body_of(key):
-        try:
-            return s3.get_object(Bucket="models", Key=key)["Body"].read()
-        except ClientError:
-            return None
 
-    assert _until(lambda: body_of(f"async/out/{answer['InferenceId']}.out") is not None, 30)
-    assert json.loads(body_of(f"async/out/{answer['InferenceId']}.out")) == {"slept": 0.2}
-    assert _until(lambda: body_of("async/failed/bad-1-error.out") is not None, 30)
-    assert b"could not convert string to float" in body_of("async/failed/bad-1-error.out")
-    assert body_of("async/out/bad-1.out") is None
+def _object(s3, key, bucket="models"):
+    """An object's bytes, or None while it is not there (an asynchronous answer to come)."""
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError:
+        return None
 
 
 def _processes_running(text):
@@ -337,15 +339,9 @@ def test_an_asynchronous_input_over_the_model_servers_limit_is_not_read(hosted):
     answer = runtime.invoke_endpoint_async(EndpointName="sleepy", InferenceId="big",
                                            InputLocation="s3://models/async/in/big.bin")
     assert answer["ResponseMetadata"]["HTTPStatusCode"] == 202
-
-    def failure():
-        try:
-            return s3.get_object(Bucket="models", Key="async/failed/big-error.out")["Body"].read()
-        except ClientError:
-            return None
-
-    assert _until(lambda: failure() is not None, 30)
-    assert b"is 7340032 bytes; the local model server takes at most" in failure()
+    assert _until(lambda: _object(s3, "async/failed/big-error.out") is not None, 30)
+    assert b"is 7340032 bytes; the local model server takes at most" in _object(
+        s3, "async/failed/big-error.out")
 
 
 def test_a_running_endpoint_keeps_what_it_needs_whatever_is_deleted(hosted):
@@ -399,14 +395,7 @@ def test_an_accepted_asynchronous_invocation_survives_a_kill_9(tmp_path):
         service.stop(signal.SIGKILL)
         service = ServiceProcess(tmp_path / "home").start()
         s3 = service.client("s3", s3={"addressing_style": "path"})
-
-        def written():
-            try:
-                return s3.get_object(Bucket="models", Key="out/survives.out")["Body"].read()
-            except ClientError:
-                return None
-
-        assert _until(lambda: written() is not None, 90)
-        assert json.loads(written()) == {"slept": 4.0}
+        assert _until(lambda: _object(s3, "out/survives.out") is not None, 90)
+        assert json.loads(_object(s3, "out/survives.out")) == {"slept": 4.0}
     finally:
         service.stop()

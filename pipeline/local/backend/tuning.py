@@ -27,8 +27,8 @@ class TuningApi(Family):
                                           training_job_definitions=None, warm_start_config=None,
                                           tags=None, autotune=None):
         name, config = hyper_parameter_tuning_job_name, hyper_parameter_tuning_job_config
-        _applied(config, training_job_definition, training_job_definitions, warm_start_config,
-                 autotune)
+        proposer = _applied(config, training_job_definition, training_job_definitions,
+                            warm_start_config, autotune)
         arn = HyperParameterTuningJob.arn(self.region, name)
         now = time.time()
         doc = self._create(HyperParameterTuningJob, name, {
@@ -41,7 +41,7 @@ class TuningApi(Family):
             ServiceError("ResourceInUse", f"A hyperparameter tuning job named {name} already "
                          f"exists ({arn}): tuning job names are unique within an AWS account "
                          "and region."), tags)
-        self.runner.start(doc)
+        self.runner.start(doc, proposer)
         return {"HyperParameterTuningJobArn": arn}
 
     def describe_hyper_parameter_tuning_job(self, hyper_parameter_tuning_job_name):
@@ -82,7 +82,8 @@ class TuningApi(Family):
 
 
 def _applied(config, definition, definitions, warm_start, autotune):
-    """Refuse what this service would not apply; check the ranges against the strategy."""
+    """Refuse what this service would not apply; the strategy over the ranges (which checks
+    them), to run the trials with."""
     if definitions or not definition:
         raise validation("Give one TrainingJobDefinition: the local service does not tune "
                          "several training job definitions at once.")
@@ -103,4 +104,5 @@ def _applied(config, definition, definitions, warm_start, autotune):
     if objective["MetricName"] not in metrics:
         raise validation(f"The objective metric {objective['MetricName']} is not among the "
                          "training job definition's MetricDefinitions.")
-    strategy(config["Strategy"], config.get("ParameterRanges", {}), True)
+    return strategy(config["Strategy"], config.get("ParameterRanges", {}),
+                    objective["Type"] == "Maximize")

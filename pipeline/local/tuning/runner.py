@@ -8,7 +8,6 @@ import threading
 import time
 
 from pipeline.local.resources import HyperParameterTuningJob, TrainingJob
-from pipeline.local.tuning.strategies import strategy
 
 # CreateTrainingJob members a TrainingJobDefinition carries under the same name
 _DEFINITION_MEMBERS = ("AlgorithmSpecification", "RoleArn", "InputDataConfig", "VpcConfig",
@@ -37,9 +36,10 @@ class TuningRunner:
         self.store, self.training, self.jobs = store, training, jobs
         self._stops = {}
 
-    def start(self, doc: dict):
+    def start(self, doc: dict, proposer):
+        """Run the job's trials as ``proposer`` (its strategy, ``strategies``) proposes them."""
         stop = self._stops[doc["HyperParameterTuningJobArn"]] = threading.Event()
-        threading.Thread(target=self._run, args=(doc, stop), daemon=True,
+        threading.Thread(target=self._run, args=(doc, proposer, stop), daemon=True,
                          name=f"tuning-{doc['HyperParameterTuningJobName']}").start()
 
     def stop(self, arn: str):
@@ -47,12 +47,8 @@ class TuningRunner:
             self._stops[arn].set()
         self.jobs.stop_owner(arn)
 
-    def _run(self, doc, stop):
-        config = doc["HyperParameterTuningJobConfig"]
-        objective = config["HyperParameterTuningJobObjective"]
-        limits = config.get("ResourceLimits", {})
-        proposer = strategy(config["Strategy"], config["ParameterRanges"],
-                            objective["Type"] == "Maximize")
+    def _run(self, doc, proposer, stop):
+        limits = doc["HyperParameterTuningJobConfig"].get("ResourceLimits", {})
         total = min(n for n in (limits.get("MaxNumberOfTrainingJobs"), proposer.size())
                     if n is not None)
         parallel = limits.get("MaxParallelTrainingJobs", 1)
