@@ -12,23 +12,49 @@ from conftest import digits_of, start_server
 from test_model_server import PING
 
 
-@pytest.mark.parametrize("after, answers", [
-    (b"GARBAGE\r\n\r\n", [b"200", b"200", b"400"]),  # the refusal after the answers due
-    (PING[:20], [b"200", b"200", b"400"]),  # cut short by the half-close
-    (PING, [b"200", b"200", b"200"]),
+@pytest.mark.parametrize("before, after, answers", [
+    (2, b"GARBAGE\r\n\r\n", [b"200", b"200", b"400"]),  # the refusal after the answers due
+    (1, b"GARBAGE\r\n\r\n", [b"200", b"400"]),  # ... however few they are
+    (2, PING[:20], [b"200", b"200", b"400"]),  # cut short by the half-close
+    (2, PING, [b"200", b"200", b"200"]),
 ])
 def test_pipelined_requests_then_a_half_close_get_every_answer_in_order(
-        server, digits, after, answers):
-    """Two invocations, then ``after``, in one write, then the client's side closed: each
-    request is answered, in order (a refused request's 400 used to overtake and close the
+        server, digits, before, after, answers):
+    """``before`` invocations, then ``after``, in one write, then the client's side closed:
+    each request is answered, in order (a refused request's 400 used to overtake and close the
     connection; a half-close, to drop the answers still due)."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from rawhttp import exchange
     body = json.dumps(digits[0][:1].tolist()).encode()
     invocation = (b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                   b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-    answer = exchange(server, invocation * 2 + after)
+    answer = exchange(server, invocation * before + after)
     assert [part[:3] for part in answer.split(b"HTTP/1.1 ")[1:]] == answers, answer[-300:]
+
+
+def test_request_ends_are_found_exactly_where_llhttp_ends_them():
+    """Where a request ends in a read: the whole read, the first of two, across reads (each
+    piece's count), chunked; None for a request still arriving or refused; past its limit it
+    gives up (what follows is then the parser's)."""
+    from request_ends import RequestEnds
+
+    a = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+    b = b"GET /ping HTTP/1.1\r\nHost: h\r\n\r\n"
+    chunked = (b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n0\r\n\r\n")
+    assert RequestEnds(1 << 20).end(a) == len(a)
+    assert RequestEnds(1 << 20).end(a + b) == len(a)
+    assert RequestEnds(1 << 20).end(chunked + b) == len(chunked)
+    ends = RequestEnds(1 << 20)
+    assert ends.end(a[:30]) is None and ends.end(a[30:] + b) == len(a) - 30
+    assert ends.end(b) == len(b)  # the next request, from a fresh start
+    assert RequestEnds(1 << 20).end(b"GARBAGE\r\n\r\n") is None
+    exact = RequestEnds(40)  # 40 bytes kept: still at the limit
+    assert exact.end(a[:20]) is None and exact.end(a[20:40]) is None
+    assert exact.end(a[40:]) == len(a) - 40 and not exact.unsplittable
+    small = RequestEnds(39)  # one byte less: gives up
+    assert small.end(a[:20]) is None and small.end(a[20:40]) is None and small.unsplittable
+    assert small.end(a[40:]) is None
 
 
 def _read_answer(sock):

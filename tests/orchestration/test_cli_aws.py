@@ -11,6 +11,7 @@ from moto import mock_aws
 
 from pipeline import cli
 from pipeline.aws import pipeline_missing
+from pipeline.commands import parse_param
 from pipeline.definition import PipelineConfig, definition_json, deploy_definition_json
 from pipeline.packaging import build_artifacts, source_commit
 from pipeline.target import invocation
@@ -69,6 +70,10 @@ def test_tuning_upserts_the_tuned_variant_beside_the_main_pipeline(aws, capsys):
             if p["PipelineName"] == "mnist-mxnet"] == []
     assert cli.main(BASE + ["--tuning", "start", "--no-upsert", "--param", "Epochs=3"]) == 2
     assert "unknown parameter 'Epochs'" in capsys.readouterr().err
+    for name in ("TuningMaxJobs", "TuningMaxParallelJobs"):  # at least one, as AWS takes
+        assert parse_param(f"{name}=1", tuning=True) == (name, 1)
+        assert cli.main(BASE + ["--tuning", "start", "--no-upsert", "--param", f"{name}=0"]) == 2
+        assert name in capsys.readouterr().err
 
 
 def test_upsert_installs_approve_then_deploy(aws, capsys):

@@ -60,12 +60,15 @@ def _model(sm, name, uri, workers="1"):
 
 @pytest.fixture(scope="module")
 def two_endpoints(local_service, tmp_path_factory):
-    """A service with endpoints ep-a (model a, two workers) and ep-b (model b, one)."""
+    """A service with endpoints ep-a (model a, two workers) and ep-b (model b, one); model c
+    (two workers) for ep-b's update."""
     service, sm, s3 = local_service(tmp_path_factory.mktemp("home"))
     s3.create_bucket(Bucket="models")
     for name in ("a", "b", "c"):
         s3.put_object(Bucket="models", Key=f"{name}/model.tar.gz", Body=_archive(name))
-        _model(sm, name, f"s3://models/{name}/model.tar.gz", "2" if name == "a" else "1")
+        # two workers for a, and for c (the model ep-b is updated to, then deleted with: a
+        # stopping server with workers waits for each to pass its connections back)
+        _model(sm, name, f"s3://models/{name}/model.tar.gz", "1" if name == "b" else "2")
     s3.put_object(Bucket="models", Key="note.txt", Body=b"a stored object")
     for endpoint, config in (("ep-a", "a"), ("ep-b", "b")):
         sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=config)
