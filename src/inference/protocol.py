@@ -286,10 +286,9 @@ class Protocol(HttpToolsProtocol):
     def _feed(self):
         """The parser gets the current request's bytes from ``_held``, and no more."""
         end = self._ends.end(self._held)
-        if end is None and self._ends.unsplittable:
-            end = len(self._held)  # too long to split: what follows is answered here
-            self.hand_over = None
         if end is None:
+            if self._ends.unsplittable:  # too long to split: what follows is answered here
+                self.hand_over = None
             data, self._held = self._held, b""
         else:
             data, self._held = self._held[:end], self._held[end:]
