@@ -210,6 +210,7 @@ class Protocol(HttpToolsProtocol):
     hand_back = None  # an adopted connection's way back: where it goes when this server stops
     split_limit = 1024 * 1024  # bytes of a request kept to find its end (past it: answered
     # here, with the requests after it)
+    server_stopping = None  # an adopted connection's: whether its server has begun to stop
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -236,6 +237,8 @@ class Protocol(HttpToolsProtocol):
             else:  # decided once reading runs: uvloop starts reading after this returns,
                 self._held = data  # undoing a pause made now (bytes read meanwhile follow)
                 self.loop.call_soon(self._advance)
+        if self.server_stopping is not None and self.server_stopping():
+            self.loop.call_soon(self.shutdown)  # adopted as its server stops: told as the rest
 
     def data_received(self, data):
         if self.lingering:
@@ -262,9 +265,7 @@ class Protocol(HttpToolsProtocol):
                 if where is MORE:
                     break
                 if where is not None:
-                    self.transport.pause_reading()  # nothing more is read until it is decided
-                    self._passing = self.loop.create_task(self._pass(where))
-                    return
+                    return self._pass_on(where)
             self._feed()
         if not self._held and self.client_done and self._passing is None \
                 and not self.transport.is_closing() and not self._input_ended():
@@ -294,6 +295,12 @@ class Protocol(HttpToolsProtocol):
             data, self._held = self._held[:end], self._held[end:]
         super().data_received(data)
 
+    def _pass_on(self, where):
+        """Start passing the connection to ``where``. Nothing more is read until that is
+        decided: bytes read meanwhile would stay here, with a connection that lives on there."""
+        self.transport.pause_reading()
+        self._passing = self.loop.create_task(self._pass(where))
+
     async def _pass(self, where):
         """Hand the connection and its unread bytes to the server listening on ``where``; if
         that server does not take it, answer here (or close, with ``close_unpassed``)."""
@@ -317,11 +324,16 @@ class Protocol(HttpToolsProtocol):
         if self.hand_back is None:
             return super().shutdown()
         self._leaving = True
-        if self._passing is None and self._answered_all() and not self._in_request:
+        self._leave_if_idle()
+
+    def _leave_if_idle(self):
+        """Go back now, unless a request is being read or answered (then after its answer)."""
+        if self._passing is None and self._answered_all() and not self._in_request \
+                and not self.transport.is_closing():
             if self._held:  # (a request line still arriving goes with it)
                 self._advance()
             else:
-                self._passing = self.loop.create_task(self._pass(self.hand_back))
+                self._pass_on(self.hand_back)
 
     def _answered_all(self) -> bool:
         return self._unanswered == 0
@@ -422,7 +434,7 @@ class Protocol(HttpToolsProtocol):
         elif self._held:
             self._advance()
         elif self._leaving:
-            self.shutdown()
+            self._leave_if_idle()
 
 
 class Server(uvicorn.Server):
@@ -434,6 +446,7 @@ class Server(uvicorn.Server):
     def __init__(self, config, on_ready=None, channels=()):
         super().__init__(config)
         self.on_ready, self.channels = on_ready, list(channels)
+        self._stopping = False
 
     async def startup(self, sockets=None):
         await super().startup(sockets=sockets)
@@ -446,15 +459,19 @@ class Server(uvicorn.Server):
             self.on_ready()
 
     async def shutdown(self, sockets=None):
+        self._stopping = True
         for channel, _ in self.channels:
             stop_adopting(asyncio.get_running_loop(), channel)
         await super().shutdown(sockets=sockets)
 
     def _adopted_protocol(self, settings):
+        """A protocol for a passed connection. One whose passing ends after this server told
+        its connections that it stops (it was on its way) is told so itself."""
         protocol = self.config.http_protocol_class(
             config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
         for name, value in settings.items():
             setattr(protocol, name, value)
+        protocol.server_stopping = lambda: self._stopping
         return protocol
 
 

@@ -161,8 +161,10 @@ def test_passed_connections_get_runtime_answers_and_other_requests_go_back(under
 def test_pipelined_requests_go_back_one_by_one_and_connections_when_it_stops(under_service):
     """An invocation and another request in one write: the invocation is answered here, then
     the request after it goes back alone (its bytes only); a connection idle when the server
-    stops goes back too (it used to be closed, and the requests on their way lost)."""
+    stops goes back too (it used to be closed, and the requests on their way lost), with
+    whatever the client sends while it goes."""
     import socket
+    import time
 
     proc, channel, back, invocation, body, digits = under_service
     other = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -179,10 +181,54 @@ def test_pipelined_requests_go_back_one_by_one_and_connections_when_it_stops(und
         returned.close()
         assert first == other
         proc.terminate()
+        # while the "service" is slow to take it, the client sends a request: it is not read
+        # over there (it was, and lost with the descriptor the server closed), it is ours
+        time.sleep(1.0)
+        idle.sendall(other)
+        time.sleep(0.3)
         returned, first = _passed_back(back)
-        returned.close()
-        assert first == b""
+        with returned:
+            returned.settimeout(30)
+            assert first == b"" and returned.recv(100) == other
         proc.wait(10)  # and it ends (SIGTERM's exit status, re-raised, or 0)
+
+
+def test_a_connection_still_on_its_way_when_the_server_stops_goes_back_too(under_service):
+    """A connection whose passing ends after the server told its connections it stops (its
+    first bytes were still arriving; a request half-read on another keeps the server up) is
+    served and then passed back like the others: it used to stay, served by a server waiting
+    for it to close, until the server was killed."""
+    import array
+    import socket
+    import struct
+    import time
+
+    proc, channel, back, invocation, body, digits = under_service
+    first = invocation + body
+    slow, slow_ours = socket.socketpair()
+    late, late_ours = socket.socketpair()
+    with slow, slow_ours, late, late_ours, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sender:
+        for sock in (slow, late, sender):
+            sock.settimeout(30)
+        _pass(channel, slow_ours, first[:-10])
+        sender.connect("\0" + channel)  # the descriptor and the length of the first bytes ...
+        sender.sendmsg([struct.pack("!I", len(first))], [
+            (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [late_ours.fileno()]))])
+        time.sleep(0.5)
+        proc.terminate()
+        time.sleep(1.0)  # ... and the bytes once the server has begun to stop
+        sender.sendall(first)
+        assert sender.recv(1) == b"1"
+        slow.sendall(first[-10:])
+        for client in (late, slow):
+            head, answer = _read_answer(client)
+            assert head.startswith("HTTP/1.1 200 ") and digits_of(answer) == digits
+        for _ in range(2):  # both come back, nothing read from them
+            returned, rest = _passed_back(back)
+            returned.close()
+            assert rest == b""
+        proc.wait(10)
 
 
 PID_HANDLERS = """
