@@ -16,7 +16,7 @@ from pipeline.commands import (EXIT_FAILED, EXIT_USAGE, cmd_compare, cmd_definit
                                cmd_packages, cmd_predict, cmd_report, cmd_retry, cmd_start,
                                cmd_stop, cmd_upsert, cmd_watch, set_approval)
 from pipeline.config import (DEFAULT_MODEL_PACKAGE_GROUP, DEFAULT_PIPELINE_NAME, DEFAULT_PREFIX,
-                             PARAMETERS, TUNING_MODEL_PACKAGE_GROUP, TUNING_PIPELINE_NAME)
+                             TUNING_MODEL_PACKAGE_GROUP, TUNING_PIPELINE_NAME)
 from pipeline.errors import UsageError
 from pipeline.local import launcher
 from pipeline.target import target_for
@@ -110,8 +110,8 @@ COMMANDS = {
         (("execution",), {"help": "execution ARN or id"}),
         (("--output", "-o"), {"default": "run.html", "help": "file to write (run.html)"})]),
     "iam-policy": (cmd_iam_policy, "print the least-privilege IAM policies of the roles", [
-        (("--endpoint-name",), {"default": PARAMETERS["EndpointName"][1],
-                                "help": "the endpoint the policy allows (default mnist-mlp)"}),
+        (("--endpoint-name",), {"help": "the endpoint the policy allows (default: the "
+                                "pipeline's, mnist-mlp; mnist-mlp-tuned with --tuning)"}),
         (("--account",), {"default": "ACCOUNT", "help": "AWS account id to put in the ARNs"})]),
     "local": (cmd_local, "the local service: status|start|stop",
               [(("action",), {"choices": ["status", "start", "stop"]})]),

@@ -14,6 +14,9 @@ LOCAL_MNIST = os.path.join(ROOT, "data", "mnist")  # the shipped copy, for offli
 DEFAULT_PIPELINE_NAME = "mnist-mxnet"
 TUNING_PIPELINE_NAME = "mnist-mxnet-tuning"  # the tuned variant's (``--tuning``)
 TUNING_MODEL_PACKAGE_GROUP = "mnist-mxnet-tuning-models"
+# The tuned variant's endpoint: its own, so that each registry's approvals decide what one
+# endpoint serves (sharing one, approving in either group replaced the other's model)
+TUNING_ENDPOINT_NAME = "mnist-mlp-tuned"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_PREFIX = "mnist-mxnet"
 DEFAULT_MODEL_PACKAGE_GROUP = "mnist-mxnet-models"
@@ -52,8 +55,22 @@ PARAMETER_LIMITS = {
 }
 
 
+# Values a string parameter may take: name -> (the values, why no other runs).
+PARAMETER_CHOICES = {
+    "ModelApprovalStatus": (("Approved", "PendingManualApproval", "Rejected"),
+                            "the statuses a model package is registered with"),
+    "TuningStrategy": (("Bayesian", "Random"), "Grid takes categorical ranges only, and "
+                                               "TuneModel's are not all categorical"),
+}
+
+
 def check_limits(name, value) -> None:
     """ValueError, with the reason, when ``value`` is outside the parameter's limits."""
+    if name in PARAMETER_CHOICES:
+        choices, why = PARAMETER_CHOICES[name]
+        if value not in choices:
+            raise ValueError(f"parameter {name} must be one of {', '.join(choices)} ({why}), "
+                             f"got {value!r}")
     if name not in PARAMETER_LIMITS:
         return
     low, high, low_allowed = PARAMETER_LIMITS[name]
@@ -132,10 +149,16 @@ TUNED = ("Epochs", "LearningRate", "BatchSize")  # searched by the tuning job, n
 
 def pipeline_parameters(tuning=False) -> dict:
     """The main pipeline's parameters; the tuned variant's (``--tuning``) has the tuning job's
-    instead of the hyperparameters it searches."""
+    instead of the hyperparameters it searches, and its own endpoint."""
     if not tuning:
         return PARAMETERS
-    return {**{k: v for k, v in PARAMETERS.items() if k not in TUNED}, **TUNING_PARAMETERS}
+    return _own_endpoint({**{k: v for k, v in PARAMETERS.items() if k not in TUNED},
+                          **TUNING_PARAMETERS})
+
+
+def _own_endpoint(parameters) -> dict:
+    kind, _, what = parameters["EndpointName"]
+    return {**parameters, "EndpointName": (kind, TUNING_ENDPOINT_NAME, what)}
 
 
 # The approve -> deploy pipeline: its parameters (as PARAMETERS) and its name's suffix.
@@ -149,6 +172,11 @@ DEPLOY_PARAMETERS = {
                                    "serve is no failure, and a package registered Approved is "
                                    "left to its own run while that runs"),
 }
+
+
+def deploy_parameters(tuning=False) -> dict:
+    """The deploy pipeline's parameters: the tuned variant's deploys to its own endpoint."""
+    return _own_endpoint(DEPLOY_PARAMETERS) if tuning else DEPLOY_PARAMETERS
 
 
 def render_value(value) -> str:

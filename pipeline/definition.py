@@ -45,8 +45,8 @@ from sagemaker.inputs import TrainingInput
 
 import sagemaker.utils as sagemaker_utils  # noqa: E402
 
-from pipeline.config import (DATA_REPORT, DEPLOY_PARAMETERS, EVALUATION, PARAMETERS,  # noqa
-                             STEPS, TUNING_OBJECTIVE, TUNING_RANGES, PipelineConfig,
+from pipeline.config import (DATA_REPORT, EVALUATION, PARAMETERS, STEPS,  # noqa
+                             TUNING_OBJECTIVE, TUNING_RANGES, PipelineConfig, deploy_parameters,
                              pipeline_parameters)
 from pipeline.packaging import Artifact, build_artifacts, step_folder_uri
 
@@ -201,7 +201,8 @@ def build_deploy_pipeline(config: PipelineConfig,
     is approved or rejected."""
     with _offline(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Running within a PipelineSession")
-        steps = _Steps(config, artifacts or build_artifacts(config.prefix), DEPLOY_PARAMETERS)
+        steps = _Steps(config, artifacts or build_artifacts(config.prefix),
+                       deploy_parameters(config.tuning))
         deploy, cleanup = steps.deploy_and_cleanup(
             ["--model-package-group", config.model_package_group, "--approval-event",
              Join(on="", values=[steps.p["ApprovalEvent"]])], "package")

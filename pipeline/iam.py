@@ -14,7 +14,7 @@ IAM section is this module's output.
 import json
 from typing import Dict, List
 
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, pipeline_parameters
 
 # The AWS account of SageMaker's prebuilt framework images (the MXNet 1.9 containers) in most
 # regions, and the public copy of MNIST PrepareData reads by default.
@@ -75,10 +75,12 @@ def _statement(sid, actions, resources, condition=None) -> dict:
     return statement
 
 
-def execution_role_policy(config: PipelineConfig, endpoint_name="mnist-mlp",
+def execution_role_policy(config: PipelineConfig, endpoint_name=None,
                           account="ACCOUNT") -> dict:
-    """The pipelines' (and their jobs') role, for these names."""
+    """The pipelines' (and their jobs') role, for these names (the endpoint: the variant's
+    EndpointName default unless given)."""
     arn = f"arn:aws:sagemaker:{config.region}:{account}"
+    endpoint_name = endpoint_name or pipeline_parameters(config.tuning)["EndpointName"][1]
     group, bucket, prefix = config.model_package_group, config.bucket, config.prefix
     # the tuned variant has TuneModel where the main one has TrainModel
     absent = "Training" if config.tuning else "Tuning"
@@ -143,12 +145,12 @@ def actions_of(policy: dict) -> List[str]:
     return sorted(found)
 
 
-def policies(config: PipelineConfig, endpoint_name="mnist-mlp", account="ACCOUNT") -> Dict:
+def policies(config: PipelineConfig, endpoint_name=None, account="ACCOUNT") -> Dict:
     return {"execution role (trust)": execution_role_trust(),
             "execution role (policy)": execution_role_policy(config, endpoint_name, account),
             "EventBridge role (policy)": events_role_policy(config, account)}
 
 
-def render(config: PipelineConfig, endpoint_name="mnist-mlp", account="ACCOUNT") -> str:
+def render(config: PipelineConfig, endpoint_name=None, account="ACCOUNT") -> str:
     return "\n".join(f"# {title}\n{json.dumps(doc, indent=2)}" for title, doc in
                      policies(config, endpoint_name, account).items()) + "\n"

@@ -74,6 +74,20 @@ def test_tuning_upserts_the_tuned_variant_beside_the_main_pipeline(aws, capsys):
         assert parse_param(f"{name}=1", tuning=True) == (name, 1)
         assert cli.main(BASE + ["--tuning", "start", "--no-upsert", "--param", f"{name}=0"]) == 2
         assert name in capsys.readouterr().err
+    assert parse_param("TuningStrategy=Random", tuning=True) == ("TuningStrategy", "Random")
+    assert cli.main(BASE + ["--tuning", "start", "--no-upsert", "--param",
+                            "TuningStrategy=Grid"]) == 2
+    assert capsys.readouterr().err == (
+        "error: parameter TuningStrategy must be one of Bayesian, Random (Grid takes categorical "
+        "ranges only, and TuneModel's are not all categorical), got 'Grid'\n")
+    # its own endpoint, in both of its pipelines and in its role's policy
+    for pipeline in ("mnist-mxnet-tuning", "mnist-mxnet-tuning-deploy"):
+        definition = json.loads(sm.describe_pipeline(PipelineName=pipeline)["PipelineDefinition"])
+        assert {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}[
+            "EndpointName"] == "mnist-mlp-tuned"
+    assert cli.main(BASE + ["--tuning", "iam-policy"]) == 0
+    policy = capsys.readouterr().out
+    assert "endpoint/mnist-mlp-tuned\"" in policy and "endpoint/mnist-mlp\"" not in policy
 
 
 def test_upsert_installs_approve_then_deploy(aws, capsys):

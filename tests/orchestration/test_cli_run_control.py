@@ -62,6 +62,9 @@ def test_stop_watch_and_retry_an_execution(sleeper, capsys):
     ("LearningRate=nan", "parameter LearningRate needs a finite number, got 'nan'"),
     ("TrainingInstanceCount=0", "parameter TrainingInstanceCount must be >= 1, got 0"),
     ("BatchSize=0", "parameter BatchSize must be >= 1, got 0"),
+    ("ModelApprovalStatus=approved", "parameter ModelApprovalStatus must be one of Approved, "
+     "PendingManualApproval, Rejected (the statuses a model package is registered with), got "
+     "'approved'"),
 ])
 def test_values_that_cannot_run_are_refused_before_starting(param, reason, capsys):
     # the endpoint URL is never called: the refusal comes first

@@ -133,6 +133,19 @@ def test_the_resources_our_names_produce_are_allowed_and_others_are_not():
         assert not _allowed(policy, action, resource), (action, resource)
 
 
+def test_the_tuned_variants_policy_is_for_its_own_endpoint():
+    """The tuned variant deploys to mnist-mlp-tuned: its role may change that endpoint, not the
+    main pipeline's (unless an endpoint is named)."""
+    tuned = dataclasses.replace(CONFIG, tuning=True)
+    arn = "arn:aws:sagemaker:us-east-1:123456789012"
+    policy = iam.execution_role_policy(tuned, account="123456789012")
+    assert _allowed(policy, "sagemaker:UpdateEndpoint", f"{arn}:endpoint/mnist-mlp-tuned")
+    assert _allowed(policy, "sagemaker:CreateModel", f"{arn}:model/mnist-mlp-tuned-abc123")
+    assert not _allowed(policy, "sagemaker:UpdateEndpoint", f"{arn}:endpoint/mnist-mlp")
+    named = iam.execution_role_policy(tuned, "other", account="123456789012")
+    assert _allowed(named, "sagemaker:UpdateEndpoint", f"{arn}:endpoint/other")
+
+
 def test_the_events_role_may_only_start_the_deploy_pipeline():
     policy = iam.events_role_policy(CONFIG, account="123456789012")
     assert policy["Statement"] == [{

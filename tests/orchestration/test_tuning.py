@@ -257,7 +257,7 @@ def test_the_tuned_pipeline_registers_and_deploys_its_best_trial(tuned_run):
     model = sm.describe_training_job(TrainingJobName=best["TrainingJobName"])
     assert package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == \
         model["ModelArtifacts"]["S3ModelArtifacts"]
-    endpoint = sm.describe_endpoint(EndpointName="mnist-mlp")
+    endpoint = sm.describe_endpoint(EndpointName="mnist-mlp-tuned")  # its own endpoint
     assert endpoint["EndpointStatus"] == "InService"
     served = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
     model_name = served["ProductionVariants"][0]["ModelName"]
