@@ -251,38 +251,48 @@ def main():
     home = tempfile.mkdtemp(prefix="bench-serve-")
     # its own process, as users run it (`run_pipeline.py local start`)
     process, info = launcher.spawn(home)
-    rows = []
     try:
-        config = deploy(info["url"], home)
-        body = os.path.join(home, "digit.json")
-        with open(body, "w") as handle:
-            json.dump(first_test_digit(), handle)
-        script = os.path.join(home, "post.lua")
-        with open(script, "w") as handle:
-            handle.write(LUA.format(body=body))
-        model_dir = ServiceHome(home).model_dir("bench", config)
-        with open(os.path.join(model_dir, ".port")) as handle:
-            model_server_url = f"http://127.0.0.1:{handle.read().strip()}/invocations"
-        with open(os.path.join(model_dir, ".pid")) as handle:
-            model_server = int(handle.read())
-        aws_stack = AwsServingStack(model_dir, home)
-        targets = [("ours, via service route", f"{info['url']}/endpoints/bench/invocations",
-                    [process.pid]),  # the model server is the service's child
-                   ("ours, model server", model_server_url, [model_server]),
-                   (AWS, aws_stack.url, aws_stack.pids)]
-        try:
-            for name, url, roots in targets:
-                print(f"warming up and measuring {name} ...", file=sys.stderr, flush=True)
-                wrk(url, script, 16, args.warmup)  # the JVM's JIT, caches, connections
-                for concurrency in CONCURRENCY:
-                    rows.append((name, concurrency, wrk(url, script, concurrency, args.seconds,
-                                                        roots)))
-        finally:
-            aws_stack.stop()
+        rows = measure(args, home, info["url"], process.pid)
     finally:
         launcher.stop(home)
         shutil.rmtree(home, ignore_errors=True)
+    print_table(args, rows)
+    return 0
 
+
+def measure(args, home, service_url, service_pid):
+    """Deploy the model, then the rows: each target at each concurrency."""
+    config = deploy(service_url, home)
+    body = os.path.join(home, "digit.json")
+    with open(body, "w") as handle:
+        json.dump(first_test_digit(), handle)
+    script = os.path.join(home, "post.lua")
+    with open(script, "w") as handle:
+        handle.write(LUA.format(body=body))
+    model_dir = ServiceHome(home).model_dir("bench", config)
+    with open(os.path.join(model_dir, ".port")) as handle:
+        model_server_url = f"http://127.0.0.1:{handle.read().strip()}/invocations"
+    with open(os.path.join(model_dir, ".pid")) as handle:
+        model_server = int(handle.read())
+    aws_stack = AwsServingStack(model_dir, home)
+    targets = [("ours, via service route", f"{service_url}/endpoints/bench/invocations",
+                [service_pid]),  # the model server is the service's child
+               ("ours, model server", model_server_url, [model_server]),
+               (AWS, aws_stack.url, aws_stack.pids)]
+    rows = []
+    try:
+        for name, url, roots in targets:
+            print(f"warming up and measuring {name} ...", file=sys.stderr, flush=True)
+            wrk(url, script, 16, args.warmup)  # the JVM's JIT, caches, connections
+            for concurrency in CONCURRENCY:
+                rows.append((name, concurrency, wrk(url, script, concurrency, args.seconds,
+                                                    roots)))
+    finally:
+        aws_stack.stop()
+    return rows
+
+
+def print_table(args, rows):
     print(f"machine: {machine()}")
     print(f"load: wrk, {args.warmup} s warm-up at concurrency 16 per target, then {args.seconds}"
           " s per row, single-image JSON (784 values), keep-alive")
@@ -299,7 +309,6 @@ def main():
     print(f"\ntargets (each ours route against {AWS} in this run):")
     for line in verdicts(rows):
         print(f"  {line}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -340,23 +340,18 @@ def test_a_selective_execution_runs_only_the_selected_steps(clients, default_run
     assert "Selected steps not in the pipeline: Nope" in str(err.value)
 
 
-def test_the_sdks_own_estimator_and_processor_run_outside_pipelines(service, clients,
-                                                                    default_run, monkeypatch,
-                                                                    tmp_path):
-    """The AWS lab's notebook flow with the unchanged SageMaker SDK, only endpoint URLs set:
-    MXNet(...).fit(logs=True) on the data a run prepared, deploy(), predict() on real test
-    digits, delete_endpoint(); and a ScriptProcessor.run. Standalone CreateTrainingJob /
-    CreateProcessingJob under the container contract the pipeline steps get."""
+@pytest.fixture
+def lab(service, clients, default_run, monkeypatch, tmp_path):
+    """The AWS lab's notebook setting with the unchanged SageMaker SDK, only endpoint URLs set:
+    (its session, the data a run prepared by output name, a role, the training source folder
+    as the pipeline packs it: the script, the handlers it ships in the model, the job side's
+    helper)."""
     import boto3
     import sagemaker
-    from sagemaker.deserializers import JSONDeserializer
-    from sagemaker.mxnet import MXNet
-    from sagemaker.processing import ProcessingInput, ProcessingOutput, ScriptProcessor
-    from sagemaker.serializers import JSONSerializer
 
     for variable in ("S3", "CLOUDWATCH_LOGS", "SAGEMAKER", "SAGEMAKER_RUNTIME"):
         monkeypatch.setenv(f"AWS_ENDPOINT_URL_{variable}", service.url)
-    sm, s3, runtime = clients
+    sm, _, runtime = clients
     arn, _ = default_run
     prepare = sm.describe_processing_job(ProcessingJobName=steps_of(sm, arn)["PrepareData"][
         "Metadata"]["ProcessingJob"]["Arn"].split("/")[-1])
@@ -367,12 +362,23 @@ def test_the_sdks_own_estimator_and_processor_run_outside_pipelines(service, cli
                                    aws_secret_access_key="local"),
         sagemaker_client=sm, sagemaker_runtime_client=runtime, default_bucket=BUCKET,
         sagemaker_config=SDK_CONFIG)  # no telemetry: tests never reach the network
-    role = "arn:aws:iam::000000000000:role/lab"
-    source = tmp_path / "source"  # the training source folder, as the pipeline packs it: the
-    source.mkdir()  # script, the handlers it ships in the model, the job side's helper
+    source = tmp_path / "source"
+    source.mkdir()
     for name, path in TRAINING_SOURCE:
         shutil.copy(os.path.join(ROOT, path), source / name)
+    return session, data, "arn:aws:iam::000000000000:role/lab", source
 
+
+def test_the_sdks_own_estimator_trains_deploys_and_predicts(clients, lab):
+    """MXNet(...).fit(logs=True) on the data a run prepared, deploy(), predict() on real test
+    digits, delete_endpoint(): standalone CreateTrainingJob under the container contract the
+    pipeline steps get."""
+    from sagemaker.deserializers import JSONDeserializer
+    from sagemaker.mxnet import MXNet
+    from sagemaker.serializers import JSONSerializer
+
+    sm = clients[0]
+    session, data, role, source = lab
     estimator = MXNet(entry_point="train.py", source_dir=str(source),
                       role=role, framework_version="1.9.0", py_version="py38",
                       instance_count=1, instance_type="ml.m5.large",
@@ -399,6 +405,13 @@ def test_the_sdks_own_estimator_and_processor_run_outside_pipelines(service, cli
     with pytest.raises(ClientError):
         sm.describe_endpoint(EndpointName="lab-endpoint")
 
+
+def test_the_sdks_own_script_processor_runs(clients, lab, tmp_path):
+    """ScriptProcessor.run: standalone CreateProcessingJob, its input and output mapped."""
+    import sagemaker
+    from sagemaker.processing import ProcessingInput, ProcessingOutput, ScriptProcessor
+
+    session, data, role, _ = lab
     script = tmp_path / "count.py"
     # /opt/ml paths reach a script as arguments (the local contract maps those, not literals)
     script.write_text("import os, sys\n"
@@ -417,9 +430,17 @@ def test_the_sdks_own_estimator_and_processor_run_outside_pipelines(service, cli
         arguments=["/opt/ml/processing/input/data", "/opt/ml/processing/output"], logs=True)
     described = processor.jobs[-1].describe()
     assert described["ProcessingJobStatus"] == "Completed"
-    listing = s3.get_object(Bucket=BUCKET, Key="lab/listing/listing.txt")["Body"].read()
+    listing = clients[1].get_object(Bucket=BUCKET, Key="lab/listing/listing.txt")["Body"].read()
     assert listing == b"train.npz"
 
+
+def test_a_standalone_training_job_is_unique_by_name_and_stops(clients, lab):
+    """A job started without waiting runs, its name is taken while it does, and a stop ends it
+    Stopped (it stays listed)."""
+    from sagemaker.mxnet import MXNet
+
+    sm = clients[0]
+    session, data, role, source = lab
     long = MXNet(entry_point="train.py", source_dir=str(source), role=role,
                  framework_version="1.9.0", py_version="py38", instance_count=1,
                  instance_type="ml.m5.large", hyperparameters={"epochs": 200},

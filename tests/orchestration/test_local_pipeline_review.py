@@ -16,14 +16,16 @@ from pipelinehelpers import (EPOCHS, MNIST, _artifacts, _browser, _deployed_by_r
 pytestmark = pytest.mark.slow
 
 
-def test_review_commands_describe_executions_logs_compare_and_report(service, default_run,
-                                                                     pending_run, capsys,
-                                                                     tmp_path):
+def _review(service, default_run, pending_run):
+    """(the default run's id, the pending run's id, the CLI's options for this service)."""
+    return (default_run[0].split("/")[-1], pending_run.split("/")[-1],
+            ["--local", "--endpoint-url", service.url, "--local-home", service.home])
+
+
+def test_review_commands_describe_and_executions(service, default_run, pending_run, capsys):
     from pipeline import cli
 
-    arn, _ = default_run
-    run_id, other = arn.split("/")[-1], pending_run.split("/")[-1]
-    base = ["--local", "--endpoint-url", service.url, "--local-home", service.home]
+    run_id, other, base = _review(service, default_run, pending_run)
     assert cli.main(base + ["describe", run_id]) == 0
     out = capsys.readouterr().out
     assert "status    Succeeded  (started " in out
@@ -48,6 +50,11 @@ def test_review_commands_describe_executions_logs_compare_and_report(service, de
     assert rows.index(next(r for r in rows if r.startswith(other))) < rows.index(
         next(r for r in rows if r.startswith(run_id)))  # newest first
 
+
+def test_review_commands_logs_and_compare(service, default_run, pending_run, capsys):
+    from pipeline import cli
+
+    run_id, other, base = _review(service, default_run, pending_run)
     assert cli.main(base + ["logs", run_id, "TrainModel"]) == 0
     assert capsys.readouterr().out.count("epoch=") == EPOCHS
     assert cli.main(base + ["logs", run_id]) == 0
@@ -65,6 +72,12 @@ def test_review_commands_describe_executions_logs_compare_and_report(service, de
     assert lines["ModelApprovalStatus"] == ["Approved", "PendingManualApproval"]
     assert float(lines["accuracy"][0]) > float(lines["accuracy"][1]) > 0.9
 
+
+def test_review_command_report_is_one_self_contained_file(service, default_run, pending_run,
+                                                          tmp_path):
+    from pipeline import cli
+
+    run_id, _, base = _review(service, default_run, pending_run)
     report = tmp_path / "run.html"
     assert cli.main(base + ["report", run_id, "-o", str(report)]) == 0
     html = report.read_text()
@@ -152,45 +165,8 @@ def test_run_browser_pages_and_approving_from_the_page(service, clients, default
     shots = _artifacts()
     with _browser() as browser:
         page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.goto(service.url + "/")
-        rows = page.locator("table.executions tr")
-        assert rows.count() >= 3
-        assert pending.split("/")[-1] in rows.nth(1).inner_text()  # newest first
-        assert re.search(r"Succeeded.*0\.9\d{3}", page.locator(
-            f"tr:has-text('{run_id}')").inner_text(), re.S)
-        page.screenshot(path=os.path.join(shots, "executions.png"), full_page=True)
-
-        page.click(f"text={run_id}")
-        statuses = {page.locator("svg.dag g.step").nth(i).get_attribute("data-step"):
-                    page.locator("svg.dag g.step").nth(i).get_attribute("data-status")
-                    for i in range(page.locator("svg.dag g.step").count())}
-        assert statuses == {"PrepareData": "Succeeded", "TrainModel": "Succeeded",
-                            "EvaluateModel": "Succeeded", "CheckAccuracy": "Succeeded",
-                            "Register-RegisterModel": "Succeeded", "CheckApproval": "Succeeded",
-                            "DeployModel": "Succeeded", "Cleanup": "Succeeded",
-                            "AccuracyTooLow": "not run"}
-        assert re.search(r"0\.9\d{3} >= 0\.97 -> true",
-                         page.locator("table.steps").inner_text())
-        page.screenshot(path=os.path.join(shots, "execution.png"), full_page=True)
-
-        page.click("text=pipelines-" + run_id + "-trainmodel")
-        log = page.locator("pre.log").inner_text()
-        assert log.count("epoch=") == EPOCHS and "model saved to" in log
-        assert page.locator(".curves svg").count() == 1
-        assert "validation" in page.locator(".curves").inner_text()  # the chart's legend
-        page.screenshot(path=os.path.join(shots, "job.png"), full_page=True)
-
-        page.goto(service.url + "/packages/" + package.split("/", 1)[1])
-        assert "PendingManualApproval" in page.locator("body").inner_text()
-        heat = page.locator(".confusion svg")
-        assert heat.count() == 1 and "predicted" in heat.text_content()
-        lineage = page.locator("table.lineage").inner_text()
-        assert pending.split("/")[-1] in lineage and "DataSha256.test-labels" in lineage
-        page.screenshot(path=os.path.join(shots, "package.png"), full_page=True)
-        page.click("#approve")
-        page.click("#confirm")
-        assert "Approved" in page.locator("table").first.inner_text()
-        page.screenshot(path=os.path.join(shots, "package-approved.png"), full_page=True)
+        _executions_and_a_run(page, service.url, run_id, pending, shots)
+        _approve_on_the_package_page(page, service.url, package, pending, shots)
         deploy_arn = _deployed_by_rule(sm, runtime, package)
 
         page.goto(service.url + "/endpoints")
@@ -219,3 +195,50 @@ def test_run_browser_pages_and_approving_from_the_page(service, clients, default
     assert refused.value.code == 403
     assert sm.describe_model_package(ModelPackageName=package)["ModelApprovalStatus"] == \
         "Approved"
+
+
+def _executions_and_a_run(page, url, run_id, pending, shots):
+    """The executions list (newest first), the run's page (DAG statuses, the gate) and its
+    training job's page (log, curves)."""
+    page.goto(url + "/")
+    rows = page.locator("table.executions tr")
+    assert rows.count() >= 3
+    assert pending.split("/")[-1] in rows.nth(1).inner_text()  # newest first
+    assert re.search(r"Succeeded.*0\.9\d{3}", page.locator(
+        f"tr:has-text('{run_id}')").inner_text(), re.S)
+    page.screenshot(path=os.path.join(shots, "executions.png"), full_page=True)
+
+    page.click(f"text={run_id}")
+    nodes = page.locator("svg.dag g.step")
+    statuses = {nodes.nth(i).get_attribute("data-step"): nodes.nth(i).get_attribute(
+        "data-status") for i in range(nodes.count())}
+    assert statuses == {"PrepareData": "Succeeded", "TrainModel": "Succeeded",
+                        "EvaluateModel": "Succeeded", "CheckAccuracy": "Succeeded",
+                        "Register-RegisterModel": "Succeeded", "CheckApproval": "Succeeded",
+                        "DeployModel": "Succeeded", "Cleanup": "Succeeded",
+                        "AccuracyTooLow": "not run"}
+    assert re.search(r"0\.9\d{3} >= 0\.97 -> true", page.locator("table.steps").inner_text())
+    page.screenshot(path=os.path.join(shots, "execution.png"), full_page=True)
+
+    page.click("text=pipelines-" + run_id + "-trainmodel")
+    log = page.locator("pre.log").inner_text()
+    assert log.count("epoch=") == EPOCHS and "model saved to" in log
+    assert page.locator(".curves svg").count() == 1
+    assert "validation" in page.locator(".curves").inner_text()  # the chart's legend
+    page.screenshot(path=os.path.join(shots, "job.png"), full_page=True)
+
+
+def _approve_on_the_package_page(page, url, package, pending, shots):
+    """The pending package's page (status, confusion matrix, lineage), then Approve and its
+    confirmation."""
+    page.goto(url + "/packages/" + package.split("/", 1)[1])
+    assert "PendingManualApproval" in page.locator("body").inner_text()
+    heat = page.locator(".confusion svg")
+    assert heat.count() == 1 and "predicted" in heat.text_content()
+    lineage = page.locator("table.lineage").inner_text()
+    assert pending.split("/")[-1] in lineage and "DataSha256.test-labels" in lineage
+    page.screenshot(path=os.path.join(shots, "package.png"), full_page=True)
+    page.click("#approve")
+    page.click("#confirm")
+    assert "Approved" in page.locator("table").first.inner_text()
+    page.screenshot(path=os.path.join(shots, "package-approved.png"), full_page=True)

@@ -17,6 +17,15 @@ from servicehelpers import (BUCKET, MNIST, ROLE, upload_code, _until, _sleeping_
 
 
 @pytest.mark.slow
+def _training_log(svc, sm, arn) -> str:
+    """The execution's training job's log, once it has one."""
+    meta = steps_of(sm, arn).get("TrainModel", {}).get("Metadata", {})
+    if "TrainingJob" not in meta:
+        return ""
+    path = os.path.join(svc.home, "logs", meta["TrainingJob"]["Arn"].split("/")[-1] + ".log")
+    return open(path).read() if os.path.exists(path) else ""
+
+
 def test_restart_during_training_interrupts_then_retry_completes(tmp_path):
     svc = ServiceProcess(tmp_path / "home").start()
     artifacts = upload_code(svc)
@@ -27,16 +36,8 @@ def test_restart_during_training_interrupts_then_retry_completes(tmp_path):
     arn = sm.start_pipeline_execution(PipelineName="mnist-mxnet", PipelineParameters=[
         {"Name": "MnistSourceUri", "Value": MNIST}, {"Name": "Epochs", "Value": "8"},
         {"Name": "AccuracyThreshold", "Value": "0.9"}])["PipelineExecutionArn"]
-    def training_log():  # the training job's log, once it has one
-        meta = steps_of(sm, arn).get("TrainModel", {}).get("Metadata", {})
-        if "TrainingJob" not in meta:
-            return ""
-        path = os.path.join(svc.home, "logs", meta["TrainingJob"]["Arn"].split("/")[-1] +
-                            ".log")
-        return open(path).read() if os.path.exists(path) else ""
-
     deadline = time.time() + 120
-    while "epoch=1 " not in training_log():  # well inside training: an epoch done, 7 to go
+    while "epoch=1 " not in _training_log(svc, sm, arn):  # an epoch done, 7 to go
         assert time.time() < deadline
         time.sleep(0.1)
     svc.stop(signal.SIGKILL)  # a crash, not a clean stop
