@@ -55,19 +55,27 @@ PARAMETER_LIMITS = {
 }
 
 
+def _approval_statuses():
+    """SageMaker's, from botocore's model (loaded only when one is checked: 0.1 s)."""
+    import botocore.session
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return sorted(model.shape_for("ModelApprovalStatus").enum)
+
+
 # Values a string parameter may take: name -> (the values, why no other runs).
 PARAMETER_CHOICES = {
-    "ModelApprovalStatus": (("Approved", "PendingManualApproval", "Rejected"),
-                            "the statuses a model package is registered with"),
-    "TuningStrategy": (("Bayesian", "Random"), "Grid takes categorical ranges only, and "
-                                               "TuneModel's are not all categorical"),
+    "ModelApprovalStatus": (_approval_statuses, "the statuses a model package is registered "
+                                                "with"),
+    "TuningStrategy": (lambda: ["Bayesian", "Random"], "Grid takes categorical ranges only, "
+                                                       "and TuneModel's are not all categorical"),
 }
 
 
 def check_limits(name, value) -> None:
     """ValueError, with the reason, when ``value`` is outside the parameter's limits."""
     if name in PARAMETER_CHOICES:
-        choices, why = PARAMETER_CHOICES[name]
+        listed, why = PARAMETER_CHOICES[name]
+        choices = listed()
         if value not in choices:
             raise ValueError(f"parameter {name} must be one of {', '.join(choices)} ({why}), "
                              f"got {value!r}")

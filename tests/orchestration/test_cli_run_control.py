@@ -80,6 +80,11 @@ def test_the_limits_let_the_edges_through(capsys):
     assert parse_param("AccuracyThreshold=1") == ("AccuracyThreshold", 1.0)
     assert parse_param("AccuracyThreshold=0") == ("AccuracyThreshold", 0.0)
     assert parse_param("LearningRate=1e-9") == ("LearningRate", 1e-9)
+    for status in ("Approved", "PendingManualApproval", "Rejected"):  # every one AWS takes
+        assert parse_param(f"ModelApprovalStatus={status}") == ("ModelApprovalStatus", status)
+    for strategy in ("Bayesian", "Random"):
+        assert parse_param(f"TuningStrategy={strategy}", tuning=True) == ("TuningStrategy",
+                                                                          strategy)
 
 
 def test_a_closed_pipe_ends_quietly():
